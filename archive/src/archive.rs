@@ -1,0 +1,371 @@
+//! An archive directory: opening it, blobs, cells, and reading runs and their curves back
+//! with every status derived (a `running` row whose writer died reads as `interrupted`).
+
+use crate::canonical::Hash;
+use crate::files::{self, list_table, read_parquet, ChunkName};
+use crate::records::{self, CellRecord, MetricPoint, RunRecord, Status};
+use crate::schema::Table;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// A run archive rooted at a directory.
+#[derive(Clone, Debug)]
+pub struct Archive {
+    root: PathBuf,
+}
+
+/// A value read from the archive, with the files that could not be read on the way.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub value: T,
+    /// One error per damaged or foreign file, each naming its path.
+    pub damaged: Vec<Error>,
+}
+
+/// The environment variable that names the default archive.
+pub const ARCHIVE_ENV: &str = "RECIPE_ARCHIVE";
+
+impl Archive {
+    /// Open (creating if needed) the archive at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Archive> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        Ok(Archive { root })
+    }
+
+    /// Open an existing archive for reading; a missing folder is an error that says how one
+    /// is made.
+    pub fn open_existing(root: impl Into<PathBuf>) -> Result<Archive> {
+        let root = root.into();
+        if !root.is_dir() {
+            return Err(Error::NotFound(format!(
+                "no archive at {}: runs are archived there when a notebook or `recipe exec` trains; \
+                 pass --archive PATH or set {ARCHIVE_ENV} to use another one",
+                root.display()
+            )));
+        }
+        Ok(Archive { root })
+    }
+
+    /// `$RECIPE_ARCHIVE`, else `./runs`.
+    pub fn default_root() -> PathBuf {
+        std::env::var_os(ARCHIVE_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("runs"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Store bytes under their blake3 hash; storing the same bytes twice is free.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Hash> {
+        let hash = Hash::of_bytes(bytes);
+        let path = self.blob_path(&hash);
+        if !path.exists() {
+            files::write_atomic(&path, |f| {
+                std::io::Write::write_all(f, bytes).map_err(|e| Error::io(&path, e))
+            })?;
+        }
+        Ok(hash)
+    }
+
+    /// The bytes stored under `hash`, checked against it.
+    pub fn blob(&self, hash: &Hash) -> Result<Vec<u8>> {
+        let path = self.blob_path(hash);
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        if Hash::of_bytes(&bytes) != *hash {
+            return Err(Error::Damaged {
+                path,
+                reason: "content does not match its blake3 name".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn blob_path(&self, hash: &Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.path("blobs").join(&hex[..2]).join(hex)
+    }
+
+    /// Record one executed notebook cell.
+    pub fn record_cell(&self, cell: &CellRecord) -> Result<()> {
+        let dir = files::day_dir(&self.root, Table::Cells, cell.started_at.date_naive());
+        let nanos = cell.started_at.timestamp_nanos_opt().unwrap_or_default();
+        let safe_session: String = cell
+            .session_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        let path = dir.join(format!(
+            "{safe_session}-{:06}-{nanos}.parquet",
+            cell.execution_count
+        ));
+        files::write_parquet(
+            &path,
+            Table::Cells,
+            &records::cells_to_batch(std::slice::from_ref(cell))?,
+        )
+    }
+
+    /// Every recorded cell, in session and execution order.
+    pub fn cells(&self) -> Result<Loaded<Vec<CellRecord>>> {
+        let loaded = self.read_rows(Table::Cells, &|_| true, records::cells_from_batch)?;
+        let mut unique = BTreeMap::new();
+        for cell in loaded.value {
+            unique.insert(
+                (
+                    cell.session_id.clone(),
+                    cell.started_at,
+                    cell.execution_count,
+                ),
+                cell,
+            );
+        }
+        Ok(Loaded {
+            value: unique.into_values().collect(),
+            damaged: loaded.damaged,
+        })
+    }
+
+    /// Every run attempt, oldest first, with statuses derived: a `running` row without a live
+    /// writer is `interrupted` at its last flushed step, and the first attempt of an identity
+    /// carries whether its replicates reproduced it.
+    pub fn runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
+        let loaded = self.raw_runs()?;
+        let mut damaged = loaded.damaged;
+        let mut runs = loaded.value;
+        for run in runs.iter_mut() {
+            if run.status == Status::Running && !self.is_live(&run.run_id, run.attempt) {
+                run.status = Status::Interrupted;
+                let points = self.metrics_of(&run.run_id, run.attempt)?;
+                damaged.extend(points.damaged);
+                run.last_step = points.value.iter().map(|p| p.step).max();
+                run.error.get_or_insert_with(|| {
+                    "the writing process ended without finishing the run (killed or crashed); \
+                     every flushed chunk is kept"
+                        .into()
+                });
+            }
+        }
+        mark_replicates(&mut runs);
+        Ok(Loaded {
+            value: runs,
+            damaged,
+        })
+    }
+
+    /// The rows of `runs` as stored, one per attempt (the newest version of each).
+    pub(crate) fn raw_runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
+        let loaded = self.read_rows(Table::Runs, &|_| true, records::runs_from_batch)?;
+        let mut newest: BTreeMap<(String, u32), RunRecord> = BTreeMap::new();
+        for run in loaded.value {
+            let key = (run.run_id.clone(), run.attempt);
+            // A finished row beats a running one; among equals the newest wins.
+            let rank = |r: &RunRecord| (r.status != Status::Running, r.updated_at);
+            let replace = newest.get(&key).is_none_or(|old| rank(&run) > rank(old));
+            if replace {
+                newest.insert(key, run);
+            }
+        }
+        let mut runs: Vec<RunRecord> = newest.into_values().collect();
+        runs.sort_by(|a, b| {
+            (a.started_at, &a.run_id, a.attempt).cmp(&(b.started_at, &b.run_id, b.attempt))
+        });
+        Ok(Loaded {
+            value: runs,
+            damaged: loaded.damaged,
+        })
+    }
+
+    /// One run attempt's metric points, sorted by (name, step).
+    pub fn metrics(&self, run: &RunRecord) -> Result<Loaded<Vec<MetricPoint>>> {
+        self.metrics_of(&run.run_id, run.attempt)
+    }
+
+    pub(crate) fn metrics_of(
+        &self,
+        run_id: &str,
+        attempt: u32,
+    ) -> Result<Loaded<Vec<MetricPoint>>> {
+        let prefix = format!("{run_id}-a{attempt}-c");
+        let mine = |p: &Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        };
+        let loaded = self.read_rows(Table::Metrics, &mine, records::metrics_from_batch)?;
+        let mut points: Vec<MetricPoint> = loaded.value.into_iter().map(|(_, _, p)| p).collect();
+        points.sort_by(|a, b| (&a.name, a.step).cmp(&(&b.name, b.step)));
+        Ok(Loaded {
+            value: points,
+            damaged: loaded.damaged,
+        })
+    }
+
+    /// Find one run attempt by reference: a run-id prefix (the first attempt, or the only
+    /// one), `prefix@attempt`, or an exact run name when it is unique.
+    pub fn find(&self, reference: &str) -> Result<RunRecord> {
+        let runs = self.runs()?.value;
+        find_in(&runs, reference).cloned()
+    }
+
+    /// Read every file of a table that `select` keeps. A file deleted between listing and
+    /// reading (a concurrent compaction) restarts the read, so a reader never sees a
+    /// half-compacted table; damaged files are collected, not fatal.
+    pub(crate) fn read_rows<T>(
+        &self,
+        table: Table,
+        select: &dyn Fn(&Path) -> bool,
+        decode: fn(&arrow::array::RecordBatch) -> Result<Vec<T>>,
+    ) -> Result<Loaded<Vec<T>>> {
+        const TRIES: usize = 20;
+        'retry: for _ in 0..TRIES {
+            let mut paths: Vec<PathBuf> = list_table(&self.root, table)?
+                .into_iter()
+                .filter(|p| select(p))
+                .collect();
+            if table == Table::Metrics {
+                let named = paths
+                    .into_iter()
+                    .filter_map(|p| ChunkName::parse(&p).map(|n| (p, n)))
+                    .collect();
+                paths = files::without_covered(named)
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+            }
+            let mut rows = Vec::new();
+            let mut damaged = Vec::new();
+            for path in &paths {
+                match read_parquet(path, table).and_then(|batches| {
+                    let mut out = Vec::new();
+                    for batch in &batches {
+                        out.extend(decode(batch).map_err(|e| Error::Damaged {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?);
+                    }
+                    Ok(out)
+                }) {
+                    Ok(decoded) => rows.extend(decoded),
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        continue 'retry
+                    }
+                    Err(e) => damaged.push(e),
+                }
+            }
+            return Ok(Loaded {
+                value: rows,
+                damaged,
+            });
+        }
+        Err(Error::Invalid(format!(
+            "the {} table kept changing while it was read ({TRIES} tries); try again",
+            table.name()
+        )))
+    }
+
+    pub(crate) fn live_lock_path(&self, run_id: &str, attempt: u32) -> PathBuf {
+        self.path("_live").join(format!("{run_id}-a{attempt}.lock"))
+    }
+
+    /// Whether a writer still holds this attempt's lock (in any process).
+    pub fn is_live(&self, run_id: &str, attempt: u32) -> bool {
+        let Ok(file) = File::open(self.live_lock_path(run_id, attempt)) else {
+            return false;
+        };
+        // A writer holds LOCK_EX for the run's whole life; the kernel drops it when the
+        // writing process dies, however it dies (kill -9 included).
+        !try_lock(&file, libc::LOCK_SH)
+    }
+}
+
+/// Take a non-blocking flock on `file`; the lock lives as long as the file stays open.
+pub(crate) fn try_lock(file: &File, kind: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, open file descriptor has no memory effects.
+    unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) == 0 }
+}
+
+/// Copy what replicates found onto the first attempt of their identity, so both sides of a
+/// nondeterministic pair say so.
+fn mark_replicates(runs: &mut [RunRecord]) {
+    let mut verdicts: BTreeMap<String, (bool, Option<i64>)> = BTreeMap::new();
+    for run in runs.iter().filter(|r| r.attempt > 1) {
+        if let Some(reproduced) = run.reproduced {
+            let entry = verdicts.entry(run.run_id.clone()).or_insert((true, None));
+            if !reproduced {
+                entry.0 = false;
+                entry.1 = match (entry.1, run.diverged_step) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+    }
+    for run in runs.iter_mut().filter(|r| r.attempt == 1) {
+        if let Some(&(reproduced, step)) = verdicts.get(&run.run_id) {
+            run.reproduced = Some(reproduced);
+            run.diverged_step = step;
+        }
+    }
+}
+
+/// Resolve a run reference among `runs` (see [`Archive::find`]).
+pub fn find_in<'a>(runs: &'a [RunRecord], reference: &str) -> Result<&'a RunRecord> {
+    let (prefix, attempt) = match reference.split_once('@') {
+        Some((p, a)) => {
+            let a = a.parse::<u32>().map_err(|_| {
+                Error::Invalid(format!(
+                    "{reference:?}: the part after @ must be an attempt number"
+                ))
+            })?;
+            (p, Some(a))
+        }
+        None => (reference, None),
+    };
+    if prefix.is_empty() {
+        return Err(Error::Invalid(
+            "an empty run reference matches every run".into(),
+        ));
+    }
+    let by_id: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.run_id.starts_with(prefix) && attempt.is_none_or(|a| r.attempt == a))
+        .collect();
+    let candidates = if by_id.is_empty() {
+        runs.iter()
+            .filter(|r| r.name == prefix && attempt.is_none_or(|a| r.attempt == a))
+            .collect()
+    } else {
+        by_id
+    };
+    let ids: std::collections::BTreeSet<&str> =
+        candidates.iter().map(|r| r.run_id.as_str()).collect();
+    match (ids.len(), candidates.len()) {
+        (0, _) => Err(Error::NotFound(format!(
+            "no run matches {reference:?}; `recipe runs list` shows the run ids"
+        ))),
+        (1, _) => candidates
+            .into_iter()
+            .min_by_key(|r| r.attempt)
+            .ok_or_else(|| Error::NotFound(reference.to_string())),
+        (n, _) => Err(Error::NotFound(format!(
+            "{reference:?} matches {n} runs ({}); give more digits of the run id",
+            ids.iter()
+                .take(4)
+                .map(|id| &id[..12.min(id.len())])
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}

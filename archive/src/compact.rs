@@ -1,0 +1,263 @@
+//! Compaction: merge the many small files that writers commit into few large ones, without
+//! ever blocking or breaking a reader.
+//!
+//! Decide, then act: [`plan`] looks at the archive and returns [`Action`]s; [`execute`] does
+//! the I/O. Each merge first commits its destination (atomically) and only then deletes its
+//! sources, so at every instant a reader finds every row at least once; readers drop the
+//! second copy (metric chunks covered by a merged file are skipped by name, rows of `runs`
+//! and `cells` are de-duplicated by key). Runs whose writer is alive are left alone. A
+//! `running` row whose writer died is written back as `interrupted` at its last step.
+
+use crate::archive::{try_lock, Archive};
+use crate::files::{self, list_table, ChunkName};
+use crate::records::{self, RunRecord};
+use crate::schema::Table;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// One step of a compaction.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Merge the chunk files of one finished run attempt into one file.
+    MergeMetrics {
+        sources: Vec<PathBuf>,
+        dest: PathBuf,
+    },
+    /// Merge the row files of one day of `runs` or `cells` into one file.
+    MergeRows {
+        table: Table,
+        sources: Vec<PathBuf>,
+        dest: PathBuf,
+    },
+    /// Remove a temp file whose writing process is gone.
+    RemoveTemp(PathBuf),
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub files_before: usize,
+    pub files_after: usize,
+    pub merges: usize,
+    pub temps_removed: usize,
+}
+
+/// Decide what to merge. Pure apart from reading the listing and writer liveness.
+pub fn plan(archive: &Archive) -> Result<Vec<Action>> {
+    let mut actions = Vec::new();
+    let live = |run_id: &str, attempt: u32| archive.is_live(run_id, attempt);
+
+    // 1. Metrics: per finished run attempt, every file it has.
+    let mut per_run: BTreeMap<(PathBuf, String, u32), Vec<(PathBuf, ChunkName)>> = BTreeMap::new();
+    for path in list_table(archive.root(), Table::Metrics)? {
+        if let Some(name) = ChunkName::parse(&path) {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            per_run
+                .entry((dir, name.run_id.clone(), name.attempt))
+                .or_default()
+                .push((path, name));
+        }
+    }
+    for ((dir, run_id, attempt), chunks) in per_run {
+        let chunks = files::without_covered(chunks);
+        if chunks.len() < 2 || live(&run_id, attempt) {
+            continue;
+        }
+        let first = chunks.iter().map(|(_, n)| n.first).min().unwrap_or(1);
+        let last = chunks.iter().map(|(_, n)| n.last).max().unwrap_or(1);
+        let dest = dir.join(
+            ChunkName {
+                run_id,
+                attempt,
+                first,
+                last,
+            }
+            .file_name(),
+        );
+        actions.push(Action::MergeMetrics {
+            sources: chunks.into_iter().map(|(p, _)| p).collect(),
+            dest,
+        });
+    }
+
+    // 2. Rows of runs (of finished or dead runs) and cells, per day folder.
+    for table in [Table::Runs, Table::Cells] {
+        let mut per_day: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+        for path in list_table(archive.root(), table)? {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let writer_live = table == Table::Runs
+                && !stem.starts_with("compacted-")
+                && stem
+                    .rsplit_once("-a")
+                    .is_some_and(|(id, a)| a.parse().is_ok_and(|a| live(id, a)));
+            if !writer_live {
+                per_day
+                    .entry(path.parent().map(Path::to_path_buf).unwrap_or_default())
+                    .or_default()
+                    .push(path);
+            }
+        }
+        for (dir, sources) in per_day {
+            if sources.len() >= 2 {
+                let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+                let tag = blake3::hash(names.join("\n").as_bytes()).to_hex();
+                let dest = dir.join(format!("compacted-{}.parquet", &tag[..16]));
+                actions.push(Action::MergeRows {
+                    table,
+                    sources,
+                    dest,
+                });
+            }
+        }
+    }
+
+    // 3. Temp files of writers that died mid-write.
+    for table in Table::ALL {
+        let Ok(days) = fs::read_dir(archive.root().join(table.name())) else {
+            continue;
+        };
+        for day in days.flatten() {
+            let Ok(entries) = fs::read_dir(day.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if temp_writer_pid(&path)
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                {
+                    actions.push(Action::RemoveTemp(path));
+                }
+            }
+        }
+    }
+    Ok(actions)
+}
+
+/// `.name.tmp-PID-N` -> PID.
+fn temp_writer_pid(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix('.')?.rsplit_once(".tmp-")?.1;
+    rest.split_once('-')?.0.parse().ok()
+}
+
+/// Carry out a plan. Holds the archive's compaction lock, so two compactions never race.
+pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
+    let lock_path = archive.root().join("_compact.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    if !try_lock(&lock, libc::LOCK_EX) {
+        return Err(Error::Invalid(
+            "another compaction of this archive is running; try again when it ends".into(),
+        ));
+    }
+    let count = || -> Result<usize> {
+        Table::ALL
+            .iter()
+            .map(|t| list_table(archive.root(), *t).map(|f| f.len()))
+            .sum()
+    };
+    let mut report = Report {
+        files_before: count()?,
+        ..Report::default()
+    };
+    // Derived rows (dead runs as interrupted, replicate verdicts) are what merged files keep.
+    let derived: BTreeMap<(String, u32), RunRecord> = archive
+        .runs()?
+        .value
+        .into_iter()
+        .map(|r| ((r.run_id.clone(), r.attempt), r))
+        .collect();
+    for action in actions {
+        match action {
+            Action::MergeMetrics { sources, dest } => {
+                let mut batches = Vec::new();
+                for source in sources {
+                    batches.extend(files::read_parquet(source, Table::Metrics)?);
+                }
+                let batch = arrow::compute::concat_batches(&Table::Metrics.schema(), &batches)?;
+                files::write_parquet(dest, Table::Metrics, &batch)?;
+                remove_all(sources)?;
+                report.merges += 1;
+            }
+            Action::MergeRows {
+                table: Table::Runs,
+                sources,
+                dest,
+            } => {
+                let mut keys = std::collections::BTreeSet::new();
+                for source in sources {
+                    for batch in files::read_parquet(source, Table::Runs)? {
+                        keys.extend(
+                            records::runs_from_batch(&batch)?
+                                .into_iter()
+                                .map(|r| (r.run_id, r.attempt)),
+                        );
+                    }
+                }
+                let rows: Vec<RunRecord> = keys
+                    .iter()
+                    .filter_map(|k| derived.get(k).cloned())
+                    .collect();
+                files::write_parquet(dest, Table::Runs, &records::runs_to_batch(&rows)?)?;
+                remove_all(sources)?;
+                report.merges += 1;
+            }
+            Action::MergeRows {
+                table,
+                sources,
+                dest,
+            } => {
+                let mut batches = Vec::new();
+                for source in sources {
+                    batches.extend(files::read_parquet(source, *table)?);
+                }
+                let batch = arrow::compute::concat_batches(&table.schema(), &batches)?;
+                files::write_parquet(dest, *table, &batch)?;
+                remove_all(sources)?;
+                report.merges += 1;
+            }
+            Action::RemoveTemp(path) => {
+                remove_all(std::slice::from_ref(path))?;
+                report.temps_removed += 1;
+            }
+        }
+    }
+    report.files_after = count()?;
+    drop(lock);
+    Ok(report)
+}
+
+fn remove_all(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    if let Some(dir) = paths.first().and_then(|p| p.parent()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn temp_names_carry_the_writer_pid() {
+        let p = std::path::Path::new("x/.abc-a1-c000001.parquet.tmp-4242-7");
+        assert_eq!(super::temp_writer_pid(p), Some(4242));
+        assert_eq!(
+            super::temp_writer_pid(std::path::Path::new("x/abc.parquet")),
+            None
+        );
+    }
+}

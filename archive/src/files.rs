@@ -1,0 +1,247 @@
+//! Files on disk: where each table's files live, how one is written so that no reader ever
+//! sees half of it, and how one is read so that a damaged or foreign file is named, not
+//! trusted.
+//!
+//! Layout of an archive directory (Hive-style `day=` folders, so DuckDB, pyarrow, Polars and
+//! Spark read each table folder as one dataset):
+//!
+//! ```text
+//! runs/day=2026-11-27/<run_id>-a<attempt>.parquet           one attempt's row, rewritten at finish
+//! runs/day=2026-11-27/compacted-<hash>.parquet               rows merged by `compact`
+//! metrics/day=2026-11-27/<run_id>-a<attempt>-c<seq>.parquet  one flushed chunk
+//! metrics/day=2026-11-27/<run_id>-a<attempt>-c<first>-<last>.parquet   chunks merged by `compact`
+//! cells/day=2026-11-27/<session>-<count>-<nanos>.parquet     one executed cell
+//! blobs/<2 hex>/<blake3 hex>                                 content-addressed bytes
+//! _claims/<run_id>-a<attempt>                                who took which attempt number
+//! _live/<run_id>-a<attempt>.lock                             held (flock) while a writer lives
+//! ```
+
+use crate::schema::{Table, KEY_TABLE, KEY_VERSION, KEY_WRITER, SCHEMA_VERSION, WRITER};
+use crate::{Error, Result};
+use arrow::array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Write `bytes` to `path` so that the file appears whole or not at all: temp name in the
+/// same folder, write, fsync, rename, fsync the folder.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Invalid(format!("{} has no folder", path.display())))?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = dir.join(format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+        write(&mut file)?;
+        file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Write one batch as a ZSTD Parquet file carrying the schema version, table and writer.
+pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<()> {
+    let metadata = vec![
+        KeyValue::new(KEY_VERSION.to_string(), SCHEMA_VERSION.to_string()),
+        KeyValue::new(KEY_TABLE.to_string(), table.name().to_string()),
+        KeyValue::new(KEY_WRITER.to_string(), WRITER.to_string()),
+    ];
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_key_value_metadata(Some(metadata))
+        .build();
+    write_atomic(path, |file| {
+        let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props))?;
+        writer.write(batch)?;
+        // Without close() there is no footer: the file would be unreadable.
+        writer.close()?;
+        Ok(())
+    })
+}
+
+/// Read a whole Parquet file of `table`, refusing damaged, foreign and other-version files
+/// with an error that names the file.
+pub fn read_parquet(path: &Path, table: Table) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let damaged = |reason: String| Error::Damaged {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| damaged(e.to_string()))?;
+    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let get = |key: &str| {
+        kv.and_then(|kv| kv.iter().find(|e| e.key == key))
+            .and_then(|e| e.value.clone())
+    };
+    match get(KEY_VERSION) {
+        Some(v) if v == SCHEMA_VERSION => {}
+        Some(v) => return Err(Error::SchemaVersion { path: path.to_path_buf(), found: v }),
+        None => {
+            return Err(damaged(format!(
+                "no {KEY_VERSION} metadata: not written by recipe; keep other files outside the archive folder"
+            )))
+        }
+    }
+    if let Some(t) = get(KEY_TABLE).filter(|t| t != table.name()) {
+        return Err(damaged(format!(
+            "a file of table {t:?} inside the {:?} folder",
+            table.name()
+        )));
+    }
+    let reader = builder.build().map_err(|e| damaged(e.to_string()))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| damaged(e.to_string()))
+}
+
+/// Every committed Parquet file of a table, sorted by path. Temp files (`.name.tmp-...`)
+/// of writers still at work, or dead, are skipped.
+pub fn list_table(root: &Path, table: Table) -> Result<Vec<PathBuf>> {
+    let dir = root.join(table.name());
+    let mut out = Vec::new();
+    let days = match fs::read_dir(&dir) {
+        Ok(days) => days,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    for day in days {
+        let day = day.map_err(|e| Error::io(&dir, e))?.path();
+        if !day.is_dir() {
+            continue;
+        }
+        let entries = match fs::read_dir(&day) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&day, e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&day, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.starts_with('.') && name.ends_with(".parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The Hive partition folder of a day.
+pub fn day_dir(root: &Path, table: Table, day: chrono::NaiveDate) -> PathBuf {
+    root.join(table.name())
+        .join(format!("day={}", day.format("%Y-%m-%d")))
+}
+
+/// What a file name in the `metrics` folder says it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkName {
+    pub run_id: String,
+    pub attempt: u32,
+    /// The chunk sequence numbers it covers (first == last for a chunk a writer flushed).
+    pub first: u32,
+    pub last: u32,
+}
+
+impl ChunkName {
+    pub fn file_name(&self) -> String {
+        if self.first == self.last {
+            format!(
+                "{}-a{}-c{:06}.parquet",
+                self.run_id, self.attempt, self.first
+            )
+        } else {
+            format!(
+                "{}-a{}-c{:06}-{:06}.parquet",
+                self.run_id, self.attempt, self.first, self.last
+            )
+        }
+    }
+
+    pub fn parse(path: &Path) -> Option<ChunkName> {
+        let stem = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+        let (run_id, rest) = stem.split_once("-a")?;
+        let (attempt, chunks) = rest.split_once("-c")?;
+        let (first, last) = match chunks.split_once('-') {
+            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+            None => (chunks.parse().ok()?, chunks.parse().ok()?),
+        };
+        Some(ChunkName {
+            run_id: run_id.to_string(),
+            attempt: attempt.parse().ok()?,
+            first,
+            last,
+        })
+    }
+
+    fn covers(&self, other: &ChunkName) -> bool {
+        self.run_id == other.run_id
+            && self.attempt == other.attempt
+            && self.first <= other.first
+            && other.last <= self.last
+            && self != other
+    }
+}
+
+/// Drop chunk files already merged into a compacted file, so a reader that lists a folder
+/// between a compaction's rename and its deletes counts no point twice.
+pub fn without_covered(files: Vec<(PathBuf, ChunkName)>) -> Vec<(PathBuf, ChunkName)> {
+    let names: Vec<ChunkName> = files.iter().map(|(_, n)| n.clone()).collect();
+    files
+        .into_iter()
+        .filter(|(_, name)| !names.iter().any(|other| other.covers(name)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_names_round_trip() {
+        for (first, last) in [(1, 1), (3, 40)] {
+            let name = ChunkName {
+                run_id: "ab12".into(),
+                attempt: 2,
+                first,
+                last,
+            };
+            assert_eq!(ChunkName::parse(Path::new(&name.file_name())), Some(name));
+        }
+        assert_eq!(ChunkName::parse(Path::new("notes.parquet")), None);
+    }
+
+    #[test]
+    fn compacted_files_hide_their_sources() {
+        let chunk = |first, last| {
+            let n = ChunkName {
+                run_id: "r".into(),
+                attempt: 1,
+                first,
+                last,
+            };
+            (PathBuf::from(n.file_name()), n)
+        };
+        let kept = without_covered(vec![chunk(1, 1), chunk(2, 2), chunk(1, 2), chunk(3, 3)]);
+        let firsts: Vec<(u32, u32)> = kept.iter().map(|(_, n)| (n.first, n.last)).collect();
+        assert_eq!(firsts, vec![(1, 2), (3, 3)]);
+    }
+}

@@ -1,0 +1,229 @@
+//! Filtering and sorting runs by any field: `status=completed`, `config.lr<=0.001`,
+//! `summary.test_acc>0.9`, `seeds.init=3`, `name=mlp*`.
+//!
+//! A field is a column of the `runs` table (`run_id`, `name`, `status`, `recipe_step`,
+//! `sweep`, `group_id`, `parent_run`, `attempt`, `last_step`, `started_at`) or a dotted path
+//! into a component (`config.`, `seeds.`, `data.`, `code.`, `env.`) or into `summary.`.
+
+use crate::records::RunRecord;
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::cmp::Ordering;
+
+/// The value of a field of a run, if it has one.
+pub fn field(run: &RunRecord, key: &str) -> Option<Value> {
+    let (head, rest) = key.split_once('.').unwrap_or((key, ""));
+    let component = |i: usize| lookup(&run.components[i], rest);
+    match head {
+        "run_id" => Some(json!(run.run_id)),
+        "attempt" => Some(json!(run.attempt)),
+        "name" => Some(json!(run.name)),
+        "status" => Some(json!(run.status.as_str())),
+        "recipe_step" | "step" => run.recipe_step.as_ref().map(|s| json!(s)),
+        "sweep" => run.sweep.as_ref().map(|s| json!(s)),
+        "group_id" => Some(json!(run.group_id)),
+        "parent_run" => run.parent_run.as_ref().map(|s| json!(s)),
+        "last_step" => run.last_step.map(|s| json!(s)),
+        "started_at" => Some(json!(run.started_at.to_rfc3339())),
+        "config" => component(0),
+        "seeds" => component(1),
+        "data" => component(2),
+        "code" => component(3),
+        "env" => component(4),
+        "summary" | "metric" => run.summary.get(rest).map(|v| json!(v)),
+        _ => None,
+    }
+}
+
+fn lookup(value: &Value, path: &str) -> Option<Value> {
+    if path.is_empty() {
+        return Some(value.clone());
+    }
+    path.split('.')
+        .try_fold(value, |v, part| match v {
+            Value::Object(map) => map.get(part),
+            Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+        .cloned()
+}
+
+/// How a condition compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// One `field OP value` condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub field: String,
+    pub op: Op,
+    pub value: String,
+}
+
+impl Condition {
+    /// Parse `field=value`, `field!=value`, `field<value`, `<=`, `>`, `>=`. In `=` and `!=`
+    /// a value with `*` is a glob over the field's text.
+    pub fn parse(text: &str) -> Result<Condition> {
+        const OPS: [(&str, Op); 6] = [
+            ("!=", Op::Ne),
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("=", Op::Eq),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ];
+        let found = text.char_indices().find_map(|(i, _)| {
+            OPS.iter()
+                .find(|(s, _)| text[i..].starts_with(s))
+                .map(|(s, op)| (i, s.len(), *op))
+        });
+        match found {
+            Some((i, len, op)) if i > 0 => Ok(Condition {
+                field: text[..i].trim().to_string(),
+                op,
+                value: text[i + len..].trim().to_string(),
+            }),
+            _ => Err(Error::Invalid(format!(
+                "{text:?} is not a condition; write FIELD=VALUE (or != < <= > >=), \
+                 e.g. status=completed, config.lr<0.01, summary.test_acc>=0.9"
+            ))),
+        }
+    }
+
+    /// Whether a run satisfies the condition. A run without the field never does, except
+    /// for `!=`.
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        let Some(actual) = field(run, &self.field) else {
+            return self.op == Op::Ne;
+        };
+        let ordering = compare_to_text(&actual, &self.value);
+        match self.op {
+            Op::Eq => ordering == Some(Ordering::Equal),
+            Op::Ne => ordering != Some(Ordering::Equal),
+            Op::Lt => ordering == Some(Ordering::Less),
+            Op::Le => matches!(ordering, Some(Ordering::Less | Ordering::Equal)),
+            Op::Gt => ordering == Some(Ordering::Greater),
+            Op::Ge => matches!(ordering, Some(Ordering::Greater | Ordering::Equal)),
+        }
+    }
+}
+
+/// Compare a field's value with a condition's text: numerically when both are numbers,
+/// as a glob when the text has `*`, else as text.
+fn compare_to_text(actual: &Value, text: &str) -> Option<Ordering> {
+    if let (Some(a), Ok(b)) = (actual.as_f64(), text.parse::<f64>()) {
+        return a.partial_cmp(&b);
+    }
+    let actual_text = match actual {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.contains('*') {
+        return glob(text, &actual_text)
+            .then_some(Ordering::Equal)
+            .or(Some(Ordering::Less));
+    }
+    Some(actual_text.as_str().cmp(text))
+}
+
+/// `*` matches any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Order of two runs by a field (`-field` for descending); runs without it come last.
+pub fn sort_runs(runs: &mut [RunRecord], key: &str) {
+    let (key, descending) = match key.strip_prefix('-') {
+        Some(k) => (k, true),
+        None => (key, false),
+    };
+    runs.sort_by(|a, b| {
+        let (fa, fb) = (field(a, key), field(b, key));
+        match (fa, fb) {
+            (Some(x), Some(y)) => {
+                let o = compare_values(&x, &y);
+                if descending {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        }
+    });
+}
+
+fn compare_values(a: &Value, b: &Value) -> Ordering {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// The runs that satisfy every condition.
+pub fn filter_runs(runs: Vec<RunRecord>, conditions: &[Condition]) -> Vec<RunRecord> {
+    runs.into_iter()
+        .filter(|r| conditions.iter().all(|c| c.matches(r)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_operator() {
+        let c = Condition::parse("config.lr<=0.001").unwrap();
+        assert_eq!(
+            (c.field.as_str(), c.op, c.value.as_str()),
+            ("config.lr", Op::Le, "0.001")
+        );
+        assert_eq!(Condition::parse("status!=failed").unwrap().op, Op::Ne);
+        assert_eq!(Condition::parse("a>1").unwrap().op, Op::Gt);
+        assert!(Condition::parse("=x").is_err());
+        assert!(Condition::parse("nothing").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("mlp*", "mlp-wide"));
+        assert!(glob("*wide", "mlp-wide"));
+        assert!(glob("m*-*e", "mlp-wide"));
+        assert!(!glob("conv*", "mlp-wide"));
+        assert!(glob("*", ""));
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        assert_eq!(
+            compare_to_text(&json!(0.0003), "3e-4"),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(compare_to_text(&json!(10), "9"), Some(Ordering::Greater));
+        assert_eq!(
+            compare_to_text(&json!("completed"), "completed"),
+            Some(Ordering::Equal)
+        );
+    }
+}

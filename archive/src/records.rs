@@ -1,0 +1,603 @@
+//! The rows of the archive's tables as Rust values, and their conversion to and from Arrow
+//! record batches (one batch per chunk of rows, never per row).
+
+use crate::schema::Table;
+use crate::{Error, Result};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Started, with a live writer.
+    Running,
+    Completed,
+    /// Stopped by an error in the user's code or the trainer.
+    Failed,
+    /// Stopped by the user, or its process died (read back from a `running` row whose writer
+    /// is gone).
+    Interrupted,
+    /// Stopped because the loss became NaN or infinite.
+    Diverged,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Running,
+        Status::Completed,
+        Status::Failed,
+        Status::Interrupted,
+        Status::Diverged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+            Status::Diverged => "diverged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown status {s:?}; expected one of running, completed, failed, interrupted, diverged"
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One recipe check as recorded on a run: what was measured against what was expected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub measured: Value,
+    pub expected: Value,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// One row of the `runs` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    /// 1 for the first run of an identity, 2, 3... for replicates.
+    pub attempt: u32,
+    pub name: String,
+    /// Which step of the recipe the run belongs to ("overfit", "regularize"...).
+    pub recipe_step: Option<String>,
+    /// The run this one changed one thing from (`run_id` or `run_id@attempt`).
+    pub parent_run: Option<String>,
+    pub sweep: Option<String>,
+    pub status: Status,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub last_step: Option<i64>,
+    pub group_id: String,
+    /// Component hashes in the order of [`crate::identity::COMPONENTS`].
+    pub component_hashes: [String; 5],
+    /// Component values (canonical JSON) in the same order.
+    pub components: [Value; 5],
+    /// Final value of each metric, plus any summary value the writer added.
+    pub summary: BTreeMap<String, f64>,
+    pub checks: Vec<Check>,
+    pub error: Option<String>,
+    pub reproduced: Option<bool>,
+    pub diverged_step: Option<i64>,
+    pub session_id: Option<String>,
+    pub cell_execution: Option<i64>,
+    pub cell_history_hash: Option<String>,
+}
+
+impl RunRecord {
+    /// `run_id@attempt`, the unambiguous name of one attempt.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.run_id, self.attempt)
+    }
+
+    /// The first 12 hex digits of the run id, and `@n` for replicates: what tables show.
+    pub fn short(&self) -> String {
+        if self.attempt == 1 {
+            self.run_id[..12.min(self.run_id.len())].to_string()
+        } else {
+            format!(
+                "{}@{}",
+                &self.run_id[..12.min(self.run_id.len())],
+                self.attempt
+            )
+        }
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.components[0]
+    }
+}
+
+/// One metric value of one run at one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricPoint {
+    pub step: i64,
+    pub name: String,
+    pub value: f64,
+    pub wall_time: DateTime<Utc>,
+}
+
+/// One row of the `cells` table: a cell the kernel executed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellRecord {
+    pub session_id: String,
+    pub execution_count: i64,
+    pub code: String,
+    pub code_hash: String,
+    /// blake3 over the hashes of the session's cells before this one.
+    pub history_hash: String,
+    /// `ok`, `error` or `aborted`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub error: Option<String>,
+}
+
+/// The current time at the archive's resolution (microseconds), so what is written is what
+/// reads back.
+pub fn now() -> DateTime<Utc> {
+    from_micros(Utc::now().timestamp_micros())
+}
+
+/// Summary values as JSON: finite numbers as numbers, the rest as the strings `"NaN"`,
+/// `"inf"` and `"-inf"` (JSON has no such numbers, and a diverged run's last loss is one).
+fn summary_json(summary: &BTreeMap<String, f64>) -> String {
+    let map: serde_json::Map<String, Value> = summary
+        .iter()
+        .map(|(k, v)| {
+            let value = match serde_json::Number::from_f64(*v) {
+                Some(n) => Value::Number(n),
+                None if v.is_nan() => Value::String("NaN".into()),
+                None => Value::String(if *v > 0.0 { "inf" } else { "-inf" }.into()),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    Value::Object(map).to_string()
+}
+
+fn summary_from_json(text: &str) -> Result<BTreeMap<String, f64>> {
+    let map: BTreeMap<String, Value> = parse_json(text, "summary")?;
+    map.into_iter()
+        .map(|(k, v)| {
+            let value = match &v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.parse::<f64>().ok(),
+                _ => None,
+            };
+            value
+                .map(|x| (k.clone(), x))
+                .ok_or_else(|| Error::Format(format!("summary value {k:?} is {v}, not a number")))
+        })
+        .collect()
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+fn utc_array(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter(values).with_timezone("UTC"))
+}
+
+fn json_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// Rows of `runs` as one batch.
+pub fn runs_to_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
+    let strs = |f: &dyn Fn(&RunRecord) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(rows.iter().map(f)))
+    };
+    let component = |i: usize| strs(&move |r: &RunRecord| Some(json_text(&r.components[i])));
+    let hash = |i: usize| strs(&move |r: &RunRecord| Some(r.component_hashes[i].clone()));
+    let columns: Vec<ArrayRef> = vec![
+        strs(&|r| Some(r.run_id.clone())),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.attempt),
+        )),
+        strs(&|r| Some(r.name.clone())),
+        strs(&|r| r.recipe_step.clone()),
+        strs(&|r| r.parent_run.clone()),
+        strs(&|r| r.sweep.clone()),
+        strs(&|r| Some(r.status.as_str().to_string())),
+        utc_array(rows.iter().map(|r| Some(micros(r.started_at)))),
+        utc_array(rows.iter().map(|r| r.ended_at.map(micros))),
+        utc_array(rows.iter().map(|r| Some(micros(r.updated_at)))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.last_step))),
+        strs(&|r| Some(r.group_id.clone())),
+        hash(0),
+        hash(1),
+        hash(2),
+        hash(3),
+        hash(4),
+        component(0),
+        component(1),
+        component(2),
+        component(3),
+        component(4),
+        strs(&|r| Some(summary_json(&r.summary))),
+        strs(&|r| Some(json_text(&r.checks))),
+        strs(&|r| r.error.clone()),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.reproduced))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.diverged_step))),
+        strs(&|r| r.session_id.clone()),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.cell_execution))),
+        strs(&|r| r.cell_history_hash.clone()),
+    ];
+    Ok(RecordBatch::try_new(Table::Runs.schema(), columns)?)
+}
+
+/// Points of one run attempt as one `metrics` batch.
+pub fn metrics_to_batch(run_id: &str, attempt: u32, points: &[MetricPoint]) -> Result<RecordBatch> {
+    let n = points.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            run_id, n,
+        ))),
+        Arc::new(UInt32Array::from_iter_values(std::iter::repeat_n(
+            attempt, n,
+        ))),
+        Arc::new(Int64Array::from_iter_values(points.iter().map(|p| p.step))),
+        Arc::new(StringArray::from_iter_values(
+            points.iter().map(|p| p.name.as_str()),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            points.iter().map(|p| p.value),
+        )),
+        utc_array(points.iter().map(|p| Some(micros(p.wall_time)))),
+    ];
+    Ok(RecordBatch::try_new(Table::Metrics.schema(), columns)?)
+}
+
+/// Rows of `cells` as one batch.
+pub fn cells_to_batch(rows: &[CellRecord]) -> Result<RecordBatch> {
+    let strs = |f: &dyn Fn(&CellRecord) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(rows.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        strs(&|c| Some(c.session_id.clone())),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|c| c.execution_count),
+        )),
+        strs(&|c| Some(c.code.clone())),
+        strs(&|c| Some(c.code_hash.clone())),
+        strs(&|c| Some(c.history_hash.clone())),
+        strs(&|c| Some(c.status.clone())),
+        utc_array(rows.iter().map(|c| Some(micros(c.started_at)))),
+        utc_array(rows.iter().map(|c| Some(micros(c.ended_at)))),
+        strs(&|c| c.error.clone()),
+    ];
+    Ok(RecordBatch::try_new(Table::Cells.schema(), columns)?)
+}
+
+/// Typed access to a batch's columns by name, with errors that name the column.
+struct Columns<'a>(&'a RecordBatch);
+
+impl<'a> Columns<'a> {
+    fn get<T: Array + 'static>(&self, name: &str) -> Result<&'a T> {
+        self.0
+            .column_by_name(name)
+            .ok_or_else(|| Error::Format(format!("column {name:?} is missing")))?
+            .as_any()
+            .downcast_ref::<T>()
+            .ok_or_else(|| Error::Format(format!("column {name:?} has an unexpected type")))
+    }
+    fn text(&self, name: &str) -> Result<&'a StringArray> {
+        self.get(name)
+    }
+    fn int(&self, name: &str) -> Result<&'a Int64Array> {
+        self.get(name)
+    }
+    fn time(&self, name: &str) -> Result<&'a TimestampMicrosecondArray> {
+        self.get(name)
+    }
+}
+
+fn opt_text(a: &StringArray, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.value(i).to_string())
+}
+
+fn opt_int(a: &Int64Array, i: usize) -> Option<i64> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, column: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Format(format!("column {column:?}: {e}")))
+}
+
+/// Rows of `runs` back from a batch.
+pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
+    let c = Columns(batch);
+    let (run_id, attempt, name) = (
+        c.text("run_id")?,
+        c.get::<UInt32Array>("attempt")?,
+        c.text("name")?,
+    );
+    let (step, parent, sweep, status) = (
+        c.text("recipe_step")?,
+        c.text("parent_run")?,
+        c.text("sweep")?,
+        c.text("status")?,
+    );
+    let (started, ended, updated) = (
+        c.time("started_at")?,
+        c.time("ended_at")?,
+        c.time("updated_at")?,
+    );
+    let (last_step, group) = (c.int("last_step")?, c.text("group_id")?);
+    let hash_cols = [
+        c.text("config_hash")?,
+        c.text("seeds_hash")?,
+        c.text("data_hash")?,
+        c.text("code_hash")?,
+        c.text("env_hash")?,
+    ];
+    let value_cols = [
+        c.text("config")?,
+        c.text("seeds")?,
+        c.text("data")?,
+        c.text("code")?,
+        c.text("env")?,
+    ];
+    let (summary, checks, error) = (c.text("summary")?, c.text("checks")?, c.text("error")?);
+    let (reproduced, diverged) = (
+        c.get::<BooleanArray>("reproduced")?,
+        c.int("diverged_step")?,
+    );
+    let (session, cell_exec, history) = (
+        c.text("session_id")?,
+        c.int("cell_execution")?,
+        c.text("cell_history_hash")?,
+    );
+    (0..batch.num_rows())
+        .map(|i| {
+            let mut components: [Value; 5] = Default::default();
+            for (slot, col) in components.iter_mut().zip(value_cols.iter()) {
+                *slot = parse_json(col.value(i), "component")?;
+            }
+            Ok(RunRecord {
+                run_id: run_id.value(i).to_string(),
+                attempt: attempt.value(i),
+                name: name.value(i).to_string(),
+                recipe_step: opt_text(step, i),
+                parent_run: opt_text(parent, i),
+                sweep: opt_text(sweep, i),
+                status: Status::parse(status.value(i))?,
+                started_at: from_micros(started.value(i)),
+                ended_at: ended.is_valid(i).then(|| from_micros(ended.value(i))),
+                updated_at: from_micros(updated.value(i)),
+                last_step: opt_int(last_step, i),
+                group_id: group.value(i).to_string(),
+                component_hashes: hash_cols.map(|col| col.value(i).to_string()),
+                components,
+                summary: summary_from_json(summary.value(i))?,
+                checks: parse_json(checks.value(i), "checks")?,
+                error: opt_text(error, i),
+                reproduced: reproduced.is_valid(i).then(|| reproduced.value(i)),
+                diverged_step: opt_int(diverged, i),
+                session_id: opt_text(session, i),
+                cell_execution: opt_int(cell_exec, i),
+                cell_history_hash: opt_text(history, i),
+            })
+        })
+        .collect()
+}
+
+/// Points of a `metrics` batch, with their (run_id, attempt).
+pub fn metrics_from_batch(batch: &RecordBatch) -> Result<Vec<(String, u32, MetricPoint)>> {
+    let c = Columns(batch);
+    let (run_id, attempt) = (c.text("run_id")?, c.get::<UInt32Array>("attempt")?);
+    let (step, name, value, wall) = (
+        c.int("step")?,
+        c.text("name")?,
+        c.get::<Float64Array>("value")?,
+        c.time("wall_time")?,
+    );
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            let point = MetricPoint {
+                step: step.value(i),
+                name: name.value(i).to_string(),
+                value: value.value(i),
+                wall_time: from_micros(wall.value(i)),
+            };
+            (run_id.value(i).to_string(), attempt.value(i), point)
+        })
+        .collect())
+}
+
+/// Rows of `cells` back from a batch.
+pub fn cells_from_batch(batch: &RecordBatch) -> Result<Vec<CellRecord>> {
+    let c = Columns(batch);
+    let (session, count, code, code_hash) = (
+        c.text("session_id")?,
+        c.int("execution_count")?,
+        c.text("code")?,
+        c.text("code_hash")?,
+    );
+    let (history, status, started, ended, error) = (
+        c.text("history_hash")?,
+        c.text("status")?,
+        c.time("started_at")?,
+        c.time("ended_at")?,
+        c.text("error")?,
+    );
+    Ok((0..batch.num_rows())
+        .map(|i| CellRecord {
+            session_id: session.value(i).to_string(),
+            execution_count: count.value(i),
+            code: code.value(i).to_string(),
+            code_hash: code_hash.value(i).to_string(),
+            history_hash: history.value(i).to_string(),
+            status: status.value(i).to_string(),
+            started_at: from_micros(started.value(i)),
+            ended_at: from_micros(ended.value(i)),
+            error: opt_text(error, i),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::{read_parquet, write_parquet};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn time(us: i64) -> DateTime<Utc> {
+        from_micros(us)
+    }
+
+    fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
+        (0i64..4_000_000_000_000_000).prop_map(time)
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_\\- é✓]{0,12}"
+    }
+
+    fn arb_run() -> impl Strategy<Value = RunRecord> {
+        (
+            (
+                "[0-9a-f]{64}",
+                1u32..5,
+                arb_text(),
+                proptest::option::of(arb_text()),
+                arb_time(),
+            ),
+            (
+                proptest::option::of(arb_time()),
+                proptest::option::of(any::<i64>()),
+                0usize..5,
+            ),
+            (
+                proptest::collection::btree_map(
+                    arb_text(),
+                    prop_oneof![
+                        any::<f64>().prop_filter("not NaN", |f| !f.is_nan()),
+                        Just(f64::INFINITY)
+                    ],
+                    0..4,
+                ),
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(arb_text()),
+            ),
+        )
+            .prop_map(
+                |(
+                    (run_id, attempt, name, step, started),
+                    (ended, last_step, status),
+                    (summary, reproduced, error),
+                )| RunRecord {
+                    run_id: run_id.clone(),
+                    attempt,
+                    name,
+                    recipe_step: step,
+                    parent_run: None,
+                    sweep: Some("s".into()),
+                    status: Status::ALL[status],
+                    started_at: started,
+                    ended_at: ended,
+                    updated_at: started,
+                    last_step,
+                    group_id: run_id.chars().rev().collect(),
+                    component_hashes: ["a", "b", "c", "d", "e"].map(String::from),
+                    components: [
+                        json!({"lr": 0.001}),
+                        json!({"init": 1}),
+                        json!({"name": "digits"}),
+                        json!(null),
+                        json!({"threads": 2}),
+                    ],
+                    summary,
+                    checks: vec![Check {
+                        name: "loss_at_init".into(),
+                        passed: true,
+                        measured: json!(2.3),
+                        expected: json!(2.302585),
+                        note: String::new(),
+                    }],
+                    error,
+                    reproduced,
+                    diverged_step: None,
+                    session_id: Some("sess".into()),
+                    cell_execution: Some(3),
+                    cell_history_hash: None,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn runs_round_trip(rows in proptest::collection::vec(arb_run(), 1..4)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r.parquet");
+            write_parquet(&path, Table::Runs, &runs_to_batch(&rows).unwrap()).unwrap();
+            let back: Vec<RunRecord> = read_parquet(&path, Table::Runs).unwrap().iter()
+                .flat_map(|b| runs_from_batch(b).unwrap()).collect();
+            prop_assert_eq!(back, rows);
+        }
+
+        #[test]
+        fn metrics_round_trip(points in proptest::collection::vec(
+            (any::<i64>(), "[a-z_]{1,8}", any::<f64>(), arb_time())
+                .prop_map(|(step, name, value, wall_time)| MetricPoint { step, name, value, wall_time }), 0..50)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.parquet");
+            write_parquet(&path, Table::Metrics, &metrics_to_batch("ab", 2, &points).unwrap()).unwrap();
+            let back: Vec<(String, u32, MetricPoint)> = read_parquet(&path, Table::Metrics).unwrap().iter()
+                .flat_map(|b| metrics_from_batch(b).unwrap()).collect();
+            prop_assert_eq!(back.len(), points.len());
+            for ((run, attempt, p), q) in back.iter().zip(&points) {
+                prop_assert_eq!((run.as_str(), *attempt), ("ab", 2));
+                // Bit for bit, NaN payloads included.
+                prop_assert_eq!(p.value.to_bits(), q.value.to_bits());
+                prop_assert_eq!((&p.name, p.step, p.wall_time), (&q.name, q.step, q.wall_time));
+            }
+        }
+
+        #[test]
+        fn cells_round_trip(cells in proptest::collection::vec(
+            (arb_text(), any::<i64>(), ".{0,40}", arb_time(), proptest::option::of(arb_text()))
+                .prop_map(|(session_id, execution_count, code, started_at, error)| CellRecord {
+                    session_id, execution_count, code_hash: "h".into(), history_hash: "g".into(), code,
+                    status: "ok".into(), started_at, ended_at: started_at, error }), 1..5)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.parquet");
+            write_parquet(&path, Table::Cells, &cells_to_batch(&cells).unwrap()).unwrap();
+            let back: Vec<CellRecord> = read_parquet(&path, Table::Cells).unwrap().iter()
+                .flat_map(|b| cells_from_batch(b).unwrap()).collect();
+            prop_assert_eq!(back, cells);
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! Writing one run: begin -> log metrics -> finish with a status.
+//!
+//! Metrics are buffered and committed as small chunk files (every [`FlushPolicy::points`]
+//! points or [`FlushPolicy::interval`], whichever comes first), each written atomically, so a
+//! `kill -9` loses at most the points logged since the last chunk. While the writer lives it
+//! holds a flock on the attempt's lock file; when the process dies the kernel drops the lock
+//! and readers see the run as interrupted at its last flushed step.
+
+use crate::archive::{try_lock, Archive};
+use crate::canonical::Hash;
+use crate::files::{self, day_dir, ChunkName};
+use crate::identity::Identity;
+use crate::records::{self, Check, MetricPoint, RunRecord, Status};
+use crate::schema::Table;
+use crate::{Error, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// When buffered metrics are committed to disk.
+#[derive(Clone, Copy, Debug)]
+pub struct FlushPolicy {
+    /// Commit a chunk once this many points are buffered (4,096: a chunk file of ~40 KB).
+    pub points: usize,
+    /// Commit a chunk once this much time has passed since the last one (1 s: what a
+    /// `kill -9` can cost at most).
+    pub interval: Duration,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        FlushPolicy {
+            points: 4096,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything about a run that is known before its first step.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub name: String,
+    pub identity: Identity,
+    /// The uncommitted diff (a patch) behind `identity.code.diff_hash`, kept as a blob.
+    pub uncommitted_diff: Vec<u8>,
+    pub recipe_step: Option<String>,
+    pub parent_run: Option<String>,
+    pub sweep: Option<String>,
+    pub session_id: Option<String>,
+    pub cell_execution: Option<i64>,
+    pub cell_history_hash: Option<String>,
+}
+
+impl RunSpec {
+    /// A spec whose code and environment are this process's: the git state of the current
+    /// directory (its uncommitted diff kept as a blob) and this machine.
+    pub fn capture(
+        name: impl Into<String>,
+        config: serde_json::Value,
+        seeds: BTreeMap<String, u64>,
+        data: crate::DataFingerprint,
+    ) -> Result<RunSpec> {
+        let (code, patch) = crate::CodeState::capture(std::path::Path::new("."))?;
+        let identity = Identity {
+            config: crate::canonical::canonicalize(&config)?,
+            seeds,
+            data,
+            code,
+            env: crate::Environment::capture(),
+        };
+        Ok(RunSpec {
+            uncommitted_diff: patch,
+            ..RunSpec::new(name, identity)
+        })
+    }
+
+    pub fn new(name: impl Into<String>, identity: Identity) -> RunSpec {
+        RunSpec {
+            name: name.into(),
+            identity,
+            uncommitted_diff: Vec::new(),
+            recipe_step: None,
+            parent_run: None,
+            sweep: None,
+            session_id: None,
+            cell_execution: None,
+            cell_history_hash: None,
+        }
+    }
+}
+
+/// An open run. Finish it with [`RunWriter::finish`]; dropping it unfinished archives it as
+/// interrupted.
+pub struct RunWriter {
+    archive: Archive,
+    record: RunRecord,
+    day: NaiveDate,
+    buffer: Vec<MetricPoint>,
+    next_chunk: u32,
+    last_flush: Instant,
+    last_values: BTreeMap<String, (i64, f64)>,
+    policy: FlushPolicy,
+    /// Held (flock) for the run's life; closing it releases the lock.
+    lock: Option<(File, PathBuf)>,
+}
+
+impl Archive {
+    /// Start a run: archive its identity and a `running` row before the first step. A run
+    /// whose identity is already archived becomes a replicate (attempt 2, 3...).
+    pub fn begin_run(&self, spec: RunSpec) -> Result<RunWriter> {
+        let hashes = spec.identity.hashes()?;
+        let components = spec.identity.component_values()?;
+        for value in &components {
+            self.put_blob(crate::canonical::to_canonical(value)?.as_bytes())?;
+        }
+        if !spec.uncommitted_diff.is_empty() {
+            self.put_blob(&spec.uncommitted_diff)?;
+        }
+        let run_id = hashes.run_id.to_hex();
+        let attempt = self.claim_attempt(&run_id)?;
+        let lock_path = self.live_lock_path(&run_id, attempt);
+        fs::create_dir_all(self.path("_live")).map_err(|e| Error::io(self.path("_live"), e))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        if !try_lock(&lock, libc::LOCK_EX) {
+            return Err(Error::Invalid(format!(
+                "{} is locked by another writer",
+                lock_path.display()
+            )));
+        }
+        let now = records::now();
+        let record = RunRecord {
+            run_id,
+            attempt,
+            name: spec.name,
+            recipe_step: spec.recipe_step,
+            parent_run: spec.parent_run,
+            sweep: spec.sweep,
+            status: Status::Running,
+            started_at: now,
+            ended_at: None,
+            updated_at: now,
+            last_step: None,
+            group_id: hashes.group_id.to_hex(),
+            component_hashes: hashes.components.map(|h| h.to_hex()),
+            components,
+            summary: BTreeMap::new(),
+            checks: Vec::new(),
+            error: None,
+            reproduced: None,
+            diverged_step: None,
+            session_id: spec.session_id,
+            cell_execution: spec.cell_execution,
+            cell_history_hash: spec.cell_history_hash,
+        };
+        let writer = RunWriter {
+            archive: self.clone(),
+            day: now.date_naive(),
+            record,
+            buffer: Vec::new(),
+            next_chunk: 1,
+            last_flush: Instant::now(),
+            last_values: BTreeMap::new(),
+            policy: FlushPolicy::default(),
+            lock: Some((lock, lock_path)),
+        };
+        writer.write_row()?;
+        Ok(writer)
+    }
+
+    /// The lowest attempt number not yet taken for `run_id`, taken atomically (O_EXCL), so
+    /// that two processes starting the same identity at once get attempts 1 and 2.
+    fn claim_attempt(&self, run_id: &str) -> Result<u32> {
+        let dir = self.path("_claims");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        for attempt in 1..u32::MAX {
+            let path = dir.join(format!("{run_id}-a{attempt}"));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Ok(attempt),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Invalid(format!(
+            "run {run_id} has no attempt numbers left"
+        )))
+    }
+}
+
+impl RunWriter {
+    /// The row as it stands.
+    pub fn record(&self) -> &RunRecord {
+        &self.record
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.record.run_id
+    }
+
+    /// Change when chunks are committed (tests use tiny chunks).
+    pub fn set_flush_policy(&mut self, policy: FlushPolicy) {
+        self.policy = policy;
+    }
+
+    /// Log one metric value at a step. NaN and infinities are kept as they are.
+    pub fn log(&mut self, step: i64, name: &str, value: f64) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::Invalid("a metric needs a name".into()));
+        }
+        let wall_time = records::now();
+        self.buffer.push(MetricPoint {
+            step,
+            name: name.to_string(),
+            value,
+            wall_time,
+        });
+        self.last_values.insert(name.to_string(), (step, value));
+        if self.buffer.len() >= self.policy.points
+            || self.last_flush.elapsed() >= self.policy.interval
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Log several metrics at one step.
+    pub fn log_all(&mut self, step: i64, values: &[(&str, f64)]) -> Result<()> {
+        for (name, value) in values {
+            self.log(step, name, *value)?;
+        }
+        Ok(())
+    }
+
+    /// Commit the buffered points as one chunk file now.
+    pub fn flush(&mut self) -> Result<()> {
+        self.last_flush = Instant::now();
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let name = ChunkName {
+            run_id: self.record.run_id.clone(),
+            attempt: self.record.attempt,
+            first: self.next_chunk,
+            last: self.next_chunk,
+        };
+        let path = day_dir(self.archive.root(), Table::Metrics, self.day).join(name.file_name());
+        let batch =
+            records::metrics_to_batch(&self.record.run_id, self.record.attempt, &self.buffer)?;
+        files::write_parquet(&path, Table::Metrics, &batch)?;
+        self.record.last_step = self
+            .buffer
+            .iter()
+            .map(|p| p.step)
+            .chain(self.record.last_step)
+            .max();
+        self.next_chunk += 1;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Add or replace a summary value (the final value of each logged metric is added at
+    /// finish without asking).
+    pub fn set_summary(&mut self, name: &str, value: f64) {
+        self.record.summary.insert(name.to_string(), value);
+    }
+
+    /// Record a recipe check on the run.
+    pub fn add_check(&mut self, check: Check) {
+        self.record.checks.push(check);
+    }
+
+    /// Store bytes (a checkpoint, a prediction snapshot) as a blob and return its hash.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Hash> {
+        self.archive.put_blob(bytes)
+    }
+
+    /// Finish the run: commit the last chunk, compare with the first attempt when this is a
+    /// replicate, and write the final row.
+    pub fn finish(mut self, status: Status, error: Option<String>) -> Result<RunRecord> {
+        self.finish_in_place(status, error)
+    }
+
+    fn finish_in_place(&mut self, status: Status, error: Option<String>) -> Result<RunRecord> {
+        self.flush()?;
+        for (name, (_, value)) in &self.last_values {
+            self.record.summary.entry(name.clone()).or_insert(*value);
+        }
+        self.record.status = status;
+        self.record.error = error;
+        let now = records::now();
+        self.record.ended_at = Some(now);
+        self.record.updated_at = now;
+        if self.record.attempt > 1 && status == Status::Completed {
+            self.compare_with_first()?;
+        }
+        self.write_row()?;
+        if let Some((file, path)) = self.lock.take() {
+            let _ = fs::remove_file(&path);
+            drop(file);
+        }
+        Ok(self.record.clone())
+    }
+
+    /// Compare every metric bit for bit with the earliest completed attempt of the same
+    /// identity, and record whether it reproduced and where it first diverged.
+    fn compare_with_first(&mut self) -> Result<()> {
+        let runs = self.archive.raw_runs()?.value;
+        let Some(first) = runs
+            .iter()
+            .filter(|r| r.run_id == self.record.run_id && r.attempt < self.record.attempt)
+            .filter(|r| r.status == Status::Completed)
+            .min_by_key(|r| r.attempt)
+        else {
+            return Ok(());
+        };
+        let theirs = self.archive.metrics(first)?.value;
+        let mine = self.archive.metrics(&self.record)?.value;
+        let diverged = first_divergence(&theirs, &mine);
+        self.record.reproduced = Some(diverged.is_none());
+        self.record.diverged_step = diverged;
+        Ok(())
+    }
+
+    fn write_row(&self) -> Result<()> {
+        let path = day_dir(self.archive.root(), Table::Runs, self.day).join(format!(
+            "{}-a{}.parquet",
+            self.record.run_id, self.record.attempt
+        ));
+        files::write_parquet(
+            &path,
+            Table::Runs,
+            &records::runs_to_batch(std::slice::from_ref(&self.record))?,
+        )
+    }
+
+    /// When the run started.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.record.started_at
+    }
+}
+
+impl Drop for RunWriter {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            let _ = self.finish_in_place(
+                Status::Interrupted,
+                Some("the run was dropped before finish(): archived as interrupted".into()),
+            );
+        }
+    }
+}
+
+/// The first step at which two curves differ in any metric (bit for bit, so a NaN equals
+/// the same NaN), or `None` when they are identical.
+pub fn first_divergence(a: &[MetricPoint], b: &[MetricPoint]) -> Option<i64> {
+    fn by_step(points: &[MetricPoint]) -> BTreeMap<i64, BTreeMap<&str, u64>> {
+        let mut steps: BTreeMap<i64, BTreeMap<&str, u64>> = BTreeMap::new();
+        for p in points {
+            steps
+                .entry(p.step)
+                .or_default()
+                .insert(&p.name, p.value.to_bits());
+        }
+        steps
+    }
+    let (a, b) = (by_step(a), by_step(b));
+    a.keys()
+        .chain(b.keys())
+        .copied()
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .find(|step| a.get(step) != b.get(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(step: i64, name: &str, value: f64) -> MetricPoint {
+        MetricPoint {
+            step,
+            name: name.into(),
+            value,
+            wall_time: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn divergence_is_the_first_differing_step() {
+        let a = vec![
+            point(0, "loss", 2.0),
+            point(1, "loss", 1.0),
+            point(2, "loss", 0.5),
+        ];
+        let mut b = a.clone();
+        assert_eq!(first_divergence(&a, &b), None);
+        b[2].value = 0.5000001;
+        assert_eq!(first_divergence(&a, &b), Some(2));
+        b.pop();
+        assert_eq!(first_divergence(&a, &b), Some(2));
+        let nan = vec![point(0, "loss", f64::NAN)];
+        assert_eq!(first_divergence(&nan, &nan.clone()), None);
+    }
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+    use crate::{CodeState, DataFingerprint, Environment};
+    use serde_json::json;
+
+    fn spec(name: &str, seed: u64) -> RunSpec {
+        let identity = Identity {
+            config: json!({"lr": 0.001, "hidden": 32}),
+            seeds: [("init".to_string(), seed)].into(),
+            data: DataFingerprint {
+                name: "toy".into(),
+                hash: "00".into(),
+                details: json!(null),
+            },
+            code: CodeState::outside_git(),
+            env: Environment::capture(),
+        };
+        RunSpec::new(name, identity)
+    }
+
+    fn train(archive: &Archive, seed: u64, wobble: f64) -> RunRecord {
+        let mut run = archive.begin_run(spec("toy", seed)).unwrap();
+        for step in 0..10 {
+            let loss = 1.0 / (step as f64 + 1.0) + if step >= 7 { wobble } else { 0.0 };
+            run.log_all(step, &[("loss", loss), ("acc", 1.0 - loss)])
+                .unwrap();
+        }
+        run.finish(Status::Completed, None).unwrap()
+    }
+
+    #[test]
+    fn begin_log_finish_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let done = train(&archive, 1, 0.0);
+        let runs = archive.runs().unwrap();
+        assert!(runs.damaged.is_empty());
+        assert_eq!(runs.value, vec![done.clone()]);
+        assert_eq!(done.summary["loss"], 0.1);
+        assert_eq!(done.last_step, Some(9));
+        let points = archive.metrics(&done).unwrap().value;
+        assert_eq!(points.len(), 20);
+        assert!(!archive.is_live(&done.run_id, 1));
+    }
+
+    #[test]
+    fn replicates_are_attempts_and_nondeterminism_is_marked_on_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let first = train(&archive, 1, 0.0);
+        let same = train(&archive, 1, 0.0);
+        assert_eq!(
+            (same.run_id.clone(), same.attempt, same.reproduced),
+            (first.run_id.clone(), 2, Some(true))
+        );
+        let odd = train(&archive, 1, 1e-9);
+        assert_eq!(
+            (odd.attempt, odd.reproduced, odd.diverged_step),
+            (3, Some(false), Some(7))
+        );
+        let runs = archive.runs().unwrap().value;
+        let first_read = runs.iter().find(|r| r.attempt == 1).unwrap();
+        assert_eq!(
+            (first_read.reproduced, first_read.diverged_step),
+            (Some(false), Some(7))
+        );
+        let other_seed = train(&archive, 2, 0.0);
+        assert_ne!(other_seed.run_id, first.run_id);
+        assert_eq!(other_seed.group_id, first.group_id);
+    }
+
+    #[test]
+    fn dropped_writer_is_interrupted_and_keeps_its_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        {
+            let mut run = archive.begin_run(spec("dropped", 1)).unwrap();
+            run.log(0, "loss", 2.0).unwrap();
+            run.log(1, "loss", f64::NAN).unwrap();
+        }
+        let run = &archive.runs().unwrap().value[0];
+        assert_eq!((run.status, run.last_step), (Status::Interrupted, Some(1)));
+        assert!(archive.metrics(run).unwrap().value[1].value.is_nan());
+    }
+
+    #[test]
+    fn small_chunks_and_compaction_keep_every_point_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let mut run = archive.begin_run(spec("chunks", 1)).unwrap();
+        run.set_flush_policy(FlushPolicy {
+            points: 3,
+            interval: Duration::from_secs(60),
+        });
+        for step in 0..10 {
+            run.log(step, "loss", step as f64).unwrap();
+        }
+        let live = archive.runs().unwrap().value;
+        assert_eq!(live[0].status, Status::Running);
+        // Live runs are not compacted.
+        let plan = crate::compact::plan(&archive).unwrap();
+        assert!(plan
+            .iter()
+            .all(|a| !matches!(a, crate::compact::Action::MergeMetrics { .. })));
+        let done = run.finish(Status::Completed, None).unwrap();
+        train(&archive, 2, 0.0);
+        let report =
+            crate::compact::execute(&archive, &crate::compact::plan(&archive).unwrap()).unwrap();
+        assert!(report.files_after < report.files_before, "{report:?}");
+        let points = archive.metrics(&done).unwrap().value;
+        assert_eq!(
+            points.iter().map(|p| p.step).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        assert_eq!(archive.runs().unwrap().value.len(), 2);
+        // Compacting again is a no-op.
+        assert!(crate::compact::plan(&archive).unwrap().is_empty());
+    }
+
+    #[test]
+    fn damaged_and_foreign_files_are_named_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let good = train(&archive, 1, 0.0);
+        let day = crate::files::day_dir(archive.root(), Table::Runs, good.started_at.date_naive());
+        let bad = day.join("zz-truncated-a1.parquet");
+        let bytes = fs::read(day.join(format!("{}-a1.parquet", good.run_id))).unwrap();
+        fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+        let runs = archive.runs().unwrap();
+        assert_eq!(runs.value.len(), 1);
+        assert_eq!(runs.damaged.len(), 1);
+        assert!(runs.damaged[0]
+            .to_string()
+            .contains("zz-truncated-a1.parquet"));
+    }
+
+    #[test]
+    fn other_schema_versions_say_what_to_do() {
+        use parquet::file::metadata::KeyValue;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.parquet");
+        let batch = records::metrics_to_batch("ab", 1, &[]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                crate::schema::KEY_VERSION.into(),
+                "99".to_string(),
+            )]))
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            File::create(&path).unwrap(),
+            batch.schema(),
+            Some(props),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let err = crate::files::read_parquet(&path, Table::Metrics)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("schema version \"99\"") && err.contains("HINT"),
+            "{err}"
+        );
+    }
+}
