@@ -296,26 +296,39 @@ pub(crate) fn try_lock(file: &File, kind: libc::c_int) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) == 0 }
 }
 
-/// Copy what replicates found onto the first attempt of their identity, so both sides of a
-/// nondeterministic pair say so.
+/// Wait for an exclusive flock on `file`; the lock lives as long as the file stays open.
+pub(crate) fn lock_blocking(file: &File) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, open file descriptor has no memory effects.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("flock failed: {}", std::io::Error::last_os_error())))
+    }
+}
+
+/// Spread what replicates found to every attempt of their identity, so both sides of a
+/// nondeterministic pair say so: any mismatch marks all attempts nondeterministic (at the
+/// earliest diverging step); otherwise every completed attempt reads as reproduced.
 fn mark_replicates(runs: &mut [RunRecord]) {
     let mut verdicts: BTreeMap<String, (bool, Option<i64>)> = BTreeMap::new();
-    for run in runs.iter().filter(|r| r.attempt > 1) {
+    for run in runs.iter() {
         if let Some(reproduced) = run.reproduced {
             let entry = verdicts.entry(run.run_id.clone()).or_insert((true, None));
             if !reproduced {
                 entry.0 = false;
-                entry.1 = match (entry.1, run.diverged_step) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                entry.1 = entry.1.into_iter().chain(run.diverged_step).min();
             }
         }
     }
-    for run in runs.iter_mut().filter(|r| r.attempt == 1) {
-        if let Some(&(reproduced, step)) = verdicts.get(&run.run_id) {
-            run.reproduced = Some(reproduced);
-            run.diverged_step = step;
+    for run in runs.iter_mut() {
+        match verdicts.get(&run.run_id) {
+            Some(&(false, step)) => {
+                run.reproduced = Some(false);
+                run.diverged_step = step;
+            }
+            Some(&(true, _)) if run.status == Status::Completed => run.reproduced = Some(true),
+            _ => {}
         }
     }
 }

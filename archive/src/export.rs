@@ -129,6 +129,9 @@ fn latex_escape(text: &str) -> String {
     for c in text.chars() {
         match c {
             '±' => out.push_str("$\\pm$"),
+            '↑' => out.push_str("$\\uparrow$"),
+            '↓' => out.push_str("$\\downarrow$"),
+            'Δ' => out.push_str("$\\Delta$"),
             '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
                 out.push('\\');
                 out.push(c);
@@ -144,7 +147,8 @@ fn latex_escape(text: &str) -> String {
 
 /// `mean ± std` with as many decimals as the std's two leading digits need.
 pub fn format_mean_std(stats: &Stats) -> String {
-    if stats.n < 2 || stats.std == 0.0 || !stats.std.is_finite() {
+    // A spread below 1e-12 of the mean is rounding in the mean itself, not seed variance.
+    if stats.n < 2 || !stats.std.is_finite() || stats.std <= stats.mean.abs() * 1e-12 {
         return format_number(stats.mean);
     }
     let decimals = (1 - stats.std.abs().log10().floor() as i32).clamp(0, 10) as usize;
@@ -240,10 +244,6 @@ pub fn results_table(groups: &[Group], metrics: &[String]) -> TextTable {
 fn value_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n
-            .as_f64()
-            .map(format_number)
-            .unwrap_or_else(|| n.to_string()),
         other => other.to_string(),
     }
 }

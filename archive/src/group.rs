@@ -2,8 +2,9 @@
 //! metrics are summarised as mean, sample standard deviation, standard error and N, with the
 //! run of every number kept.
 //!
-//! A replicate that reproduced its first attempt bit for bit adds no information, so it does
-//! not add to N; a nondeterministic replicate is a sample like any seed.
+//! Replicates (attempts of one identity) that reproduced each other bit for bit add no
+//! information, so they count once; the attempts of a nondeterministic identity are samples
+//! like any seed.
 
 use crate::records::{RunRecord, Status};
 use serde::Serialize;

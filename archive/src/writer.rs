@@ -174,13 +174,22 @@ impl Archive {
         Ok(writer)
     }
 
+    fn claim_path(&self, run_id: &str, attempt: u32) -> PathBuf {
+        self.path("_claims").join(format!("{run_id}-a{attempt}"))
+    }
+
+    /// Whether an attempt number of `run_id` was ever taken.
+    pub(crate) fn is_claimed(&self, run_id: &str, attempt: u32) -> bool {
+        self.claim_path(run_id, attempt).exists()
+    }
+
     /// The lowest attempt number not yet taken for `run_id`, taken atomically (O_EXCL), so
     /// that two processes starting the same identity at once get attempts 1 and 2.
     fn claim_attempt(&self, run_id: &str) -> Result<u32> {
         let dir = self.path("_claims");
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         for attempt in 1..u32::MAX {
-            let path = dir.join(format!("{run_id}-a{attempt}"));
+            let path = self.claim_path(run_id, attempt);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(_) => return Ok(attempt),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -296,10 +305,23 @@ impl RunWriter {
         let now = records::now();
         self.record.ended_at = Some(now);
         self.record.updated_at = now;
-        if self.record.attempt > 1 && status == Status::Completed {
-            self.compare_with_first()?;
+        let replicated = self.record.attempt > 1 || self.archive.is_claimed(&self.record.run_id, 2);
+        if status == Status::Completed && replicated {
+            // Attempts finishing at once take turns, so the later one always sees the
+            // earlier one's final row and compares with it.
+            let turn = self.archive.path("_claims").join(format!("{}.finish.lock", self.record.run_id));
+            let turn = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&turn)
+                .map_err(|e| Error::io(&turn, e))?;
+            crate::archive::lock_blocking(&turn)?;
+            self.compare_with_reference()?;
+            self.write_row()?;
+        } else {
+            self.write_row()?;
         }
-        self.write_row()?;
         if let Some((file, path)) = self.lock.take() {
             let _ = fs::remove_file(&path);
             drop(file);
@@ -307,19 +329,20 @@ impl RunWriter {
         Ok(self.record.clone())
     }
 
-    /// Compare every metric bit for bit with the earliest completed attempt of the same
-    /// identity, and record whether it reproduced and where it first diverged.
-    fn compare_with_first(&mut self) -> Result<()> {
+    /// Compare every metric bit for bit with the first attempt of the same identity that
+    /// completed before this one (attempts may run at once, so "first" is by finish time),
+    /// and record whether it reproduced and where it first diverged.
+    fn compare_with_reference(&mut self) -> Result<()> {
         let runs = self.archive.raw_runs()?.value;
-        let Some(first) = runs
+        let Some(reference) = runs
             .iter()
-            .filter(|r| r.run_id == self.record.run_id && r.attempt < self.record.attempt)
+            .filter(|r| r.run_id == self.record.run_id && r.attempt != self.record.attempt)
             .filter(|r| r.status == Status::Completed)
-            .min_by_key(|r| r.attempt)
+            .min_by_key(|r| (r.ended_at, r.attempt))
         else {
             return Ok(());
         };
-        let theirs = self.archive.metrics(first)?.value;
+        let theirs = self.archive.metrics(reference)?.value;
         let mine = self.archive.metrics(&self.record)?.value;
         let diverged = first_divergence(&theirs, &mine);
         self.record.reproduced = Some(diverged.is_none());

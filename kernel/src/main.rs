@@ -1,1 +1,17 @@
-fn main() {}
+//! `recipe`: the command-line face of recipe.
+//!
+//! - `recipe runs list|show|diff|export|compact`: the run archive from a shell.
+//!
+//! Errors print one line (`error: ...`) and exit non-zero; usage errors exit 2.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    if let Err(e) = cli::run(args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

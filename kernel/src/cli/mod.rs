@@ -1,0 +1,24 @@
+//! The `recipe` command line: argument definitions and dispatch.
+
+mod runs;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "recipe", version, about = "Train neural nets from a notebook in Rust, with every run archived")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Work with the run archive: list, show, diff, export, compact.
+    Runs(runs::RunsArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Runs(args) => runs::run(args),
+    }
+}
