@@ -142,17 +142,7 @@ impl Archive {
         let mut damaged = loaded.damaged;
         let mut runs = loaded.value;
         for run in runs.iter_mut() {
-            if run.status == Status::Running && !self.is_live(&run.run_id, run.attempt) {
-                run.status = Status::Interrupted;
-                let points = self.metrics_of(&run.run_id, run.attempt)?;
-                damaged.extend(points.damaged);
-                run.last_step = points.value.iter().map(|p| p.step).max();
-                run.error.get_or_insert_with(|| {
-                    "the writing process ended without finishing the run (killed or crashed); \
-                     every flushed chunk is kept"
-                        .into()
-                });
-            }
+            damaged.extend(self.settle_dead_writer(run)?);
         }
         mark_replicates(&mut runs);
         Ok(Loaded {
@@ -161,16 +151,30 @@ impl Archive {
         })
     }
 
+    /// A `running` row whose writer is gone becomes `interrupted` at its last flushed step.
+    /// Returns the damaged files met while finding that step.
+    pub(crate) fn settle_dead_writer(&self, run: &mut RunRecord) -> Result<Vec<Error>> {
+        if run.status != Status::Running || self.is_live(&run.run_id, run.attempt) {
+            return Ok(Vec::new());
+        }
+        run.status = Status::Interrupted;
+        let points = self.metrics_of(&run.run_id, run.attempt)?;
+        run.last_step = points.value.iter().map(|p| p.step).max();
+        run.error.get_or_insert_with(|| {
+            "the writing process ended without finishing the run (killed or crashed); \
+             every flushed chunk is kept"
+                .into()
+        });
+        Ok(points.damaged)
+    }
+
     /// The rows of `runs` as stored, one per attempt (the newest version of each).
     pub(crate) fn raw_runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
         let loaded = self.read_rows(Table::Runs, &|_| true, records::runs_from_batch)?;
         let mut newest: BTreeMap<(String, u32), RunRecord> = BTreeMap::new();
         for run in loaded.value {
             let key = (run.run_id.clone(), run.attempt);
-            // A finished row beats a running one; among equals the newest wins.
-            let rank = |r: &RunRecord| (r.status != Status::Running, r.updated_at);
-            let replace = newest.get(&key).is_none_or(|old| rank(&run) > rank(old));
-            if replace {
+            if newest.get(&key).is_none_or(|old| run.is_newer_than(old)) {
                 newest.insert(key, run);
             }
         }
@@ -219,7 +223,7 @@ impl Archive {
     /// Read every file of a table that `select` keeps. A file deleted between listing and
     /// reading (a concurrent compaction) restarts the read, so a reader never sees a
     /// half-compacted table; damaged files are collected, not fatal.
-    pub(crate) fn read_rows<T>(
+    pub(crate) fn read_rows<T: Send>(
         &self,
         table: Table,
         select: &dyn Fn(&Path) -> bool,
@@ -243,23 +247,18 @@ impl Archive {
             }
             let mut rows = Vec::new();
             let mut damaged = Vec::new();
-            for path in &paths {
-                match read_parquet(path, table).and_then(|batches| {
-                    let mut out = Vec::new();
-                    for batch in &batches {
-                        out.extend(decode(batch).map_err(|e| Error::Damaged {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?);
-                    }
-                    Ok(out)
-                }) {
+            for (path, result) in paths.iter().zip(read_all(&paths, table, decode)) {
+                match result {
                     Ok(decoded) => rows.extend(decoded),
                     Err(Error::Io { source, .. })
                         if source.kind() == std::io::ErrorKind::NotFound =>
                     {
                         continue 'retry
                     }
+                    Err(Error::Format(reason)) => damaged.push(Error::Damaged {
+                        path: path.clone(),
+                        reason,
+                    }),
                     Err(e) => damaged.push(e),
                 }
             }
@@ -289,6 +288,51 @@ impl Archive {
     }
 }
 
+/// Read and decode files on every core: reading is per-file work (open, footer,
+/// decompress), and a listing of a thousand small files is the common case before
+/// compaction. Results come back in the order of `paths`.
+fn read_all<T: Send>(
+    paths: &[PathBuf],
+    table: Table,
+    decode: fn(&arrow::array::RecordBatch) -> Result<Vec<T>>,
+) -> Vec<Result<Vec<T>>> {
+    let read_one = |path: &PathBuf| -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for batch in read_parquet(path, table)? {
+            out.extend(decode(&batch)?);
+        }
+        Ok(out)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if paths.len() < 16 || threads == 1 {
+        return paths.iter().map(read_one).collect();
+    }
+    let per_thread = paths.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(per_thread)
+            .map(|chunk| {
+                (
+                    chunk.len(),
+                    scope.spawn(move || chunk.iter().map(read_one).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(n, h)| {
+                h.join().unwrap_or_else(|_| {
+                    (0..n)
+                        .map(|_| Err(Error::Format("a reader thread panicked".into())))
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
+
 /// Take a non-blocking flock on `file`; the lock lives as long as the file stays open.
 pub(crate) fn try_lock(file: &File, kind: libc::c_int) -> bool {
     use std::os::fd::AsRawFd;
@@ -303,7 +347,10 @@ pub(crate) fn lock_blocking(file: &File) -> Result<()> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("flock failed: {}", std::io::Error::last_os_error())))
+        Err(Error::Invalid(format!(
+            "flock failed: {}",
+            std::io::Error::last_os_error()
+        )))
     }
 }
 

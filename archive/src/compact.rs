@@ -84,33 +84,7 @@ pub fn plan(archive: &Archive) -> Result<Vec<Action>> {
 
     // 2. Rows of runs (of finished or dead runs) and cells, per day folder.
     for table in [Table::Runs, Table::Cells] {
-        let mut per_day: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-        for path in list_table(archive.root(), table)? {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            let writer_live = table == Table::Runs
-                && !stem.starts_with("compacted-")
-                && stem
-                    .rsplit_once("-a")
-                    .is_some_and(|(id, a)| a.parse().is_ok_and(|a| live(id, a)));
-            if !writer_live {
-                per_day
-                    .entry(path.parent().map(Path::to_path_buf).unwrap_or_default())
-                    .or_default()
-                    .push(path);
-            }
-        }
-        for (dir, sources) in per_day {
-            if sources.len() >= 2 {
-                let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
-                let tag = blake3::hash(names.join("\n").as_bytes()).to_hex();
-                let dest = dir.join(format!("compacted-{}.parquet", &tag[..16]));
-                actions.push(Action::MergeRows {
-                    table,
-                    sources,
-                    dest,
-                });
-            }
-        }
+        actions.extend(plan_row_merges(archive, table, 2)?);
     }
 
     // 3. Temp files of writers that died mid-write.
@@ -135,11 +109,83 @@ pub fn plan(archive: &Archive) -> Result<Vec<Action>> {
     Ok(actions)
 }
 
+/// Merge the row files of each day folder of `table` that has at least `min_files` of them,
+/// leaving out the rows of runs whose writer is alive.
+fn plan_row_merges(archive: &Archive, table: Table, min_files: usize) -> Result<Vec<Action>> {
+    let mut per_day: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for path in list_table(archive.root(), table)? {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let writer_live = table == Table::Runs
+            && !stem.starts_with("compacted-")
+            && stem
+                .rsplit_once("-a")
+                .is_some_and(|(id, a)| a.parse().is_ok_and(|a| archive.is_live(id, a)));
+        if !writer_live {
+            per_day
+                .entry(path.parent().map(Path::to_path_buf).unwrap_or_default())
+                .or_default()
+                .push(path);
+        }
+    }
+    Ok(per_day
+        .into_iter()
+        .filter(|(_, sources)| sources.len() >= min_files)
+        .map(|(dir, sources)| {
+            let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+            let tag = blake3::hash(names.join("\n").as_bytes()).to_hex();
+            let dest = dir.join(format!("compacted-{}.parquet", &tag[..16]));
+            Action::MergeRows {
+                table,
+                sources,
+                dest,
+            }
+        })
+        .collect())
+}
+
+/// How many finished row files a day of `runs` may gather before a finishing writer merges
+/// them: listing reads every file, so a long sweep must not leave thousands of them.
+pub const AUTO_COMPACT_ROWS: usize = 32;
+
+/// The compaction a finishing writer does on its way out: merge the day's run rows once there
+/// are [`AUTO_COMPACT_ROWS`] of them. Skipped (not waited for) while another compaction runs.
+pub fn auto(archive: &Archive) -> Result<()> {
+    let actions = plan_row_merges(archive, Table::Runs, AUTO_COMPACT_ROWS)?;
+    if actions.is_empty() {
+        return Ok(());
+    }
+    // Best effort: the run is already archived, and a failed merge leaves every source in
+    // place, so a finishing writer never fails because of a compaction.
+    let _ = execute(archive, &actions);
+    Ok(())
+}
+
 /// `.name.tmp-PID-N` -> PID.
 fn temp_writer_pid(path: &Path) -> Option<u32> {
     let name = path.file_name()?.to_str()?;
     let rest = name.strip_prefix('.')?.rsplit_once(".tmp-")?.1;
     rest.split_once('-')?.0.parse().ok()
+}
+
+/// Read the sources of a merge, leaving out damaged ones: they stay where they are (and
+/// readers keep naming them) rather than being merged away or blocking the merge.
+fn read_sources(
+    sources: &[PathBuf],
+    table: Table,
+) -> Result<(Vec<PathBuf>, Vec<arrow::array::RecordBatch>)> {
+    let mut used = Vec::new();
+    let mut batches = Vec::new();
+    for source in sources {
+        match files::read_parquet(source, table) {
+            Ok(b) => {
+                batches.extend(b);
+                used.push(source.clone());
+            }
+            Err(Error::Damaged { .. } | Error::SchemaVersion { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((used, batches))
 }
 
 /// Carry out a plan. Holds the archive's compaction lock, so two compactions never race.
@@ -166,23 +212,13 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
         files_before: count()?,
         ..Report::default()
     };
-    // Derived rows (dead runs as interrupted, replicate verdicts) are what merged files keep.
-    let derived: BTreeMap<(String, u32), RunRecord> = archive
-        .runs()?
-        .value
-        .into_iter()
-        .map(|r| ((r.run_id.clone(), r.attempt), r))
-        .collect();
     for action in actions {
         match action {
             Action::MergeMetrics { sources, dest } => {
-                let mut batches = Vec::new();
-                for source in sources {
-                    batches.extend(files::read_parquet(source, Table::Metrics)?);
-                }
+                let (used, batches) = read_sources(sources, Table::Metrics)?;
                 let batch = arrow::compute::concat_batches(&Table::Metrics.schema(), &batches)?;
                 files::write_parquet(dest, Table::Metrics, &batch)?;
-                remove_all(sources)?;
+                remove_all(&used)?;
                 report.merges += 1;
             }
             Action::MergeRows {
@@ -190,22 +226,24 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
                 sources,
                 dest,
             } => {
-                let mut keys = std::collections::BTreeSet::new();
-                for source in sources {
-                    for batch in files::read_parquet(source, Table::Runs)? {
-                        keys.extend(
-                            records::runs_from_batch(&batch)?
-                                .into_iter()
-                                .map(|r| (r.run_id, r.attempt)),
-                        );
+                // The newest row of each attempt, with a dead writer's run settled as
+                // interrupted, so other engines read the same status recipe shows.
+                let (used, batches) = read_sources(sources, Table::Runs)?;
+                let mut newest: BTreeMap<(String, u32), RunRecord> = BTreeMap::new();
+                for batch in &batches {
+                    for row in records::runs_from_batch(batch)? {
+                        let key = (row.run_id.clone(), row.attempt);
+                        if newest.get(&key).is_none_or(|old| row.is_newer_than(old)) {
+                            newest.insert(key, row);
+                        }
                     }
                 }
-                let rows: Vec<RunRecord> = keys
-                    .iter()
-                    .filter_map(|k| derived.get(k).cloned())
-                    .collect();
+                let mut rows: Vec<RunRecord> = newest.into_values().collect();
+                for row in rows.iter_mut() {
+                    archive.settle_dead_writer(row)?;
+                }
                 files::write_parquet(dest, Table::Runs, &records::runs_to_batch(&rows)?)?;
-                remove_all(sources)?;
+                remove_all(&used)?;
                 report.merges += 1;
             }
             Action::MergeRows {
@@ -213,13 +251,10 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
                 sources,
                 dest,
             } => {
-                let mut batches = Vec::new();
-                for source in sources {
-                    batches.extend(files::read_parquet(source, *table)?);
-                }
+                let (used, batches) = read_sources(sources, *table)?;
                 let batch = arrow::compute::concat_batches(&table.schema(), &batches)?;
                 files::write_parquet(dest, *table, &batch)?;
-                remove_all(sources)?;
+                remove_all(&used)?;
                 report.merges += 1;
             }
             Action::RemoveTemp(path) => {

@@ -57,6 +57,9 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
     result
 }
 
+/// Files with fewer rows than this are written uncompressed.
+pub const SMALL_FILE_ROWS: usize = 8;
+
 /// Write one batch as a ZSTD Parquet file carrying the schema version, table and writer.
 pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<()> {
     let metadata = vec![
@@ -64,8 +67,15 @@ pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(
         KeyValue::new(KEY_TABLE.to_string(), table.name().to_string()),
         KeyValue::new(KEY_WRITER.to_string(), WRITER.to_string()),
     ];
+    // A file of a few rows (a run's own row, one cell) gains nothing from compression, and a
+    // ZSTD context per column chunk costs more than the write itself.
+    let compression = if batch.num_rows() < SMALL_FILE_ROWS {
+        Compression::UNCOMPRESSED
+    } else {
+        Compression::ZSTD(ZstdLevel::try_new(3)?)
+    };
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(compression)
         .set_key_value_metadata(Some(metadata))
         .build();
     write_atomic(path, |file| {
@@ -80,13 +90,15 @@ pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(
 /// Read a whole Parquet file of `table`, refusing damaged, foreign and other-version files
 /// with an error that names the file.
 pub fn read_parquet(path: &Path, table: Table) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // One read of the whole file: archive files are small, and reading column chunks from a
+    // `File` costs a dup, a seek and a read per chunk.
+    let bytes = bytes::Bytes::from(fs::read(path).map_err(|e| Error::io(path, e))?);
     let damaged = |reason: String| Error::Damaged {
         path: path.to_path_buf(),
         reason,
     };
     let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| damaged(e.to_string()))?;
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| damaged(e.to_string()))?;
     let kv = builder.metadata().file_metadata().key_value_metadata();
     let get = |key: &str| {
         kv.and_then(|kv| kv.iter().find(|e| e.key == key))

@@ -126,6 +126,13 @@ impl RunRecord {
         }
     }
 
+    /// Which of two versions of one attempt's row to keep: a finished row beats a running
+    /// one, and among equals the later update wins.
+    pub fn is_newer_than(&self, other: &RunRecord) -> bool {
+        let rank = |r: &RunRecord| (r.status != Status::Running, r.updated_at);
+        rank(self) > rank(other)
+    }
+
     pub fn config(&self) -> &Value {
         &self.components[0]
     }
@@ -377,11 +384,22 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         c.int("cell_execution")?,
         c.text("cell_history_hash")?,
     );
+    // The runs of a sweep share their data, code and environment text: parse each distinct
+    // text once.
+    let mut parsed: std::collections::HashMap<&str, Value> = std::collections::HashMap::new();
     (0..batch.num_rows())
         .map(|i| {
             let mut components: [Value; 5] = Default::default();
             for (slot, col) in components.iter_mut().zip(value_cols.iter()) {
-                *slot = parse_json(col.value(i), "component")?;
+                let text = col.value(i);
+                *slot = match parsed.get(text) {
+                    Some(value) => value.clone(),
+                    None => {
+                        let value: Value = parse_json(text, "component")?;
+                        parsed.insert(text, value.clone());
+                        value
+                    }
+                };
             }
             Ok(RunRecord {
                 run_id: run_id.value(i).to_string(),

@@ -111,10 +111,9 @@ impl Archive {
     /// whose identity is already archived becomes a replicate (attempt 2, 3...).
     pub fn begin_run(&self, spec: RunSpec) -> Result<RunWriter> {
         let hashes = spec.identity.hashes()?;
+        // The components live in the runs row itself (canonical JSON columns); only the
+        // uncommitted diff, which can be large, is a blob.
         let components = spec.identity.component_values()?;
-        for value in &components {
-            self.put_blob(crate::canonical::to_canonical(value)?.as_bytes())?;
-        }
         if !spec.uncommitted_diff.is_empty() {
             self.put_blob(&spec.uncommitted_diff)?;
         }
@@ -219,29 +218,35 @@ impl RunWriter {
 
     /// Log one metric value at a step. NaN and infinities are kept as they are.
     pub fn log(&mut self, step: i64, name: &str, value: f64) -> Result<()> {
-        if name.is_empty() {
-            return Err(Error::Invalid("a metric needs a name".into()));
+        self.log_all(step, &[(name, value)])
+    }
+
+    /// Log several metrics at one step (one wall-clock reading for all of them).
+    pub fn log_all(&mut self, step: i64, values: &[(&str, f64)]) -> Result<()> {
+        if let Some((name, _)) = values.iter().find(|(name, _)| name.is_empty()) {
+            return Err(Error::Invalid(format!(
+                "a metric needs a name (got {name:?})"
+            )));
         }
-        let wall_time = records::now();
-        self.buffer.push(MetricPoint {
-            step,
-            name: name.to_string(),
-            value,
-            wall_time,
-        });
-        self.last_values.insert(name.to_string(), (step, value));
+        let wall_time = Utc::now();
+        for (name, value) in values {
+            self.buffer.push(MetricPoint {
+                step,
+                name: name.to_string(),
+                value: *value,
+                wall_time,
+            });
+            match self.last_values.get_mut(*name) {
+                Some(last) => *last = (step, *value),
+                None => {
+                    self.last_values.insert(name.to_string(), (step, *value));
+                }
+            }
+        }
         if self.buffer.len() >= self.policy.points
             || self.last_flush.elapsed() >= self.policy.interval
         {
             self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Log several metrics at one step.
-    pub fn log_all(&mut self, step: i64, values: &[(&str, f64)]) -> Result<()> {
-        for (name, value) in values {
-            self.log(step, name, *value)?;
         }
         Ok(())
     }
@@ -309,7 +314,10 @@ impl RunWriter {
         if status == Status::Completed && replicated {
             // Attempts finishing at once take turns, so the later one always sees the
             // earlier one's final row and compares with it.
-            let turn = self.archive.path("_claims").join(format!("{}.finish.lock", self.record.run_id));
+            let turn = self
+                .archive
+                .path("_claims")
+                .join(format!("{}.finish.lock", self.record.run_id));
             let turn = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -326,6 +334,7 @@ impl RunWriter {
             let _ = fs::remove_file(&path);
             drop(file);
         }
+        crate::compact::auto(&self.archive)?;
         Ok(self.record.clone())
     }
 
@@ -550,6 +559,27 @@ mod archive_tests {
         assert_eq!(archive.runs().unwrap().value.len(), 2);
         // Compacting again is a no-op.
         assert!(crate::compact::plan(&archive).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_long_sweep_is_compacted_as_it_finishes_and_damage_stays_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let first = train(&archive, 0, 0.0);
+        let day = crate::files::day_dir(archive.root(), Table::Runs, first.started_at.date_naive());
+        fs::write(day.join("broken.parquet"), b"PAR1 torn").unwrap();
+        for seed in 1..40 {
+            train(&archive, seed, 0.0);
+        }
+        let files = crate::files::list_table(archive.root(), Table::Runs).unwrap();
+        assert!(files.len() < 20, "{} row files after 40 runs", files.len());
+        assert!(
+            files.iter().any(|f| f.ends_with("broken.parquet")),
+            "a damaged file is never merged away"
+        );
+        let runs = archive.runs().unwrap();
+        assert_eq!(runs.value.len(), 40);
+        assert_eq!(runs.damaged.len(), 1);
     }
 
     #[test]

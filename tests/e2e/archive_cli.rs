@@ -7,7 +7,19 @@ use serde_json::Value;
 fn sweep(dir: &std::path::Path) {
     for seed in ["1", "2", "3"] {
         for lr in ["0.1", "0.01"] {
-            toy(&dir.join("runs"), &["--lr", lr, "--seed-init", seed, "--steps", "60", "--sweep", "lr"]);
+            toy(
+                &dir.join("runs"),
+                &[
+                    "--lr",
+                    lr,
+                    "--seed-init",
+                    seed,
+                    "--steps",
+                    "60",
+                    "--sweep",
+                    "lr",
+                ],
+            );
         }
     }
 }
@@ -18,27 +30,54 @@ fn issue_2_list_show_diff_export_from_a_shell() {
     sweep(dir.path());
 
     let list = recipe_ok(dir.path(), &["runs", "list"]);
-    assert_eq!(list.lines().filter(|l| l.contains("completed")).count(), 6, "{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.contains("completed")).count(),
+        6,
+        "{list}"
+    );
 
-    let runs: Vec<Value> = serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
+    let runs: Vec<Value> =
+        serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
     assert_eq!(runs.len(), 6);
-    assert!(runs.iter().all(|r| r["identity"]["seeds"]["value"]["init"].is_u64()));
+    assert!(runs
+        .iter()
+        .all(|r| r["identity"]["seeds"]["value"]["init"].is_u64()));
 
-    let csv = recipe_ok(dir.path(), &["runs", "list", "--csv", "--where", "config.lr=0.01"]);
+    let csv = recipe_ok(
+        dir.path(),
+        &["runs", "list", "--csv", "--where", "config.lr=0.01"],
+    );
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.starts_with("run_id,attempt,name,"));
 
-    let best = recipe_ok(dir.path(), &["runs", "list", "--json", "--sort", "-summary.test_acc", "--limit", "1"]);
+    let best = recipe_ok(
+        dir.path(),
+        &[
+            "runs",
+            "list",
+            "--json",
+            "--sort",
+            "-summary.test_acc",
+            "--limit",
+            "1",
+        ],
+    );
     let best: Vec<Value> = serde_json::from_str(&best).unwrap();
     let top = best[0]["summary"]["test_acc"].as_f64().unwrap();
-    assert!(runs.iter().all(|r| r["summary"]["test_acc"].as_f64().unwrap() <= top));
+    assert!(runs
+        .iter()
+        .all(|r| r["summary"]["test_acc"].as_f64().unwrap() <= top));
 
-    let (a, b) = (runs[0]["run_id"].as_str().unwrap(), runs[1]["run_id"].as_str().unwrap());
+    let (a, b) = (
+        runs[0]["run_id"].as_str().unwrap(),
+        runs[1]["run_id"].as_str().unwrap(),
+    );
     let show = recipe_ok(dir.path(), &["runs", "show", &a[..10]]);
     assert!(show.contains(a) && show.contains("train_loss"), "{show}");
 
     // runs 0 and 1 differ in lr only.
-    let diff: Value = serde_json::from_str(&recipe_ok(dir.path(), &["runs", "diff", a, b, "--json"])).unwrap();
+    let diff: Value =
+        serde_json::from_str(&recipe_ok(dir.path(), &["runs", "diff", a, b, "--json"])).unwrap();
     assert_eq!(diff["changed_components"], serde_json::json!(["config"]));
     assert_eq!(diff["changes"][0]["key"], "lr");
 
@@ -46,13 +85,19 @@ fn issue_2_list_show_diff_export_from_a_shell() {
     assert!(md.contains("| run | lr | test_acc ↑ | N |"), "{md}");
     assert_eq!(md.matches(" ± ").count(), 2, "{md}");
     for run in &runs {
-        assert!(md.contains(&run["run_id"].as_str().unwrap()[..12]), "every run id is in the caption");
+        assert!(
+            md.contains(&run["run_id"].as_str().unwrap()[..12]),
+            "every run id is in the caption"
+        );
     }
     let tex = recipe_ok(dir.path(), &["runs", "export", "--format", "latex"]);
     assert!(tex.contains("\\toprule") && tex.contains("$\\pm$") && tex.contains("\\caption{"));
     let csv = recipe_ok(dir.path(), &["runs", "export", "--format", "csv"]);
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    assert_eq!(header, ["group_id", "name", "config", "metric", "mean", "std", "stderr", "n", "run_ids"]);
+    assert_eq!(
+        header,
+        ["group_id", "name", "config", "metric", "mean", "std", "stderr", "n", "run_ids"]
+    );
     assert_eq!(csv.lines().count(), 1 + 2 * 2);
 }
 
@@ -62,19 +107,28 @@ fn issue_2_bad_input_gets_one_line_and_a_non_zero_exit() {
     let missing = recipe(dir.path(), &["runs", "list"]);
     assert_eq!(missing.status.code(), Some(1));
     let err = String::from_utf8_lossy(&missing.stderr);
-    assert!(err.starts_with("error: no archive at runs") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: no archive at runs") && err.lines().count() == 1,
+        "{err}"
+    );
 
     sweep(dir.path());
     for (args, expect) in [
         (vec!["runs", "show", "ffffffffff"], "no run matches"),
         (vec!["runs", "show", "toy"], "matches 6 runs"),
-        (vec!["runs", "list", "--where", "nonsense"], "is not a condition"),
+        (
+            vec!["runs", "list", "--where", "nonsense"],
+            "is not a condition",
+        ),
         (vec!["runs", "show", "toy@x"], "attempt number"),
     ] {
         let out = recipe(dir.path(), &args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(err.contains(expect) && err.lines().count() == 1, "{args:?}: {err}");
+        assert!(
+            err.contains(expect) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
     }
     let usage = recipe(dir.path(), &["runs", "frobnicate"]);
     assert_eq!(usage.status.code(), Some(2));
@@ -86,22 +140,49 @@ fn issue_2_damaged_files_are_named_and_the_rest_still_reads() {
     sweep(dir.path());
     let runs_dir = dir.path().join("runs");
     // Truncate one metrics chunk (a torn copy) and drop a foreign file into runs/.
-    let metrics_day = std::fs::read_dir(runs_dir.join("metrics")).unwrap().next().unwrap().unwrap().path();
-    let chunk = std::fs::read_dir(&metrics_day).unwrap().next().unwrap().unwrap().path();
+    let metrics_day = std::fs::read_dir(runs_dir.join("metrics"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let chunk = std::fs::read_dir(&metrics_day)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let bytes = std::fs::read(&chunk).unwrap();
     std::fs::write(&chunk, &bytes[..bytes.len() / 3]).unwrap();
-    let runs_day = std::fs::read_dir(runs_dir.join("runs")).unwrap().next().unwrap().unwrap().path();
+    let runs_day = std::fs::read_dir(runs_dir.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(runs_day.join("notes.parquet"), b"not parquet at all").unwrap();
 
     let out = recipe(dir.path(), &["runs", "list"]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stdout.lines().filter(|l| l.contains("completed")).count(), 6);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("completed")).count(),
+        6
+    );
     assert!(stderr.contains("notes.parquet is damaged"), "{stderr}");
 
-    let run_id = chunk.file_name().unwrap().to_str().unwrap().split("-a").next().unwrap().to_string();
+    let run_id = chunk
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split("-a")
+        .next()
+        .unwrap()
+        .to_string();
     let show = recipe(dir.path(), &["runs", "show", &run_id]);
     assert!(show.status.success());
-    assert!(String::from_utf8_lossy(&show.stderr).contains(chunk.file_name().unwrap().to_str().unwrap()));
+    assert!(String::from_utf8_lossy(&show.stderr)
+        .contains(chunk.file_name().unwrap().to_str().unwrap()));
 }

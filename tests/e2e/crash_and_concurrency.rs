@@ -14,7 +14,15 @@ fn issue_2_kill_9_loses_no_committed_chunk_and_reads_as_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let archive_dir = dir.path().join("runs");
     let mut child = Command::new(bin("toy-trainer"))
-        .args(["--steps", "100000", "--commit-every", "5", "--sleep-ms", "2", "--archive"])
+        .args([
+            "--steps",
+            "100000",
+            "--commit-every",
+            "5",
+            "--sleep-ms",
+            "2",
+            "--archive",
+        ])
         .arg(&archive_dir)
         .stdout(Stdio::piped())
         .spawn()
@@ -34,8 +42,15 @@ fn issue_2_kill_9_loses_no_committed_chunk_and_reads_as_interrupted() {
     let run = &runs.value[0];
     assert_eq!(run.status, Status::Interrupted);
     let last = run.last_step.unwrap();
-    assert!(last >= committed, "last flushed step {last} < announced {committed}");
-    assert!(run.error.as_deref().unwrap_or("").contains("killed or crashed"));
+    assert!(
+        last >= committed,
+        "last flushed step {last} < announced {committed}"
+    );
+    assert!(run
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("killed or crashed"));
 
     let points = archive.metrics(run).unwrap().value;
     let mut count: BTreeMap<(String, i64), usize> = BTreeMap::new();
@@ -44,7 +59,11 @@ fn issue_2_kill_9_loses_no_committed_chunk_and_reads_as_interrupted() {
     }
     for name in ["test_acc", "train_loss"] {
         for step in 0..=last {
-            assert_eq!(count.get(&(name.to_string(), step)), Some(&1), "{name} at step {step}");
+            assert_eq!(
+                count.get(&(name.to_string(), step)),
+                Some(&1),
+                "{name} at step {step}"
+            );
         }
     }
 
@@ -52,8 +71,15 @@ fn issue_2_kill_9_loses_no_committed_chunk_and_reads_as_interrupted() {
     let listed = recipe_ok(dir.path(), &["runs", "list"]);
     assert!(listed.contains("interrupted"), "{listed}");
     recipe_ok(dir.path(), &["runs", "compact"]);
-    let raw = Archive::open_existing(&archive_dir).unwrap().runs().unwrap().value;
-    assert_eq!((raw[0].status, raw[0].last_step), (Status::Interrupted, Some(last)));
+    let raw = Archive::open_existing(&archive_dir)
+        .unwrap()
+        .runs()
+        .unwrap()
+        .value;
+    assert_eq!(
+        (raw[0].status, raw[0].last_step),
+        (Status::Interrupted, Some(last))
+    );
     assert_eq!(archive.metrics(&raw[0]).unwrap().value.len(), points.len());
 }
 
@@ -68,7 +94,16 @@ fn issue_2_concurrent_writers_compaction_and_readers_lose_no_row() {
         .iter()
         .map(|seed| {
             Command::new(bin("toy-trainer"))
-                .args(["--steps", &STEPS.to_string(), "--commit-every", "3", "--sleep-ms", "3", "--seed-init", seed])
+                .args([
+                    "--steps",
+                    &STEPS.to_string(),
+                    "--commit-every",
+                    "3",
+                    "--sleep-ms",
+                    "3",
+                    "--seed-init",
+                    seed,
+                ])
                 .arg("--archive")
                 .arg(&archive_dir)
                 .stdout(Stdio::null())
@@ -93,8 +128,13 @@ fn issue_2_concurrent_writers_compaction_and_readers_lose_no_row() {
             assert!(runs.damaged.is_empty(), "{:?}", runs.damaged);
             for run in &runs.value {
                 let points = archive.metrics(run).unwrap().value;
-                let unique: std::collections::BTreeSet<_> = points.iter().map(|p| (&p.name, p.step)).collect();
-                assert_eq!(unique.len(), points.len(), "a reader saw a point twice during compaction");
+                let unique: std::collections::BTreeSet<_> =
+                    points.iter().map(|p| (&p.name, p.step)).collect();
+                assert_eq!(
+                    unique.len(),
+                    points.len(),
+                    "a reader saw a point twice during compaction"
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -108,17 +148,30 @@ fn issue_2_concurrent_writers_compaction_and_readers_lose_no_row() {
     let archive = Archive::open_existing(&archive_dir).unwrap();
     let runs = archive.runs().unwrap().value;
     assert_eq!(runs.len(), 6);
-    let mut attempts: Vec<u32> = runs.iter().filter(|r| r.run_id == runs.iter().find(|x| x.attempt == 3).unwrap().run_id).map(|r| r.attempt).collect();
+    let mut attempts: Vec<u32> = runs
+        .iter()
+        .filter(|r| r.run_id == runs.iter().find(|x| x.attempt == 3).unwrap().run_id)
+        .map(|r| r.attempt)
+        .collect();
     attempts.sort();
     assert_eq!(attempts, vec![1, 2, 3]);
     for run in &runs {
         assert_eq!(run.status, Status::Completed);
         let points = archive.metrics(run).unwrap().value;
         assert_eq!(points.len(), 2 * STEPS as usize, "{}", run.key());
-        let unique: std::collections::BTreeSet<_> = points.iter().map(|p| (&p.name, p.step)).collect();
+        let unique: std::collections::BTreeSet<_> =
+            points.iter().map(|p| (&p.name, p.step)).collect();
         assert_eq!(unique.len(), points.len());
     }
     // The same identity trained three times by one deterministic program reproduces.
-    let verdicts: Vec<_> = runs.iter().map(|r| (r.attempt, r.reproduced, r.diverged_step)).collect();
-    assert!(runs.iter().filter(|r| r.attempt > 1).all(|r| r.reproduced == Some(true)), "{verdicts:?}");
+    let verdicts: Vec<_> = runs
+        .iter()
+        .map(|r| (r.attempt, r.reproduced, r.diverged_step))
+        .collect();
+    assert!(
+        runs.iter()
+            .filter(|r| r.attempt > 1)
+            .all(|r| r.reproduced == Some(true)),
+        "{verdicts:?}"
+    );
 }

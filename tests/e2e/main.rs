@@ -15,7 +15,10 @@ use std::process::{Command, Output};
 /// The folder holding the workspace's built binaries (target/<profile>).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_path_buf()
 }
 
 /// A built binary of the workspace; fails with what to run when it is missing.
@@ -31,7 +34,12 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Run `recipe` with arguments in `dir`; returns the output whatever the exit status.
 pub fn recipe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("recipe")).args(args).current_dir(dir).env_remove("RECIPE_ARCHIVE").output().expect("run recipe")
+    Command::new(bin("recipe"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RECIPE_ARCHIVE")
+        .output()
+        .expect("run recipe")
 }
 
 /// Run `recipe` and insist on success; returns stdout.
@@ -48,8 +56,17 @@ pub fn recipe_ok(dir: &Path, args: &[&str]) -> String {
 
 /// Train one toy run into `archive` to completion.
 pub fn toy(archive: &Path, args: &[&str]) {
-    let out = Command::new(bin("toy-trainer")).arg("--archive").arg(archive).args(args).output().expect("run toy-trainer");
-    assert!(out.status.success(), "toy-trainer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin("toy-trainer"))
+        .arg("--archive")
+        .arg(archive)
+        .args(args)
+        .output()
+        .expect("run toy-trainer");
+    assert!(
+        out.status.success(),
+        "toy-trainer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The Python of the test virtualenv (with pyarrow and DuckDB): `$RECIPE_PYTHON`, else

@@ -49,16 +49,47 @@ fn issue_2_pyarrow_and_duckdb_read_what_recipe_wrote() {
     }
     toy(&archive, &["--seed-init", "1", "--steps", "40"]); // a replicate
     recipe_ok(dir.path(), &["runs", "compact"]);
-    let ours: Vec<Value> = serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
+    let ours: Vec<Value> =
+        serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
 
-    let out = Command::new(python()).arg("-c").arg(SCRIPT).arg(&archive).output().unwrap();
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    for column in ["run_id", "attempt", "status", "config", "seeds", "data", "code", "env", "summary", "group_id", "day"] {
-        assert!(theirs["runs_columns"].as_array().unwrap().iter().any(|c| c == column), "runs lacks {column}");
+    for column in [
+        "run_id", "attempt", "status", "config", "seeds", "data", "code", "env", "summary",
+        "group_id", "day",
+    ] {
+        assert!(
+            theirs["runs_columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == column),
+            "runs lacks {column}"
+        );
     }
-    assert_eq!(theirs["metrics_columns"], serde_json::json!(["run_id", "attempt", "step", "name", "value", "wall_time", "day"]));
+    assert_eq!(
+        theirs["metrics_columns"],
+        serde_json::json!([
+            "run_id",
+            "attempt",
+            "step",
+            "name",
+            "value",
+            "wall_time",
+            "day"
+        ])
+    );
     assert_eq!(theirs["metrics_rows"], 4 * 40 * 2);
     assert_eq!(theirs["metadata"]["recipe.schema_version"], "1");
     assert_eq!(theirs["metadata"]["recipe.table"], "metrics");
@@ -69,13 +100,19 @@ fn issue_2_pyarrow_and_duckdb_read_what_recipe_wrote() {
     assert_eq!(their_runs.len(), ours.len());
     for run in &ours {
         let id = run["run_id"].as_str().unwrap();
-        let twin = their_runs.iter().find(|r| r["run_id"] == id && r["attempt"] == run["attempt"]).unwrap();
+        let twin = their_runs
+            .iter()
+            .find(|r| r["run_id"] == id && r["attempt"] == run["attempt"])
+            .unwrap();
         assert_eq!(twin["status"], run["status"]);
         assert_eq!(twin["config"], run["identity"]["config"]["value"]);
         // Bit for bit: the final loss DuckDB finds is the summary recipe computed.
         assert_eq!(twin["summary"]["train_loss"], run["summary"]["train_loss"]);
         if run["attempt"] == 1 {
-            assert_eq!(theirs["duckdb_final_loss"][id], run["summary"]["train_loss"]);
+            assert_eq!(
+                theirs["duckdb_final_loss"][id],
+                run["summary"]["train_loss"]
+            );
         }
     }
 }

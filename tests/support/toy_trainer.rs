@@ -102,8 +102,12 @@ fn main() -> Result<()> {
         hash: data_hash.finalize().to_hex().to_string(),
         details: json!({"examples": x.len(), "features": 2}),
     };
-    let config = json!({"model": "logistic", "lr": args.lr, "steps": args.steps, "batch_size": args.batch});
-    let seeds = BTreeMap::from([("init".to_string(), args.seed_init), ("data_order".to_string(), args.seed_data)]);
+    let config =
+        json!({"model": "logistic", "lr": args.lr, "steps": args.steps, "batch_size": args.batch});
+    let seeds = BTreeMap::from([
+        ("init".to_string(), args.seed_init),
+        ("data_order".to_string(), args.seed_data),
+    ]);
     let mut spec = RunSpec::capture(&args.name, config, seeds, data)?;
     spec.sweep = args.sweep.clone();
     spec.recipe_step = args.recipe_step.clone();
@@ -112,7 +116,10 @@ fn main() -> Result<()> {
     let archive = Archive::open(&args.archive)?;
     let mut run = archive.begin_run(spec)?;
     if args.commit_every.is_some() {
-        run.set_flush_policy(FlushPolicy { points: usize::MAX, interval: Duration::from_secs(3600) });
+        run.set_flush_policy(FlushPolicy {
+            points: usize::MAX,
+            interval: Duration::from_secs(3600),
+        });
     }
     let mut init = SplitMix(args.seed_init);
     let mut order = SplitMix(args.seed_data);
@@ -131,7 +138,12 @@ fn main() -> Result<()> {
         let n = args.batch as f64;
         w = [w[0] - args.lr * gw[0] / n, w[1] - args.lr * gw[1] / n];
         b -= args.lr * gb / n;
-        let acc = x.iter().zip(&y).filter(|(xi, yi)| ((w[0] * xi[0] + w[1] * xi[1] + b > 0.0) as u8 as f64) == **yi).count() as f64 / x.len() as f64;
+        let acc = x
+            .iter()
+            .zip(&y)
+            .filter(|(xi, yi)| ((w[0] * xi[0] + w[1] * xi[1] + b > 0.0) as u8 as f64) == **yi)
+            .count() as f64
+            / x.len() as f64;
         run.log_all(step, &[("train_loss", loss / n), ("test_acc", acc)])?;
         if let Some(every) = args.commit_every {
             if (step + 1) % every == 0 {
@@ -143,7 +155,11 @@ fn main() -> Result<()> {
             std::thread::sleep(Duration::from_millis(args.sleep_ms));
         }
     }
-    let status = if w.iter().all(|v| v.is_finite()) { Status::Completed } else { Status::Diverged };
+    let status = if w.iter().all(|v| v.is_finite()) {
+        Status::Completed
+    } else {
+        Status::Diverged
+    };
     let record = run.finish(status, None)?;
     println!("finished {} attempt {}", record.run_id, record.attempt);
     Ok(())

@@ -5,7 +5,11 @@ mod runs;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "recipe", version, about = "Train neural nets from a notebook in Rust, with every run archived")]
+#[command(
+    name = "recipe",
+    version,
+    about = "Train neural nets from a notebook in Rust, with every run archived"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

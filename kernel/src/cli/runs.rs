@@ -93,7 +93,11 @@ pub fn run(args: RunsArgs) -> Result<()> {
     let root = args.archive.unwrap_or_else(Archive::default_root);
     let archive = Archive::open_existing(&root)?;
     match args.command {
-        RunsCommand::List { selection, json, csv } => {
+        RunsCommand::List {
+            selection,
+            json,
+            csv,
+        } => {
             let runs = select(&archive, &selection)?;
             if json {
                 let all: Vec<Value> = runs.iter().map(run_json).collect();
@@ -124,14 +128,24 @@ pub fn run(args: RunsArgs) -> Result<()> {
         RunsCommand::Diff { a, b, json } => {
             let runs = load(archive.runs())?;
             let (ra, rb) = (find_in(&runs, &a)?, find_in(&runs, &b)?);
-            let diff = diff_runs(ra, &load(archive.metrics(ra))?, rb, &load(archive.metrics(rb))?);
+            let diff = diff_runs(
+                ra,
+                &load(archive.metrics(ra))?,
+                rb,
+                &load(archive.metrics(rb))?,
+            );
             if json {
                 println!("{}", serde_json::to_string_pretty(&diff)?);
             } else {
                 print!("{}", diff_text(&diff));
             }
         }
-        RunsCommand::Export { selection, metrics, format, output } => {
+        RunsCommand::Export {
+            selection,
+            metrics,
+            format,
+            output,
+        } => {
             let runs = select(&archive, &selection)?;
             if runs.is_empty() {
                 bail!("no runs match; `recipe runs list` shows what the archive holds");
@@ -143,14 +157,19 @@ pub fn run(args: RunsArgs) -> Result<()> {
                 Format::Csv => groups_csv(&group::group_runs(&runs)),
             };
             match output {
-                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),
             }
         }
         RunsCommand::Compact { dry_run } => {
             let plan = compact::plan(&archive)?;
             if dry_run || plan.is_empty() {
-                println!("{} action(s) planned{}", plan.len(), if dry_run { " (dry run)" } else { "" });
+                println!(
+                    "{} action(s) planned{}",
+                    plan.len(),
+                    if dry_run { " (dry run)" } else { "" }
+                );
                 for action in &plan {
                     println!("  {action:?}");
                 }
@@ -180,7 +199,11 @@ fn load<T>(loaded: recipe_archive::Result<Loaded<T>>) -> Result<T> {
 }
 
 fn select(archive: &Archive, selection: &Selection) -> Result<Vec<RunRecord>> {
-    let conditions = selection.conditions.iter().map(|c| Condition::parse(c)).collect::<Result<Vec<_>, _>>()?;
+    let conditions = selection
+        .conditions
+        .iter()
+        .map(|c| Condition::parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut runs = filter_runs(load(archive.runs())?, &conditions);
     if let Some(key) = &selection.sort {
         sort_runs(&mut runs, key);
@@ -209,11 +232,26 @@ fn list_table(runs: &[RunRecord], for_scripts: bool) -> TextTable {
         .collect();
     let mut headers = vec!["run", "name", "recipe_step", "status", "steps", "started"];
     if for_scripts {
-        headers = vec!["run_id", "attempt", "name", "recipe_step", "sweep", "status", "last_step", "started_at", "ended_at", "group_id", "reproduced", "diverged_step"];
+        headers = vec![
+            "run_id",
+            "attempt",
+            "name",
+            "recipe_step",
+            "sweep",
+            "status",
+            "last_step",
+            "started_at",
+            "ended_at",
+            "group_id",
+            "reproduced",
+            "diverged_step",
+        ];
     }
     let mut table = TextTable::new(&headers);
     if for_scripts {
-        table.headers.extend(metrics.iter().map(|m| format!("summary.{m}")));
+        table
+            .headers
+            .extend(metrics.iter().map(|m| format!("summary.{m}")));
     } else {
         table.headers.push("summary".into());
         table.headers.push("reproducible".into());
@@ -235,17 +273,28 @@ fn list_table(runs: &[RunRecord], for_scripts: bool) -> TextTable {
                 run.reproduced.map(|b| b.to_string()).unwrap_or_default(),
                 run.diverged_step.map(|s| s.to_string()).unwrap_or_default(),
             ];
-            row.extend(metrics.iter().map(|m| run.summary.get(m).map(|v| v.to_string()).unwrap_or_default()));
+            row.extend(metrics.iter().map(|m| {
+                run.summary
+                    .get(m)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            }));
             row
         } else {
-            let summary: Vec<String> =
-                run.summary.iter().take(4).map(|(k, v)| format!("{k}={}", format_number(*v))).collect();
+            let summary: Vec<String> = run
+                .summary
+                .iter()
+                .take(4)
+                .map(|(k, v)| format!("{k}={}", format_number(*v)))
+                .collect();
             vec![
                 run.short(),
                 run.name.clone(),
                 text(&run.recipe_step),
                 run.status.to_string(),
-                run.last_step.map(|s| (s + 1).to_string()).unwrap_or_else(|| "0".into()),
+                run.last_step
+                    .map(|s| (s + 1).to_string())
+                    .unwrap_or_else(|| "0".into()),
                 run.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 summary.join(" "),
                 reproducibility(run),
@@ -290,7 +339,12 @@ fn show_text(run: &RunRecord, points: &[recipe_archive::MetricPoint]) -> String 
     let mut out = format!("run {}  attempt {}\n", run.run_id, run.attempt);
     let line = |k: &str, v: String| format!("  {k:<14} {v}\n");
     out += &line("name", run.name.clone());
-    for (k, v) in [("recipe step", &run.recipe_step), ("parent", &run.parent_run), ("sweep", &run.sweep), ("error", &run.error)] {
+    for (k, v) in [
+        ("recipe step", &run.recipe_step),
+        ("parent", &run.parent_run),
+        ("sweep", &run.sweep),
+        ("error", &run.error),
+    ] {
         if let Some(v) = v {
             out += &line(k, v.clone());
         }
@@ -298,14 +352,25 @@ fn show_text(run: &RunRecord, points: &[recipe_archive::MetricPoint]) -> String 
     out += &line("status", run.status.to_string());
     out += &line("started", run.started_at.to_rfc3339());
     if let Some(ended) = run.ended_at {
-        out += &line("ended", format!("{} ({:.1} s)", ended.to_rfc3339(), (ended - run.started_at).num_milliseconds() as f64 / 1e3));
+        out += &line(
+            "ended",
+            format!(
+                "{} ({:.1} s)",
+                ended.to_rfc3339(),
+                (ended - run.started_at).num_milliseconds() as f64 / 1e3
+            ),
+        );
     }
     if !reproducibility(run).is_empty() {
         out += &line("reproducible", reproducibility(run));
     }
     out += "\nidentity\n";
     for (i, name) in recipe_archive::identity::COMPONENTS.iter().enumerate() {
-        out += &format!("  {name:<7} {}  {}\n", &run.component_hashes[i][..12], compact_json(&run.components[i]));
+        out += &format!(
+            "  {name:<7} {}  {}\n",
+            &run.component_hashes[i][..12],
+            compact_json(&run.components[i])
+        );
     }
     if !run.summary.is_empty() {
         out += "\nsummary\n";
@@ -322,11 +387,16 @@ fn show_text(run: &RunRecord, points: &[recipe_archive::MetricPoint]) -> String 
                 c.name,
                 c.measured,
                 c.expected,
-                if c.note.is_empty() { String::new() } else { format!("  ({})", c.note) }
+                if c.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", c.note)
+                }
             );
         }
     }
-    let mut curves: std::collections::BTreeMap<&str, Vec<&recipe_archive::MetricPoint>> = Default::default();
+    let mut curves: std::collections::BTreeMap<&str, Vec<&recipe_archive::MetricPoint>> =
+        Default::default();
     for p in points {
         curves.entry(&p.name).or_default().push(p);
     }
@@ -340,7 +410,11 @@ fn show_text(run: &RunRecord, points: &[recipe_archive::MetricPoint]) -> String 
                 name.to_string(),
                 ps.len().to_string(),
                 format!("{} @ {}", format_number(ps[0].value), ps[0].step),
-                format!("{} @ {}", format_number(ps[ps.len() - 1].value), ps[ps.len() - 1].step),
+                format!(
+                    "{} @ {}",
+                    format_number(ps[ps.len() - 1].value),
+                    ps[ps.len() - 1].step
+                ),
                 format_number(min),
                 format_number(max),
             ]);
@@ -368,14 +442,33 @@ fn diff_text(diff: &recipe_archive::diff::RunDiff) -> String {
     } else {
         out += &format!("identity: {} changed\n", diff.changed_components.join(", "));
         let mut table = TextTable::new(&["component", "key", "a", "b"]);
-        let show = |v: &Option<Value>| v.as_ref().map(compact_json).unwrap_or_else(|| "(absent)".into());
+        let show = |v: &Option<Value>| {
+            v.as_ref()
+                .map(compact_json)
+                .unwrap_or_else(|| "(absent)".into())
+        };
         for c in &diff.changes {
-            table.push(vec![c.component.to_string(), c.key.clone(), show(&c.a), show(&c.b)]);
+            table.push(vec![
+                c.component.to_string(),
+                c.key.clone(),
+                show(&c.a),
+                show(&c.b),
+            ]);
         }
         out += &table.to_terminal();
     }
     if !diff.metrics.is_empty() {
-        let mut table = TextTable::new(&["metric", "final a", "final b", "Δ final", "best a", "best b", "common steps", "max |Δ|", "first diff"]);
+        let mut table = TextTable::new(&[
+            "metric",
+            "final a",
+            "final b",
+            "Δ final",
+            "best a",
+            "best b",
+            "common steps",
+            "max |Δ|",
+            "first diff",
+        ]);
         let num = |v: Option<f64>| v.map(format_number).unwrap_or_else(|| "–".into());
         for m in &diff.metrics {
             let delta = match (m.final_a, m.final_b) {
@@ -394,7 +487,9 @@ fn diff_text(diff: &recipe_archive::diff::RunDiff) -> String {
                 num(m.best_b),
                 m.common_steps.to_string(),
                 num(m.max_abs_delta),
-                m.first_different_step.map(|s| format!("step {s}")).unwrap_or_else(|| "identical".into()),
+                m.first_different_step
+                    .map(|s| format!("step {s}"))
+                    .unwrap_or_else(|| "identical".into()),
             ]);
         }
         out += "\nmetrics\n";
@@ -404,7 +499,9 @@ fn diff_text(diff: &recipe_archive::diff::RunDiff) -> String {
 }
 
 fn groups_csv(groups: &[group::Group]) -> String {
-    let mut table = TextTable::new(&["group_id", "name", "config", "metric", "mean", "std", "stderr", "n", "run_ids"]);
+    let mut table = TextTable::new(&[
+        "group_id", "name", "config", "metric", "mean", "std", "stderr", "n", "run_ids",
+    ]);
     for g in groups {
         for (metric, s) in &g.metrics {
             table.push(vec![

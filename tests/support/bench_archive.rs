@@ -1,0 +1,190 @@
+//! Benchmark: recipe's archive against MLflow's default local tracking store, side by side
+//! in one invocation. Logs RUNS runs x STEPS steps x 3 metrics, then lists, filters and
+//! diffs, and prints both times, the ratio and peak memory. Read phases run 5 times from a
+//! fresh handle on both sides; medians are shown.
+//!
+//! Usage: bench-archive [--runs 1000] [--steps 1000] [--python PATH] [--skip-mlflow]
+//! The Python needs `mlflow` (scripts/bench-archive makes .venv-bench with it).
+
+use anyhow::{bail, Context, Result};
+use recipe_archive::diff::diff_runs;
+use recipe_archive::query::{filter_runs, Condition};
+use recipe_archive::{Archive, CodeState, DataFingerprint, Environment, Identity, RunSpec, Status};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Instant;
+
+/// Peak resident memory of this process so far.
+fn peak_rss_mib() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn main() -> Result<()> {
+    let mut runs = 1000usize;
+    let mut steps = 1000i64;
+    let mut python = String::from(".venv-bench/bin/python");
+    let mut skip_mlflow = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            "--steps" => steps = args.next().context("--steps N")?.parse()?,
+            "--python" => python = args.next().context("--python PATH")?,
+            "--skip-mlflow" => skip_mlflow = true,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let archive = Archive::open(dir.path().join("runs"))?;
+    let mut ours = BTreeMap::new();
+
+    // 1. Log.
+    let t0 = Instant::now();
+    let env = Environment::capture();
+    for r in 0..runs {
+        let lr = [0.1, 0.01, 0.001][r % 3];
+        let identity = Identity {
+            config: json!({"lr": lr, "model": "mlp"}),
+            seeds: [("init".to_string(), r as u64)].into(),
+            data: DataFingerprint {
+                name: "bench".into(),
+                hash: "00".into(),
+                details: Value::Null,
+            },
+            code: CodeState::outside_git(),
+            env: env.clone(),
+        };
+        let mut run = archive.begin_run(RunSpec::new(format!("run-{r}"), identity))?;
+        for step in 0..steps {
+            let loss = 1.0 / (1.0 + step as f64 * lr) + (r % 7) as f64 * 1e-3;
+            run.log_all(step, &[("loss", loss), ("acc", 1.0 - loss), ("lr", lr)])?;
+        }
+        run.finish(Status::Completed, None)?;
+    }
+    ours.insert("log", t0.elapsed().as_secs_f64());
+
+    // 2-4. Read phases, each from a fresh handle (nothing cached in-process), repeated;
+    // the median is reported because this machine is shared and noisy.
+    let root = archive.root().to_path_buf();
+    let (list_s, listed) = median_of(REPEATS, || Ok(Archive::open_existing(&root)?.runs()?.value))?;
+    ours.insert("list", list_s);
+    assert_eq!(listed.len(), runs);
+    let conditions = [
+        Condition::parse("config.lr=0.01")?,
+        Condition::parse("summary.loss<0.5")?,
+    ];
+    let (filter_s, found) = median_of(REPEATS, || {
+        Ok(filter_runs(
+            Archive::open_existing(&root)?.runs()?.value,
+            &conditions,
+        ))
+    })?;
+    ours.insert("filter", filter_s);
+    let (diff_s, diff) = median_of(REPEATS, || {
+        let fresh = Archive::open_existing(&root)?;
+        let all = fresh.runs()?.value;
+        let (a, b) = (&all[0], &all[1]);
+        Ok(diff_runs(
+            a,
+            &fresh.metrics(a)?.value,
+            b,
+            &fresh.metrics(b)?.value,
+        ))
+    })?;
+    ours.insert("diff", diff_s);
+    assert_eq!(diff.metrics.len(), 3);
+    let our_rss = peak_rss_mib();
+    let disk: u64 = walk_size(archive.root());
+
+    println!(
+        "archive benchmark: {runs} runs x {steps} steps x 3 metrics ({} points)",
+        runs as i64 * steps * 3
+    );
+    println!(
+        "recipe: filter matched {}, archive on disk {:.1} MiB, peak RSS {our_rss:.0} MiB",
+        found.len(),
+        disk as f64 / 1048576.0
+    );
+
+    if skip_mlflow {
+        for (phase, t) in &ours {
+            println!("{phase:<8} recipe {t:>9.3} s");
+        }
+        return Ok(());
+    }
+    let mlflow_dir = tempfile::tempdir()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/mlflow_bench.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(mlflow_dir.path())
+        .arg(runs.to_string())
+        .arg(steps.to_string())
+        .output()
+        .with_context(|| format!("running {python} (make it with scripts/bench-archive)"))?;
+    if !out.status.success() {
+        bail!(
+            "the MLflow side failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let theirs: Value = serde_json::from_slice(&out.stdout)?;
+    println!(
+        "MLflow {} ({}): filter matched {}, peak RSS {:.0} MiB",
+        theirs["mlflow"].as_str().unwrap_or("?"),
+        theirs["tracking_uri"].as_str().unwrap_or("?"),
+        theirs["filter_matches"],
+        theirs["peak_rss_mib"].as_f64().unwrap_or(0.0)
+    );
+    println!();
+    println!("| phase | recipe (s) | MLflow (s) | MLflow / recipe |");
+    println!("|---|---|---|---|");
+    for phase in ["log", "list", "filter", "diff"] {
+        let (us, them) = (
+            ours[phase],
+            theirs["timings"][phase].as_f64().unwrap_or(f64::NAN),
+        );
+        println!("| {phase} | {us:.3} | {them:.3} | {:.0}x |", them / us);
+    }
+    Ok(())
+}
+
+/// How often each read phase runs; its median time is reported.
+const REPEATS: usize = 5;
+
+/// Median wall time of `repeats` calls, and the last call's result.
+fn median_of<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..repeats {
+        let t0 = Instant::now();
+        last = Some(f()?);
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], last.context("no repeats")?))
+}
+
+fn walk_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk_size(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
