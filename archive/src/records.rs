@@ -99,6 +99,8 @@ pub struct RunRecord {
     /// Final value of each metric, plus any summary value the writer added.
     pub summary: BTreeMap<String, f64>,
     pub checks: Vec<Check>,
+    /// Named blobs (checkpoints, snapshots): name -> blake3 hex.
+    pub artifacts: BTreeMap<String, String>,
     pub error: Option<String>,
     pub reproduced: Option<bool>,
     pub diverged_step: Option<i64>,
@@ -252,6 +254,7 @@ pub fn runs_to_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
         component(4),
         strs(&|r| Some(summary_json(&r.summary))),
         strs(&|r| Some(json_text(&r.checks))),
+        strs(&|r| Some(json_text(&r.artifacts))),
         strs(&|r| r.error.clone()),
         Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.reproduced))),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.diverged_step))),
@@ -375,6 +378,7 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         c.text("env")?,
     ];
     let (summary, checks, error) = (c.text("summary")?, c.text("checks")?, c.text("error")?);
+    let artifacts = c.text("artifacts")?;
     let (reproduced, diverged) = (
         c.get::<BooleanArray>("reproduced")?,
         c.int("diverged_step")?,
@@ -418,6 +422,7 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
                 components,
                 summary: summary_from_json(summary.value(i))?,
                 checks: parse_json(checks.value(i), "checks")?,
+                artifacts: parse_json(artifacts.value(i), "artifacts")?,
                 error: opt_text(error, i),
                 reproduced: reproduced.is_valid(i).then(|| reproduced.value(i)),
                 diverged_step: opt_int(diverged, i),

@@ -84,6 +84,8 @@ fn runs_schema() -> SchemaRef {
         // Final value of each metric, and the recipe checks, as JSON.
         text("summary", false),
         text("checks", false),
+        // Named blobs of the run (checkpoints, prediction snapshots): name -> blake3.
+        text("artifacts", false),
         text("error", true),
         // For replicates: did the metrics match the first attempt bit for bit?
         Field::new("reproduced", DataType::Boolean, true),

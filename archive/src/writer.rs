@@ -151,6 +151,7 @@ impl Archive {
             components,
             summary: BTreeMap::new(),
             checks: Vec::new(),
+            artifacts: BTreeMap::new(),
             error: None,
             reproduced: None,
             diverged_step: None,
@@ -287,6 +288,14 @@ impl RunWriter {
     /// Record a recipe check on the run.
     pub fn add_check(&mut self, check: Check) {
         self.record.checks.push(check);
+    }
+
+    /// Store bytes (a checkpoint, a prediction snapshot) as a blob named `name` on the run;
+    /// a later blob of the same name replaces the pointer (the older blob stays).
+    pub fn put_artifact(&mut self, name: &str, bytes: &[u8]) -> Result<Hash> {
+        let hash = self.archive.put_blob(bytes)?;
+        self.record.artifacts.insert(name.to_string(), hash.to_hex());
+        Ok(hash)
     }
 
     /// Store bytes (a checkpoint, a prediction snapshot) as a blob and return its hash.

@@ -1,1 +1,41 @@
+//! recipe's runtime: what a notebook gets with `use recipe::prelude::*;`.
+//!
+//! The types a reader needs first:
+//! - [`Dataset`]: examples, labels, splits, loaders, fingerprint and the "become one with
+//!   the data" views (summary, duplicates, corrupt examples, ranking, image grids).
+//! - [`TrainConfig`] and [`Seeds`]: how to train, every default in one place, one seed per
+//!   source of randomness.
+//! - [`fit`] -> [`Trained`]: the trainer, archiving every run as it goes.
+//! - [`checks`]: the recipe's checks as a registry, each recorded on runs.
+//!
+//! Every public function returns [`Result`]; nothing a user can trigger panics.
 
+pub mod checks;
+pub mod config;
+pub mod data;
+mod error;
+pub mod models;
+pub mod optim;
+pub mod params;
+pub mod rng;
+pub mod show;
+pub mod train;
+
+pub use config::{Seeds, TrainConfig};
+pub use data::{DataSpec, Dataset};
+pub use error::{Error, Result};
+pub use models::{Model, ModelSpec};
+pub use rng::Rng;
+pub use train::{fit, request_stop, resume, RunOptions, Trained};
+
+/// Everything a notebook needs, in one `use`.
+pub mod prelude {
+    pub use crate::checks::{registry, CheckContext, Finding, RecipeCheck};
+    pub use crate::data::{DataSpec, Dataset};
+    pub use crate::models::{Model, ModelSpec};
+    pub use crate::optim::Schedule;
+    pub use crate::show::{display, Show};
+    pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
+    pub use crate::{Error, Result, Rng, Seeds, TrainConfig};
+    pub use recipe_archive::{Archive, RunRecord, Status};
+}

@@ -326,6 +326,7 @@ fn run_json(run: &RunRecord) -> Value {
         "identity": components,
         "summary": run.summary.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "checks": run.checks,
+        "artifacts": run.artifacts,
         "error": run.error,
         "reproduced": run.reproduced,
         "diverged_step": run.diverged_step,

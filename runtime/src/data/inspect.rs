@@ -1,0 +1,375 @@
+//! Looking at the data before training on it: summary statistics, exact duplicates (within
+//! a split and across splits, i.e. leakage), corrupt examples, and examples ranked by any
+//! per-example value with its histogram and the extremes shown.
+
+use super::{f32_bytes, Dataset};
+use crate::show::{escape, html_table, svg_histogram, svg_image_grid, Show};
+use crate::{show_in_jupyter, Result};
+use std::collections::BTreeMap;
+
+/// Counts, class balance and per-feature statistics.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub name: String,
+    pub examples: usize,
+    pub shape: Vec<usize>,
+    /// Split -> size.
+    pub splits: BTreeMap<String, usize>,
+    /// (class name, count in train, count overall).
+    pub classes: Vec<(String, usize, usize)>,
+    /// Largest over smallest class count (in train).
+    pub imbalance_ratio: f64,
+    /// Over all features and examples.
+    pub min: f32,
+    pub max: f32,
+    pub mean: f64,
+    pub std: f64,
+    /// Features that are constant across every example (dead pixels).
+    pub constant_features: usize,
+}
+
+/// Groups of identical examples (blake3 of their features).
+#[derive(Clone, Debug)]
+pub struct Duplicates {
+    /// Groups of example indices with identical features, each with the split of each member.
+    pub groups: Vec<Vec<(usize, String)>>,
+}
+
+impl Duplicates {
+    /// Groups that span two or more splits: the same example in train and test (leakage).
+    pub fn across_splits(&self) -> Vec<&Vec<(usize, String)>> {
+        self.groups.iter().filter(|g| g.iter().any(|(_, s)| *s != g[0].1)).collect()
+    }
+    /// Groups inside one split.
+    pub fn within_splits(&self) -> Vec<&Vec<(usize, String)>> {
+        self.groups.iter().filter(|g| g.iter().all(|(_, s)| *s == g[0].1)).collect()
+    }
+}
+
+/// Examples that cannot be right, by reason.
+#[derive(Clone, Debug, Default)]
+pub struct Corrupt {
+    pub non_finite: Vec<usize>,
+    pub out_of_range: Vec<usize>,
+    pub constant: Vec<usize>,
+    pub bad_label: Vec<usize>,
+}
+
+impl Corrupt {
+    pub fn is_clean(&self) -> bool {
+        self.non_finite.is_empty() && self.out_of_range.is_empty() && self.constant.is_empty() && self.bad_label.is_empty()
+    }
+}
+
+/// The examples of a split ranked by a per-example value.
+#[derive(Clone, Debug)]
+pub struct Ranked {
+    pub label: String,
+    /// (example index, value), ascending.
+    pub order: Vec<(usize, f64)>,
+    images: Vec<(Vec<f32>, String)>,
+    image_shape: (usize, usize),
+    range: (f32, f32),
+}
+
+impl Dataset {
+    /// Counts, class balance (and imbalance ratio) and feature statistics.
+    pub fn summary(&self) -> Result<Summary> {
+        let d = self.dim();
+        let mut counts_all = vec![0usize; self.num_classes()];
+        for &l in &self.labels {
+            if let Some(c) = counts_all.get_mut(l as usize) {
+                *c += 1;
+            }
+        }
+        let mut counts_train = vec![0usize; self.num_classes()];
+        for &i in self.splits.get("train").map(Vec::as_slice).unwrap_or(&[]) {
+            if let Some(c) = counts_train.get_mut(self.labels[i] as usize) {
+                *c += 1;
+            }
+        }
+        let nonzero: Vec<usize> = counts_train.iter().copied().filter(|&c| c > 0).collect();
+        let imbalance_ratio = match (nonzero.iter().max(), nonzero.iter().min()) {
+            (Some(&hi), Some(&lo)) => hi as f64 / lo as f64,
+            _ => f64::NAN,
+        };
+        let (mut min, mut max, mut sum, mut sq) = (f32::INFINITY, f32::NEG_INFINITY, 0f64, 0f64);
+        for &v in &self.features {
+            min = min.min(v);
+            max = max.max(v);
+            sum += v as f64;
+            sq += (v as f64) * (v as f64);
+        }
+        let n = self.features.len().max(1) as f64;
+        let constant_features = (0..d)
+            .filter(|&j| {
+                let first = self.features.get(j).copied();
+                (0..self.len()).all(|i| Some(self.features[i * d + j]) == first)
+            })
+            .count();
+        Ok(Summary {
+            name: self.name.clone(),
+            examples: self.len(),
+            shape: self.shape.clone(),
+            splits: self.splits.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+            classes: self.classes.iter().enumerate().map(|(c, name)| (name.clone(), counts_train[c], counts_all[c])).collect(),
+            imbalance_ratio,
+            min,
+            max,
+            mean: sum / n,
+            std: (sq / n - (sum / n).powi(2)).max(0.0).sqrt(),
+            constant_features,
+        })
+    }
+
+    /// Exact duplicates by blake3 of each example's features.
+    pub fn duplicates(&self) -> Duplicates {
+        let mut split_of = vec![String::from("(none)"); self.len()];
+        for (name, indices) in &self.splits {
+            for &i in indices {
+                split_of[i] = name.clone();
+            }
+        }
+        let mut by_hash: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+        for i in 0..self.len() {
+            by_hash.entry(*blake3::hash(f32_bytes(self.example(i))).as_bytes()).or_default().push(i);
+        }
+        let groups = by_hash
+            .into_values()
+            .filter(|g| g.len() > 1)
+            .map(|g| g.into_iter().map(|i| (i, split_of[i].clone())).collect())
+            .collect();
+        Duplicates { groups }
+    }
+
+    /// Examples with NaN/inf, values outside the set's range, constant features, or a label
+    /// past the last class.
+    pub fn corrupt(&self) -> Corrupt {
+        let (lo, hi) = self.value_range;
+        let mut out = Corrupt::default();
+        for i in 0..self.len() {
+            let x = self.example(i);
+            if x.iter().any(|v| !v.is_finite()) {
+                out.non_finite.push(i);
+            } else if x.iter().any(|&v| v < lo || v > hi) {
+                out.out_of_range.push(i);
+            }
+            if x.len() > 1 && x.iter().all(|&v| v == x[0]) {
+                out.constant.push(i);
+            }
+            if self.labels[i] as usize >= self.num_classes() {
+                out.bad_label.push(i);
+            }
+        }
+        out
+    }
+
+    /// Rank a split's examples by `value(features, label)`: its histogram and the `k` lowest
+    /// and highest examples are shown.
+    pub fn rank_by(&self, split: &str, label: &str, k: usize, value: impl Fn(&[f32], u32) -> f64) -> Result<Ranked> {
+        let mut order: Vec<(usize, f64)> = self.split(split)?.iter().map(|&i| (i, value(self.example(i), self.labels[i]))).collect();
+        order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let ends: Vec<(usize, f64)> = order.iter().take(k).chain(order.iter().rev().take(k).rev()).copied().collect();
+        let image_shape = self.image_shape();
+        let images = ends
+            .iter()
+            .map(|&(i, v)| (self.example(i).to_vec(), format!("#{i} {} {v:.3}", self.classes.get(self.labels[i] as usize).map_or("?", |s| s.as_str()))))
+            .collect();
+        Ok(Ranked { label: label.into(), order, images, image_shape, range: self.value_range })
+    }
+
+    /// Keep the examples of a split for which `keep(features, label)` holds.
+    pub fn filter(&self, split: &str, keep: impl Fn(&[f32], u32) -> bool) -> Result<Vec<usize>> {
+        Ok(self.split(split)?.iter().copied().filter(|&i| keep(self.example(i), self.labels[i])).collect())
+    }
+
+    /// (rows, cols) of an example drawn as an image: the last two dims, or one row.
+    pub fn image_shape(&self) -> (usize, usize) {
+        match self.shape.as_slice() {
+            [.., r, c] => (*r, *c),
+            [c] => (1, *c),
+            _ => (1, self.dim()),
+        }
+    }
+
+    /// The examples at `indices` drawn as a grid of images captioned with their class.
+    pub fn image_grid(&self, indices: &[usize]) -> ImageGrid {
+        ImageGrid {
+            images: indices
+                .iter()
+                .filter(|&&i| i < self.len())
+                .map(|&i| (self.example(i).to_vec(), format!("#{i} {}", self.classes.get(self.labels[i] as usize).map_or("?", |s| s.as_str()))))
+                .collect(),
+            shape: self.image_shape(),
+            range: self.value_range,
+        }
+    }
+}
+
+/// Images with captions, shown as a grid.
+#[derive(Clone, Debug)]
+pub struct ImageGrid {
+    pub images: Vec<(Vec<f32>, String)>,
+    pub shape: (usize, usize),
+    pub range: (f32, f32),
+}
+
+impl ImageGrid {
+    /// A grid of arbitrary images (e.g. first-layer weights), each `shape` values.
+    pub fn new(images: Vec<(Vec<f32>, String)>, shape: (usize, usize)) -> ImageGrid {
+        let (lo, hi) = images.iter().flat_map(|(p, _)| p.iter()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        ImageGrid { images, shape, range: (lo, hi) }
+    }
+}
+
+fn ascii_image(pixels: &[f32], (rows, cols): (usize, usize), (lo, hi): (f32, f32)) -> String {
+    const RAMP: &[u8] = b" .:-=+*#%@";
+    let span = (hi - lo).max(f32::EPSILON);
+    let mut out = String::new();
+    for r in 0..rows {
+        for c in 0..cols {
+            let v = pixels.get(r * cols + c).copied().unwrap_or(0.0);
+            let k = (((v - lo) / span).clamp(0.0, 1.0) * (RAMP.len() - 1) as f32).round() as usize;
+            out.push(RAMP[k] as char);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+impl Show for ImageGrid {
+    fn text(&self) -> String {
+        self.images.iter().map(|(p, caption)| format!("{caption}\n{}", ascii_image(p, self.shape, self.range))).collect::<Vec<_>>().join("\n")
+    }
+    fn html(&self) -> String {
+        let images: Vec<(&[f32], String)> = self.images.iter().map(|(p, c)| (p.as_slice(), c.clone())).collect();
+        svg_image_grid(&images, self.shape.0, self.shape.1, self.range, 10)
+    }
+}
+
+impl Summary {
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let headers = ["class", "train", "all"].map(String::from).to_vec();
+        let rows = self.classes.iter().map(|(n, t, a)| vec![n.clone(), t.to_string(), a.to_string()]).collect();
+        (headers, rows)
+    }
+    fn headline(&self) -> String {
+        format!(
+            "{}: {} examples of shape {:?}; splits {}; values in [{:.3}, {:.3}], mean {:.3}, std {:.3}; {} constant features; class imbalance {:.2}x",
+            self.name,
+            self.examples,
+            self.shape,
+            self.splits.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+            self.min,
+            self.max,
+            self.mean,
+            self.std,
+            self.constant_features,
+            self.imbalance_ratio
+        )
+    }
+}
+
+impl Show for Summary {
+    fn text(&self) -> String {
+        let (headers, rows) = self.table();
+        let mut out = self.headline() + "\n";
+        out += &format!("{:<14} {:>7} {:>7}\n", headers[0], headers[1], headers[2]);
+        for r in rows {
+            out += &format!("{:<14} {:>7} {:>7}\n", r[0], r[1], r[2]);
+        }
+        out
+    }
+    fn html(&self) -> String {
+        let (headers, rows) = self.table();
+        format!("<p>{}</p>{}", escape(&self.headline()), html_table(&headers, &rows))
+    }
+}
+
+impl Show for Duplicates {
+    fn text(&self) -> String {
+        let (across, within) = (self.across_splits(), self.within_splits());
+        let mut out = format!("{} groups of identical examples: {} across splits (leakage), {} within a split\n", self.groups.len(), across.len(), within.len());
+        for g in across.iter().take(10) {
+            out += &format!("  across: {}\n", g.iter().map(|(i, s)| format!("#{i} ({s})")).collect::<Vec<_>>().join(", "));
+        }
+        out
+    }
+}
+
+impl Show for Corrupt {
+    fn text(&self) -> String {
+        let list = |v: &Vec<usize>| if v.is_empty() { "none".to_string() } else { format!("{} (e.g. #{})", v.len(), v[0]) };
+        format!(
+            "corrupt examples: non-finite {}; out of range {}; constant {}; label past the last class {}\n",
+            list(&self.non_finite),
+            list(&self.out_of_range),
+            list(&self.constant),
+            list(&self.bad_label)
+        )
+    }
+}
+
+impl Show for Ranked {
+    fn text(&self) -> String {
+        let k = self.images.len() / 2;
+        let fmt = |s: &[(usize, f64)]| s.iter().map(|(i, v)| format!("#{i}={v:.4}")).collect::<Vec<_>>().join(" ");
+        format!(
+            "{} examples by {}: lowest {}; highest {}\n",
+            self.order.len(),
+            self.label,
+            fmt(&self.order[..k.min(self.order.len())]),
+            fmt(&self.order[self.order.len().saturating_sub(k)..])
+        )
+    }
+    fn html(&self) -> String {
+        let values: Vec<f64> = self.order.iter().map(|(_, v)| *v).collect();
+        let images: Vec<(&[f32], String)> = self.images.iter().map(|(p, c)| (p.as_slice(), c.clone())).collect();
+        format!(
+            "{}<p>lowest and highest by {}:</p>{}",
+            svg_histogram(&values, 30, &format!("{} over {} examples", self.label, values.len())),
+            escape(&self.label),
+            svg_image_grid(&images, self.image_shape.0, self.image_shape.1, self.range, 10)
+        )
+    }
+}
+
+show_in_jupyter!(Summary, Duplicates, Corrupt, Ranked, ImageGrid);
+
+#[cfg(test)]
+mod tests {
+    use crate::data::Dataset;
+    use crate::show::Show;
+
+    #[test]
+    fn digits_summary_duplicates_and_corruption() {
+        let mut d = Dataset::digits().unwrap();
+        let s = d.summary().unwrap();
+        assert_eq!(s.examples, 1797);
+        assert!(s.imbalance_ratio >= 1.0 && s.imbalance_ratio < 1.5, "{}", s.imbalance_ratio);
+        assert!(s.text().contains("digits: 1797 examples"));
+        assert!(d.corrupt().is_clean());
+        // Plant a NaN, an out-of-range value, a bad label and a train/test duplicate.
+        let (train0, test0) = (d.split("train").unwrap()[0], d.split("test").unwrap()[0]);
+        let copy = d.example(train0).to_vec();
+        let dim = d.dim();
+        d.features[test0 * dim..(test0 + 1) * dim].copy_from_slice(&copy);
+        d.features[5 * dim] = f32::NAN;
+        d.features[6 * dim] = 3.0;
+        d.labels[7] = 42;
+        let c = d.corrupt();
+        assert_eq!((c.non_finite.clone(), c.out_of_range.clone(), c.bad_label.clone()), (vec![5], vec![6], vec![7]));
+        let dups = d.duplicates();
+        assert!(dups.across_splits().iter().any(|g| g.iter().any(|(i, _)| *i == test0) && g.iter().any(|(i, _)| *i == train0)));
+    }
+
+    #[test]
+    fn rank_by_orders_and_shows_extremes() {
+        let d = Dataset::digits().unwrap();
+        let r = d.rank_by("train", "ink", 3, |x, _| x.iter().map(|&v| v as f64).sum()).unwrap();
+        assert!(r.order.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert!(crate::show::Show::html(&r).contains("<svg"));
+        let light = d.filter("train", |x, _| x.iter().sum::<f32>() < 10.0).unwrap();
+        assert!(light.len() < d.split("train").unwrap().len());
+    }
+}

@@ -1,0 +1,326 @@
+//! Data: the [`Dataset`] type, its loaders and its fingerprint ("become one with the data").
+//!
+//! A dataset is N examples of one shape (features as f32, row-major), a label per example,
+//! class names, and named splits (`train`, `val`, `test`) as index lists. It remembers how it
+//! was made ([`DataSpec`]) so an archived run can load the very same data again to verify.
+
+mod inspect;
+mod loaders;
+
+pub use inspect::{Corrupt, Duplicates, Ranked, Summary};
+
+use crate::rng::Rng;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where Debian's `dataset-fashion-mnist` package puts Fashion-MNIST.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// How a dataset was made: enough to make it again, bit for bit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSpec {
+    /// The embedded UCI 8x8 digits.
+    Digits,
+    /// Fashion-MNIST in IDX format from a folder.
+    FashionMnist { dir: PathBuf },
+    /// A CSV file (optionally .gz) with the label in the last column.
+    Csv { path: PathBuf },
+    /// A Parquet file with numeric feature columns and an integer `label` column.
+    Parquet { path: PathBuf },
+    /// Features and labels from .npy files.
+    Npy { features: PathBuf, labels: PathBuf },
+    /// `features` and `labels` tensors from a safetensors file.
+    Safetensors { path: PathBuf },
+    /// The first `train` training and `test` test examples (validation scaled alike) of another set.
+    Subset { of: Box<DataSpec>, train: usize, test: usize },
+    /// Another set with its labels permuted by a seed (a planted bug: nothing to learn).
+    ShuffledLabels { of: Box<DataSpec>, seed: u64 },
+}
+
+impl DataSpec {
+    /// Make the dataset this spec describes.
+    pub fn load(&self) -> Result<Dataset> {
+        match self {
+            DataSpec::Digits => Dataset::digits(),
+            DataSpec::FashionMnist { dir } => Dataset::fashion_mnist_at(dir),
+            DataSpec::Csv { path } => Dataset::from_csv(path),
+            DataSpec::Parquet { path } => Dataset::from_parquet(path),
+            DataSpec::Npy { features, labels } => Dataset::from_npy(features, labels),
+            DataSpec::Safetensors { path } => Dataset::from_safetensors(path),
+            DataSpec::Subset { of, train, test } => of.load()?.subset(*train, *test),
+            DataSpec::ShuffledLabels { of, seed } => Ok(of.load()?.with_shuffled_labels(*seed)),
+        }
+    }
+}
+
+/// Examples, labels, classes and splits.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    pub spec: DataSpec,
+    /// (N, D) row-major.
+    pub features: Vec<f32>,
+    /// (N,), each < number of classes.
+    pub labels: Vec<u32>,
+    /// One example's shape, e.g. [1, 8, 8]; its product is D.
+    pub shape: Vec<usize>,
+    pub classes: Vec<String>,
+    /// Split name -> example indices.
+    pub splits: BTreeMap<String, Vec<usize>>,
+    /// The range every feature should lie in (the corrupt-example check uses it).
+    pub value_range: (f32, f32),
+}
+
+impl Dataset {
+    /// Build a dataset, checking that the parts agree.
+    pub fn new(
+        name: &str,
+        spec: DataSpec,
+        features: Vec<f32>,
+        labels: Vec<u32>,
+        shape: Vec<usize>,
+        classes: Vec<String>,
+        splits: BTreeMap<String, Vec<usize>>,
+    ) -> Result<Dataset> {
+        let dim: usize = shape.iter().product();
+        if dim == 0 || features.len() != labels.len() * dim {
+            return Err(Error::Data(format!(
+                "{name}: {} feature values do not make {} examples of shape {shape:?}",
+                features.len(),
+                labels.len()
+            )));
+        }
+        for (split, indices) in &splits {
+            if let Some(bad) = indices.iter().find(|&&i| i >= labels.len()) {
+                return Err(Error::Data(format!("{name}: split {split:?} has index {bad}, past {} examples", labels.len())));
+            }
+        }
+        let (lo, hi) = features.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            if v.is_finite() {
+                (lo.min(v), hi.max(v))
+            } else {
+                (lo, hi)
+            }
+        });
+        Ok(Dataset { name: name.into(), spec, features, labels, shape, classes, splits, value_range: (lo.min(0.0), hi.max(1.0)) })
+    }
+
+    /// The embedded UCI 8x8 digits: 1,797 examples, 10 classes, features scaled to [0, 1].
+    /// Splits are a fixed seeded permutation: 1,257 train, 180 val, 360 test. Needs no setup.
+    pub fn digits() -> Result<Dataset> {
+        loaders::digits()
+    }
+
+    /// Fashion-MNIST from Debian's `dataset-fashion-mnist` package (60,000 train of which the
+    /// last 6,000 are `val`, 10,000 test; 28x28, scaled to [0, 1]).
+    pub fn fashion_mnist() -> Result<Dataset> {
+        Dataset::fashion_mnist_at(Path::new(FASHION_MNIST_DIR))
+    }
+
+    /// Fashion-MNIST from a folder holding the four IDX files (raw or .gz).
+    pub fn fashion_mnist_at(dir: impl AsRef<Path>) -> Result<Dataset> {
+        loaders::fashion_mnist(dir.as_ref())
+    }
+
+    /// A CSV file (or .csv.gz) of numbers, the label in the last column; an optional header
+    /// row is skipped. Splits: a seeded 70/10/20 permutation.
+    pub fn from_csv(path: impl AsRef<Path>) -> Result<Dataset> {
+        loaders::csv(path.as_ref())
+    }
+
+    /// A Parquet file with numeric feature columns and an integer `label` column.
+    pub fn from_parquet(path: impl AsRef<Path>) -> Result<Dataset> {
+        loaders::parquet(path.as_ref())
+    }
+
+    /// Features (N, ...) and labels (N,) from two .npy files.
+    pub fn from_npy(features: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Dataset> {
+        loaders::npy(features.as_ref(), labels.as_ref())
+    }
+
+    /// `features` (N, ...) and `labels` (N,) tensors from a safetensors file.
+    pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Dataset> {
+        loaders::safetensors(path.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Features per example.
+    pub fn dim(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// One example's features.
+    pub fn example(&self, i: usize) -> &[f32] {
+        let d = self.dim();
+        &self.features[i * d..(i + 1) * d]
+    }
+
+    /// The indices of a split; an unknown split is an error naming the ones there are.
+    pub fn split(&self, name: &str) -> Result<&[usize]> {
+        self.splits.get(name).map(Vec::as_slice).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} has no split {name:?}; it has {}",
+                self.name,
+                self.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// The first `train` train and `test` test examples; `val` is cut in the same proportion.
+    pub fn subset(&self, train: usize, test: usize) -> Result<Dataset> {
+        let mut out = self.clone();
+        let full_train = self.split("train")?.len().max(1);
+        for (name, indices) in out.splits.iter_mut() {
+            let keep = match name.as_str() {
+                "train" => train,
+                "test" => test,
+                _ => (indices.len() * train).div_ceil(full_train),
+            };
+            indices.truncate(keep);
+        }
+        out.spec = DataSpec::Subset { of: Box::new(self.spec.clone()), train, test };
+        out.name = format!("{}[{train}/{test}]", self.name);
+        Ok(out)
+    }
+
+    /// The same examples with labels permuted by a seed: a dataset with nothing to learn,
+    /// for checking that a model does no better than the input-independent baseline.
+    pub fn with_shuffled_labels(&self, seed: u64) -> Dataset {
+        let mut out = self.clone();
+        Rng::stream(seed, "shuffled_labels").shuffle(&mut out.labels);
+        out.spec = DataSpec::ShuffledLabels { of: Box::new(self.spec.clone()), seed };
+        out.name = format!("{} (labels shuffled)", self.name);
+        out
+    }
+
+    /// blake3 over the features, labels and split indices: the data component of a run's
+    /// identity. Runs at memory speed (blake3 over the raw bytes).
+    pub fn fingerprint(&self) -> recipe_archive::DataFingerprint {
+        let mut all = blake3::Hasher::new();
+        let features = blake3::hash(f32_bytes(&self.features));
+        let labels = blake3::hash(&self.labels.iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
+        all.update(features.as_bytes());
+        all.update(labels.as_bytes());
+        let mut split_hashes = serde_json::Map::new();
+        let mut split_sizes = serde_json::Map::new();
+        for (name, indices) in &self.splits {
+            let bytes: Vec<u8> = indices.iter().flat_map(|&i| (i as u64).to_le_bytes()).collect();
+            let h = blake3::hash(&bytes);
+            all.update(name.as_bytes());
+            all.update(h.as_bytes());
+            split_hashes.insert(name.clone(), h.to_hex().to_string().into());
+            split_sizes.insert(name.clone(), indices.len().into());
+        }
+        recipe_archive::DataFingerprint {
+            name: self.name.clone(),
+            hash: all.finalize().to_hex().to_string(),
+            details: serde_json::json!({
+                "spec": self.spec,
+                "examples": self.len(),
+                "shape": self.shape,
+                "classes": self.classes.len(),
+                "content": features.to_hex().to_string(),
+                "labels": labels.to_hex().to_string(),
+                "splits": split_hashes,
+                "split_sizes": split_sizes,
+            }),
+        }
+    }
+
+    /// The examples at `indices` as a batch: features (B, *shape) and labels (B,) u32.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let d = self.dim();
+        let mut x = Vec::with_capacity(indices.len() * d);
+        for &i in indices {
+            x.extend_from_slice(self.example(i));
+        }
+        let mut shape = vec![indices.len()];
+        shape.extend(&self.shape);
+        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
+        Ok((Tensor::from_vec(x, shape, device)?, Tensor::from_vec(labels, indices.len(), device)?))
+    }
+
+    /// Fraction of each class in a split, in class order.
+    pub fn class_priors(&self, split: &str) -> Result<Vec<f64>> {
+        let indices = self.split(split)?;
+        let mut counts = vec![0usize; self.num_classes()];
+        for &i in indices {
+            if let Some(c) = counts.get_mut(self.labels[i] as usize) {
+                *c += 1;
+            }
+        }
+        Ok(counts.iter().map(|&c| c as f64 / indices.len().max(1) as f64).collect())
+    }
+}
+
+/// The bytes of an f32 slice, as stored in memory (little-endian on every platform recipe
+/// builds for).
+pub(crate) fn f32_bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the length is exact.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
+/// A seeded permutation of 0..n split into named parts of the given fractions (the last takes
+/// the rest).
+pub(crate) fn seeded_splits(n: usize, parts: &[(&str, f64)]) -> BTreeMap<String, Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::stream(0, "splits").shuffle(&mut order);
+    let mut out = BTreeMap::new();
+    let mut start = 0;
+    for (k, (name, fraction)) in parts.iter().enumerate() {
+        let end = if k + 1 == parts.len() { n } else { start + (n as f64 * fraction).round() as usize };
+        out.insert(name.to_string(), order[start..end.min(n)].to_vec());
+        start = end.min(n);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_embedded_and_split() {
+        let d = Dataset::digits().unwrap();
+        assert_eq!((d.len(), d.dim(), d.num_classes()), (1797, 64, 10));
+        assert_eq!(d.split("train").unwrap().len() + d.split("val").unwrap().len() + d.split("test").unwrap().len(), 1797);
+        assert!(d.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
+        assert!(d.split("nope").unwrap_err().to_string().contains("train"));
+    }
+
+    #[test]
+    fn fingerprint_sees_content_labels_and_splits() {
+        let d = Dataset::digits().unwrap();
+        let base = d.fingerprint().hash;
+        assert_eq!(base, Dataset::digits().unwrap().fingerprint().hash);
+        let mut e = d.clone();
+        e.features[5] += 1e-6;
+        assert_ne!(e.fingerprint().hash, base);
+        let mut l = d.clone();
+        l.labels.swap(0, 1);
+        assert_ne!(l.fingerprint().hash, base);
+        assert_ne!(d.subset(100, 50).unwrap().fingerprint().hash, base);
+    }
+
+    #[test]
+    fn specs_reload_the_same_bits() {
+        let d = Dataset::digits().unwrap().subset(200, 100).unwrap().with_shuffled_labels(3);
+        let again = d.spec.load().unwrap();
+        assert_eq!(again.fingerprint(), d.fingerprint());
+    }
+}

@@ -1,0 +1,265 @@
+//! The model zoo: an MLP, a small ConvNet and a small ResNet, written like candle-nn (a
+//! plain struct and a constructor taking a `VarBuilder` and a name prefix), with dropout
+//! masks drawn from the runtime's seeded RNG.
+
+use crate::params::Params;
+use crate::rng::Rng;
+use crate::{Error, Result};
+use candle_core::{Module, Tensor, D};
+use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
+/// A classifier: input batch (B, *example shape) -> logits (B, classes).
+pub trait Model: Send + Sync {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+    /// The name of the final layer's bias (what "init well" sets from class priors).
+    fn final_bias(&self) -> &str {
+        "head.bias"
+    }
+    /// The name of the first layer's weight (what "first-layer weights" shows).
+    fn first_weight(&self) -> &str;
+    /// Make dropout masks a function of (seed, step), so a resumed run draws the masks an
+    /// uninterrupted one would.
+    fn reseed_dropout(&self, _step: usize) {}
+}
+
+/// Which model to build, as it is archived in a run's config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSpec {
+    /// Fully connected layers of these widths, ReLU between.
+    Mlp { hidden: Vec<usize> },
+    /// Two 3x3 conv layers (ReLU, 2x2 max-pool each) then a hidden dense layer.
+    ConvNet { channels: [usize; 2], hidden: usize },
+    /// A 3x3 stem, `blocks` residual blocks of two 3x3 convs, global average pool.
+    ResNet { channels: usize, blocks: usize },
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec::Mlp { hidden: vec![64] }
+    }
+}
+
+impl ModelSpec {
+    /// Build the model for examples of `shape` and `classes` classes, its parameters drawn
+    /// from `params`' seed and its dropout masks from `dropout_seed`.
+    pub fn build(&self, shape: &[usize], classes: usize, dropout: f64, dropout_seed: u64, params: &Arc<Params>) -> Result<Box<dyn Model>> {
+        let vb = params.builder();
+        let drop = Dropout::new(dropout, dropout_seed)?;
+        Ok(match self {
+            ModelSpec::Mlp { hidden } => Box::new(Mlp::new(shape.iter().product(), hidden, classes, drop, vb)?),
+            ModelSpec::ConvNet { channels, hidden } => Box::new(ConvNet::new(image_dims(shape)?, *channels, *hidden, classes, drop, vb)?),
+            ModelSpec::ResNet { channels, blocks } => Box::new(ResNet::new(image_dims(shape)?, *channels, *blocks, classes, drop, vb)?),
+        })
+    }
+
+    /// A one-word description for run names and tables.
+    pub fn label(&self) -> String {
+        match self {
+            ModelSpec::Mlp { hidden } => format!("mlp{hidden:?}"),
+            ModelSpec::ConvNet { channels, hidden } => format!("convnet{channels:?}-{hidden}"),
+            ModelSpec::ResNet { channels, blocks } => format!("resnet{channels}x{blocks}"),
+        }
+    }
+}
+
+fn image_dims(shape: &[usize]) -> Result<(usize, usize, usize)> {
+    match shape {
+        [c, h, w] => Ok((*c, *h, *w)),
+        other => Err(Error::Invalid(format!("convolutional models need (channels, height, width) examples, not {other:?}"))),
+    }
+}
+
+/// Dropout whose masks come from a seeded stream (candle-nn's draws from an unseeded RNG).
+/// `spatial` drops whole channels of (B, C, H, W) inputs.
+pub struct Dropout {
+    p: f64,
+    seed: u64,
+    rng: Mutex<Rng>,
+}
+
+impl Dropout {
+    pub fn new(p: f64, seed: u64) -> Result<Dropout> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Invalid(format!("dropout probability {p} must be in [0, 1)")));
+        }
+        Ok(Dropout { p, seed, rng: Mutex::new(Rng::stream(seed, "dropout")) })
+    }
+
+    /// Restart the mask stream at a training step.
+    pub fn at_step(&self, step: usize) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::stream(self.seed, &format!("dropout/{step}"));
+    }
+
+    fn apply(&self, x: &Tensor, train: bool, spatial: bool) -> candle_core::Result<Tensor> {
+        if !train || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        let dims = x.dims();
+        let mask_shape: Vec<usize> = if spatial && dims.len() == 4 { vec![dims[0], dims[1], 1, 1] } else { dims.to_vec() };
+        let n: usize = mask_shape.iter().product();
+        let keep = 1.0 - self.p;
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mask: Vec<f32> = (0..n).map(|_| if rng.uniform() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+        x.broadcast_mul(&Tensor::from_vec(mask, mask_shape, x.device())?)
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.apply(x, train, false)
+    }
+
+    pub fn forward_spatial(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.apply(x, train, true)
+    }
+}
+
+/// Fully connected layers: in -> hidden... -> classes.
+pub struct Mlp {
+    layers: Vec<Linear>,
+    head: Linear,
+    dropout: Dropout,
+}
+
+impl Mlp {
+    pub fn new(in_dim: usize, hidden: &[usize], classes: usize, dropout: Dropout, vb: VarBuilder) -> Result<Mlp> {
+        let mut layers = Vec::new();
+        let mut width = in_dim;
+        for (i, &h) in hidden.iter().enumerate() {
+            layers.push(linear(width, h, vb.pp(format!("fc{}", i + 1)))?);
+            width = h;
+        }
+        Ok(Mlp { layers, head: linear(width, classes, vb.pp("head"))?, dropout })
+    }
+}
+
+impl Model for Mlp {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut h = x.flatten_from(1)?; // (B, D)
+        for layer in &self.layers {
+            h = self.dropout.forward(&layer.forward(&h)?.relu()?, train)?;
+        }
+        self.head.forward(&h) // (B, C)
+    }
+    fn reseed_dropout(&self, step: usize) {
+        self.dropout.at_step(step);
+    }
+    fn first_weight(&self) -> &str {
+        if self.layers.is_empty() {
+            "head.weight"
+        } else {
+            "fc1.weight"
+        }
+    }
+}
+
+/// conv3x3 -> ReLU -> pool2 -> conv3x3 -> ReLU -> pool2 -> dense -> ReLU -> head.
+pub struct ConvNet {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc: Linear,
+    head: Linear,
+    dropout: Dropout,
+}
+
+const SAME: Conv2dConfig = Conv2dConfig { padding: 1, stride: 1, dilation: 1, groups: 1, cudnn_fwd_algo: None };
+
+impl ConvNet {
+    pub fn new((c, h, w): (usize, usize, usize), channels: [usize; 2], hidden: usize, classes: usize, dropout: Dropout, vb: VarBuilder) -> Result<ConvNet> {
+        let conv1 = conv2d(c, channels[0], 3, SAME, vb.pp("conv1"))?;
+        let conv2 = conv2d(channels[0], channels[1], 3, SAME, vb.pp("conv2"))?;
+        let flat = channels[1] * (h / 4) * (w / 4);
+        if flat == 0 {
+            return Err(Error::Invalid(format!("images of {h}x{w} are too small for two 2x2 poolings")));
+        }
+        Ok(ConvNet { conv1, conv2, fc: linear(flat, hidden, vb.pp("fc"))?, head: linear(hidden, classes, vb.pp("head"))?, dropout })
+    }
+}
+
+impl Model for ConvNet {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let h = self.conv1.forward(x)?.relu()?.max_pool2d(2)?; // (B, C1, H/2, W/2)
+        let h = self.dropout.forward_spatial(&h, train)?;
+        let h = self.conv2.forward(&h)?.relu()?.max_pool2d(2)?; // (B, C2, H/4, W/4)
+        let h = self.fc.forward(&h.flatten_from(1)?)?.relu()?; // (B, hidden)
+        self.head.forward(&self.dropout.forward(&h, train)?) // (B, classes)
+    }
+    fn first_weight(&self) -> &str {
+        "conv1.weight"
+    }
+    fn reseed_dropout(&self, step: usize) {
+        self.dropout.at_step(step);
+    }
+}
+
+/// stem conv3x3 -> [x + conv(relu(conv(x)))] x blocks -> global average pool -> head.
+pub struct ResNet {
+    stem: Conv2d,
+    blocks: Vec<(Conv2d, Conv2d)>,
+    head: Linear,
+    dropout: Dropout,
+}
+
+impl ResNet {
+    pub fn new((c, _, _): (usize, usize, usize), channels: usize, blocks: usize, classes: usize, dropout: Dropout, vb: VarBuilder) -> Result<ResNet> {
+        let stem = conv2d(c, channels, 3, SAME, vb.pp("stem"))?;
+        let blocks = (0..blocks)
+            .map(|i| {
+                let b = vb.pp(format!("block{}", i + 1));
+                Ok((conv2d(channels, channels, 3, SAME, b.pp("conv1"))?, conv2d(channels, channels, 3, SAME, b.pp("conv2"))?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(ResNet { stem, blocks, head: linear(channels, classes, vb.pp("head"))?, dropout })
+    }
+}
+
+impl Model for ResNet {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut h = self.stem.forward(x)?.relu()?; // (B, C, H, W)
+        for (a, b) in &self.blocks {
+            let r = b.forward(&a.forward(&h)?.relu()?)?;
+            h = (h + r)?.relu()?;
+            h = self.dropout.forward_spatial(&h, train)?;
+        }
+        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?; // (B, C)
+        self.head.forward(&pooled)
+    }
+    fn first_weight(&self) -> &str {
+        "stem.weight"
+    }
+    fn reseed_dropout(&self, step: usize) {
+        self.dropout.at_step(step);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn check_shapes(spec: ModelSpec) {
+        let params = Params::new(0);
+        let model = spec.build(&[1, 8, 8], 10, 0.0, 0, &params).unwrap();
+        let x = Tensor::zeros((3, 1, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(model.forward(&x, false).unwrap().dims(), &[3, 10]);
+        assert!(params.get(model.final_bias()).is_ok() && params.get(model.first_weight()).is_ok());
+    }
+
+    #[test]
+    fn every_model_maps_images_to_logits() {
+        check_shapes(ModelSpec::Mlp { hidden: vec![16, 8] });
+        check_shapes(ModelSpec::ConvNet { channels: [4, 8], hidden: 16 });
+        check_shapes(ModelSpec::ResNet { channels: 4, blocks: 2 });
+    }
+
+    #[test]
+    fn dropout_masks_are_seeded() {
+        let x = Tensor::ones((4, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mask = |seed| Dropout::new(0.5, seed).unwrap().forward(&x, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(mask(1), mask(1));
+        assert_ne!(mask(1), mask(2));
+        let eval = Dropout::new(0.5, 1).unwrap().forward(&x, false).unwrap();
+        assert_eq!(eval.sum_all().unwrap().to_scalar::<f32>().unwrap(), 32.0);
+    }
+}

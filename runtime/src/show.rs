@@ -1,0 +1,153 @@
+//! How values look: as text in a terminal, as HTML/SVG in Jupyter.
+//!
+//! Every displayable type implements [`Show`]. In a notebook, the kernel calls the type's
+//! `evcxr_display` (added by [`show_in_jupyter!`]), which prints the HTML inside evcxr's
+//! `EVCXR_BEGIN_CONTENT` markers; anywhere else `Display` gives the text.
+
+/// A value a person would rather look at than read.
+pub trait Show {
+    /// Plain text for a terminal.
+    fn text(&self) -> String;
+    /// HTML (may embed SVG) for Jupyter.
+    fn html(&self) -> String {
+        format!("<pre>{}</pre>", escape(&self.text()))
+    }
+}
+
+/// Send a value to the notebook now (mid-cell), or print its text outside one.
+pub fn display(value: &dyn Show) {
+    if in_notebook() {
+        println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", value.html());
+    } else {
+        println!("{}", value.text());
+    }
+}
+
+/// Whether output goes to a notebook kernel (evcxr sets `EVCXR_IS_RUNTIME`).
+pub fn in_notebook() -> bool {
+    std::env::var_os("EVCXR_IS_RUNTIME").is_some()
+}
+
+/// HTML-escape text.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Give a [`Show`] type `Display` (its text) and `evcxr_display` (its HTML).
+#[macro_export]
+macro_rules! show_in_jupyter {
+    ($($t:ty),* $(,)?) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&$crate::show::Show::text(self))
+            }
+        }
+        impl $t {
+            /// Called by the kernel to show this value as the result of a cell.
+            pub fn evcxr_display(&self) {
+                println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", $crate::show::Show::html(self));
+            }
+        }
+    )*};
+}
+
+/// A text table rendered as HTML.
+pub fn html_table(headers: &[String], rows: &[Vec<String>]) -> String {
+    let mut out = String::from("<table><thead><tr>");
+    for h in headers {
+        out += &format!("<th>{}</th>", escape(h));
+    }
+    out += "</tr></thead><tbody>";
+    for row in rows {
+        out += "<tr>";
+        for c in row {
+            out += &format!("<td>{}</td>", escape(c));
+        }
+        out += "</tr>";
+    }
+    out + "</tbody></table>"
+}
+
+/// A histogram of values as an SVG bar chart (`bins` bars).
+pub fn svg_histogram(values: &[f64], bins: usize, title: &str) -> String {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let bins = bins.max(1);
+    let mut counts = vec![0usize; bins];
+    for v in &finite {
+        let k = if hi > lo { (((v - lo) / (hi - lo)) * bins as f64) as usize } else { 0 };
+        counts[k.min(bins - 1)] += 1;
+    }
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let (w, h) = (360.0, 140.0);
+    let bar = w / bins as f64;
+    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#, h + 34.0);
+    svg += &format!(r#"<text x="0" y="12">{}</text>"#, escape(title));
+    for (i, c) in counts.iter().enumerate() {
+        let bh = h * *c as f64 / max;
+        svg += &format!(r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#4878a8"/>"##, i as f64 * bar, 16.0 + h - bh, bar - 1.0);
+    }
+    svg += &format!(r#"<text x="0" y="{}">{lo:.4}</text><text x="{w}" y="{}" text-anchor="end">{hi:.4}</text></svg>"#, h + 30.0, h + 30.0);
+    svg
+}
+
+/// Curves (name, [(x, y)]) as an SVG line plot with axes, legend and title.
+pub fn svg_lines(series: &[(String, Vec<(f64, f64)>)], title: &str, x_label: &str) -> String {
+    const COLORS: [&str; 8] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+    let points = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for (x, y) in points {
+        (x0, x1, y0, y1) = (x0.min(*x), x1.max(*x), y0.min(*y), y1.max(*y));
+    }
+    if !x0.is_finite() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 == x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 == y0 {
+        y1 = y0 + 1.0;
+    }
+    let (w, h, left, top) = (420.0, 220.0, 48.0, 20.0);
+    let sx = |x: f64| left + (x - x0) / (x1 - x0) * w;
+    let sy = |y: f64| top + h - (y - y0) / (y1 - y0) * h;
+    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#, left + w + 130.0, top + h + 36.0);
+    svg += &format!(r#"<text x="{left}" y="13">{}</text>"#, escape(title));
+    svg += &format!(r##"<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>"##);
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = pts.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
+        svg += &format!(r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#, path.join(" "));
+        svg += &format!(r#"<text x="{}" y="{}" fill="{color}">{}</text>"#, left + w + 8.0, top + 12.0 + 14.0 * i as f64, escape(name));
+    }
+    svg += &format!(r#"<text x="{}" y="{}" text-anchor="end">{y1:.4}</text><text x="{}" y="{}" text-anchor="end">{y0:.4}</text>"#, left - 4.0, top + 8.0, left - 4.0, top + h);
+    svg += &format!(r#"<text x="{left}" y="{}">{x0}</text><text x="{}" y="{}" text-anchor="end">{x1} {}</text></svg>"#, top + h + 14.0, left + w, top + h + 14.0, escape(x_label));
+    svg
+}
+
+/// Gray images (each `rows x cols` values in `range`) as an SVG grid with captions.
+pub fn svg_image_grid(images: &[(&[f32], String)], rows: usize, cols: usize, range: (f32, f32), per_row: usize) -> String {
+    let scale = (64.0 / rows.max(cols) as f64).max(2.0).floor();
+    let (cw, ch) = (cols as f64 * scale, rows as f64 * scale);
+    let per_row = per_row.max(1);
+    let grid_rows = images.len().div_ceil(per_row);
+    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="10">"#, per_row as f64 * (cw + 8.0), grid_rows as f64 * (ch + 22.0));
+    let span = (range.1 - range.0).max(f32::EPSILON);
+    for (k, (pixels, caption)) in images.iter().enumerate() {
+        let (gx, gy) = ((k % per_row) as f64 * (cw + 8.0), (k / per_row) as f64 * (ch + 22.0));
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = pixels.get(r * cols + c).copied().unwrap_or(f32::NAN);
+                let fill = if v.is_finite() {
+                    let g = (255.0 * (1.0 - ((v - range.0) / span).clamp(0.0, 1.0))) as u8;
+                    format!("rgb({g},{g},{g})")
+                } else {
+                    "red".to_string()
+                };
+                svg += &format!(r#"<rect x="{:.0}" y="{:.0}" width="{scale}" height="{scale}" fill="{fill}"/>"#, gx + c as f64 * scale, gy + r as f64 * scale);
+            }
+        }
+        svg += &format!(r#"<text x="{gx:.0}" y="{:.0}">{}</text>"#, gy + ch + 12.0, escape(caption));
+    }
+    svg + "</svg>"
+}

@@ -1,0 +1,445 @@
+//! The trainer: seeded, archived as it goes, stoppable, resumable.
+//!
+//! `fit` does, in order:
+//! 1. fingerprints the data and archives the run's identity (config, seeds, data, code,
+//!    environment) before the first step;
+//! 2. builds the model from the init seed (and, if asked, sets the final bias from the class
+//!    priors) and records the loss at init against its expected value;
+//! 3. trains: batches in a seeded order that is a pure function of (seed, step), so a resumed
+//!    run sees the very batches an uninterrupted one would; logs every step; evaluates on the
+//!    whole validation split every `eval_every` steps; checkpoints; stops early, on request
+//!    (interrupted) or on a NaN/inf loss (diverged);
+//! 4. evaluates on the whole test split and finishes the run.
+
+use crate::checks::loss_at_init_check;
+use crate::config::{Seeds, TrainConfig};
+use crate::data::Dataset;
+use crate::models::Model;
+use crate::optim::{grad_norm, AdamW};
+use crate::params::Params;
+use crate::rng::Rng;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use recipe_archive::{Archive, Check, RunRecord, RunSpec, RunWriter, Status};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Ask the running trainer (or data scan) to stop at its next step; the kernel's interrupt
+/// calls this. The run is archived as interrupted and the model trained so far returned.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether a stop was requested and not yet honoured.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Who a run is and where it goes.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub name: String,
+    pub recipe_step: Option<String>,
+    pub parent: Option<String>,
+    pub sweep: Option<String>,
+    /// The archive to write to; `None` trains without archiving (what `verify` does).
+    pub archive: Option<Archive>,
+    /// No progress line.
+    pub quiet: bool,
+    /// Kernel provenance: session, cell execution count, history hash, cell hash.
+    pub session_id: Option<String>,
+    pub cell_execution: Option<i64>,
+    pub cell_history_hash: Option<String>,
+    pub cell_hash: Option<String>,
+}
+
+impl RunOptions {
+    /// A run named `name` archived in the default archive (`$RECIPE_ARCHIVE` or `./runs`).
+    pub fn named(name: &str) -> Result<RunOptions> {
+        Ok(RunOptions { name: name.into(), archive: Some(Archive::open(Archive::default_root())?), ..RunOptions::default() })
+    }
+
+    pub fn step(mut self, recipe_step: &str) -> Self {
+        self.recipe_step = Some(recipe_step.into());
+        self
+    }
+
+    pub fn parent(mut self, parent: &RunRecord) -> Self {
+        self.parent = Some(parent.key());
+        self
+    }
+
+    pub fn sweep(mut self, sweep: &str) -> Self {
+        self.sweep = Some(sweep.into());
+        self
+    }
+
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
+    }
+
+    pub fn unarchived(mut self) -> Self {
+        self.archive = None;
+        self
+    }
+}
+
+/// A trained model and what training produced.
+pub struct Trained {
+    pub model: Box<dyn Model>,
+    pub params: Arc<Params>,
+    pub config: TrainConfig,
+    pub seeds: Seeds,
+    /// The archived run, when archived.
+    pub run: Option<RunRecord>,
+    pub status: Status,
+    /// Every logged metric: name -> [(step, value)].
+    pub curves: BTreeMap<String, Vec<(i64, f64)>>,
+    /// Final values (test loss/accuracy among them).
+    pub summary: BTreeMap<String, f64>,
+    pub checks: Vec<Check>,
+    /// The last checkpoint blob (params + optimizer state), when checkpointing.
+    pub checkpoint: Option<String>,
+}
+
+impl Trained {
+    /// A final metric, e.g. `test_acc`.
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        self.summary.get(name).copied().ok_or_else(|| {
+            Error::Invalid(format!("no metric {name:?}; there are {}", self.summary.keys().cloned().collect::<Vec<_>>().join(", ")))
+        })
+    }
+
+    /// The run id (or "(unarchived)").
+    pub fn run_id(&self) -> String {
+        self.run.as_ref().map_or_else(|| "(unarchived)".into(), |r| r.key())
+    }
+}
+
+/// Cross-entropy (mean over the batch) of logits (B, C) against labels (B,).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::loss::cross_entropy(logits, labels)
+}
+
+/// The training examples of step `step`: a pure function of (seed, step), each epoch a fresh
+/// seeded permutation of the training split.
+pub fn batch_indices(train: &[usize], batch: usize, seed: u64, step: usize) -> Vec<usize> {
+    let n = train.len().max(1);
+    let mut out = Vec::with_capacity(batch);
+    let mut position = step * batch;
+    let mut epoch = usize::MAX;
+    let mut order: Vec<usize> = Vec::new();
+    while out.len() < batch {
+        if position / n != epoch {
+            epoch = position / n;
+            order = train.to_vec();
+            Rng::stream(seed, &format!("data_order/epoch{epoch}")).shuffle(&mut order);
+        }
+        out.push(order[position % n]);
+        position += 1;
+    }
+    out
+}
+
+/// Loss and accuracy of a model on a whole split, in chunks.
+pub fn evaluate(model: &dyn Model, data: &Dataset, split: &str, zero_inputs: bool) -> Result<(f64, f64)> {
+    let indices = data.split(split)?;
+    let (mut loss_sum, mut correct) = (0f64, 0usize);
+    for chunk in indices.chunks(512) {
+        let (mut x, y) = data.batch(chunk, &Device::Cpu)?;
+        if zero_inputs {
+            x = x.zeros_like()?;
+        }
+        let logits = model.forward(&x, false)?;
+        loss_sum += cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+        let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+        correct += predicted.iter().zip(y.to_vec1::<u32>()?).filter(|(p, l)| **p == *l).count();
+    }
+    let n = indices.len().max(1) as f64;
+    Ok((loss_sum / n, correct as f64 / n))
+}
+
+/// Early stopping, decided from the validation losses so far (pure): stop when the best is
+/// `patience` or more evaluations old.
+pub fn should_stop_early(val_losses: &[f64], patience: usize) -> bool {
+    let Some(best) = val_losses.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i) else {
+        return false;
+    };
+    val_losses.len() - 1 - best >= patience
+}
+
+/// Shift each image in a batch by up to one pixel in each direction (zero fill), with draws
+/// from the augmentation stream of this step.
+fn augment(x: &mut [f32], shape: &[usize], seed: u64, step: usize) {
+    let (h, w) = match shape {
+        [.., h, w] => (*h, *w),
+        _ => return,
+    };
+    let plane = h * w;
+    let per_example: usize = shape.iter().product();
+    let mut rng = Rng::stream(seed, &format!("augmentation/{step}"));
+    for example in x.chunks_mut(per_example) {
+        let (dy, dx) = (rng.below(3) as isize - 1, rng.below(3) as isize - 1);
+        for channel in example.chunks_mut(plane) {
+            let src = channel.to_vec();
+            for r in 0..h as isize {
+                for c in 0..w as isize {
+                    let (sr, sc) = (r - dy, c - dx);
+                    channel[(r * w as isize + c) as usize] =
+                        if sr >= 0 && sc >= 0 && sr < h as isize && sc < w as isize { src[(sr * w as isize + sc) as usize] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Set a model's final bias to the log class priors of the training split (minus their
+/// mean), so the loss at init is the entropy of the priors instead of ln(C).
+pub fn init_bias_from_priors(model: &dyn Model, params: &Params, data: &Dataset) -> Result<()> {
+    let priors = data.class_priors("train")?;
+    let logs: Vec<f32> = priors.iter().map(|p| p.max(1e-12).ln() as f32).collect();
+    let mean = logs.iter().sum::<f32>() / logs.len().max(1) as f32;
+    let bias = params.get(model.final_bias())?;
+    bias.set(&Tensor::from_vec(logs.iter().map(|l| l - mean).collect::<Vec<_>>(), logs.len(), &Device::Cpu)?)?;
+    Ok(())
+}
+
+/// Train a model from the config and seeds on `data`, archiving the run as `options` say.
+pub fn fit(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunOptions) -> Result<Trained> {
+    fit_inner(data, config, seeds, options, None)
+}
+
+/// Continue an archived run from its last checkpoint up to `config.steps` (which must be
+/// larger): the new run names the old one as parent and its checkpoint in its config.
+pub fn resume(data: &Dataset, from: &RunRecord, archive: &Archive, steps: usize, options: &RunOptions) -> Result<Trained> {
+    let checkpoint = from.artifacts.get("checkpoint").ok_or_else(|| {
+        Error::Invalid(format!("run {} has no checkpoint; train it with checkpoint_every set", from.short()))
+    })?;
+    let mut config: TrainConfig = serde_json::from_value(from.config().clone())
+        .map_err(|e| Error::Data(format!("run {} has a config this runtime cannot read: {e}", from.short())))?;
+    config.steps = steps;
+    config.resume_from = Some(checkpoint.clone());
+    let seeds = Seeds::from_json(&from.components[1]);
+    let mut options = options.clone();
+    options.parent.get_or_insert_with(|| from.key());
+    fit_inner(data, &config, &seeds, &options, Some(archive))
+}
+
+/// A checkpoint: params, optimizer moments and the step they were taken at.
+fn checkpoint_bytes(params: &Params, opt: &AdamW, step: usize) -> Result<Vec<u8>> {
+    let mut all = crate::params::tensors_from_safetensors(&params.to_safetensors()?)?
+        .into_iter()
+        .map(|(k, v)| (format!("param.{k}"), v))
+        .collect::<BTreeMap<_, _>>();
+    for (k, v) in crate::params::tensors_from_safetensors(&opt.state_safetensors()?)? {
+        all.insert(format!("opt.{k}"), v);
+    }
+    all.insert("step".into(), Tensor::new(&[step as u32, opt.step as u32], &Device::Cpu)?);
+    crate::params::tensors_to_safetensors(all)
+}
+
+fn load_checkpoint(bytes: &[u8], params: &Params, opt: &mut AdamW) -> Result<usize> {
+    let all = crate::params::tensors_from_safetensors(bytes)?;
+    let pick = |prefix: &str| -> BTreeMap<String, Tensor> {
+        all.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
+    };
+    params.load_safetensors(&crate::params::tensors_to_safetensors(pick("param."))?)?;
+    let steps = all.get("step").ok_or_else(|| Error::Data("checkpoint has no step".into()))?.to_vec1::<u32>()?;
+    opt.load_state(&crate::params::tensors_to_safetensors(pick("opt."))?, steps[1] as u64)?;
+    Ok(steps[0] as usize)
+}
+
+fn fit_inner(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunOptions, resume_archive: Option<&Archive>) -> Result<Trained> {
+    if config.batch_size == 0 || config.eval_every == 0 {
+        return Err(Error::Invalid("batch_size and eval_every must be at least 1".into()));
+    }
+    let train = data.split("train")?.to_vec();
+    if train.is_empty() {
+        return Err(Error::Invalid(format!("{} has an empty train split", data.name)));
+    }
+    let eval_split = if data.splits.get("val").is_some_and(|v| !v.is_empty()) { "val" } else { "test" };
+    STOP.store(false, Ordering::SeqCst);
+
+    // 1. Identity first: archived before the first step.
+    let mut writer: Option<RunWriter> = match &options.archive {
+        Some(archive) => Some(archive.begin_run(run_spec(data, config, seeds, options)?)?),
+        None => None,
+    };
+
+    // 2. Model, init, loss at init.
+    let params = Params::new(seeds.init);
+    let model = config.model.build(&data.shape, data.num_classes(), config.dropout, seeds.dropout, &params)?;
+    if config.init_bias_from_priors {
+        init_bias_from_priors(model.as_ref(), &params, data)?;
+    }
+    let mut opt = AdamW::new(config.beta1, config.beta2, config.eps, config.weight_decay);
+    let mut start = 0;
+    if let Some(hash) = &config.resume_from {
+        let archive = resume_archive.or(options.archive.as_ref()).ok_or_else(|| Error::Invalid("resuming needs the archive that holds the checkpoint".into()))?;
+        start = load_checkpoint(&archive.blob(&recipe_archive::canonical::Hash::from_hex(hash)?)?, &params, &mut opt)?;
+    }
+    let mut checks = Vec::new();
+    if start == 0 {
+        checks.push(loss_at_init_check(model.as_ref(), data, config)?);
+    }
+    let mut curves: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut log = |writer: &mut Option<RunWriter>, step: usize, values: &[(&str, f64)]| -> Result<()> {
+        for (name, value) in values {
+            curves.entry(name.to_string()).or_default().push((step as i64, *value));
+        }
+        if let Some(w) = writer {
+            w.log_all(step as i64, values)?;
+        }
+        Ok(())
+    };
+
+    // 3. Train.
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let mut val_losses = Vec::new();
+    let mut status = Status::Completed;
+    let mut error = None;
+    let mut checkpoint = None;
+    let mut step = start;
+    while step < config.steps {
+        if stop_requested() {
+            STOP.store(false, Ordering::SeqCst);
+            status = Status::Interrupted;
+            error = Some(format!("stopped on request at step {step}"));
+            break;
+        }
+        model.reseed_dropout(step);
+        let indices = batch_indices(&train, config.batch_size, seeds.data_order, step);
+        let (x, y) = data.batch(&indices, &Device::Cpu)?;
+        let x = if config.zero_inputs {
+            x.zeros_like()?
+        } else if config.augment {
+            let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+            augment(&mut values, &data.shape, seeds.augmentation, step);
+            Tensor::from_vec(values, x.dims(), &Device::Cpu)?
+        } else {
+            x
+        };
+        let loss = cross_entropy(&model.forward(&x, true)?, &y)?;
+        let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !loss_value.is_finite() {
+            log(&mut writer, step, &[("train_loss", loss_value)])?;
+            status = Status::Diverged;
+            error = Some(format!("training loss became {loss_value} at step {step}; lower the learning rate or clip gradients"));
+            break;
+        }
+        let grads = loss.backward()?;
+        let vars = params.vars();
+        let norm = grad_norm(&vars, &grads)?;
+        let scale = match config.grad_clip {
+            Some(max) if norm > max => max / norm,
+            _ => 1.0,
+        };
+        let lr = config.schedule.lr(config.lr, step, config.steps);
+        opt.update(&vars, &grads, lr, scale)?;
+        log(&mut writer, step, &[("train_loss", loss_value), ("grad_norm", norm)])?;
+        let last = step + 1 == config.steps;
+        if (step + 1) % config.eval_every == 0 || last {
+            let (val_loss, val_acc) = evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
+            log(&mut writer, step, &[(&format!("{eval_split}_loss") as &str, val_loss), (&format!("{eval_split}_acc"), val_acc)])?;
+            val_losses.push(val_loss);
+            if config.early_stopping.is_some_and(|p| should_stop_early(&val_losses, p)) && !last {
+                error = Some(format!("early stop at step {step}: no {eval_split} loss improvement in {} evaluations", config.early_stopping.unwrap_or(0)));
+                step += 1;
+                break;
+            }
+        }
+        if let (Some(every), Some(w)) = (config.checkpoint_every, writer.as_mut()) {
+            if (step + 1) % every == 0 || last {
+                checkpoint = Some(w.put_artifact("checkpoint", &checkpoint_bytes(&params, &opt, step + 1)?)?.to_hex());
+            }
+        }
+        if !options.quiet && (last_print.elapsed().as_millis() > 200 || last) {
+            last_print = Instant::now();
+            eprint!("\r{} step {}/{} train_loss {loss_value:.4}   ", options.name, step + 1, config.steps);
+        }
+        step += 1;
+    }
+    if !options.quiet {
+        eprintln!();
+    }
+
+    // 4. Test, summarise, finish.
+    let mut summary = BTreeMap::new();
+    if status != Status::Diverged {
+        let (test_loss, test_acc) = evaluate(model.as_ref(), data, "test", config.zero_inputs)?;
+        log(&mut writer, step.saturating_sub(1), &[("test_loss", test_loss), ("test_acc", test_acc)])?;
+    }
+    for (name, points) in &curves {
+        if let Some((_, v)) = points.last() {
+            summary.insert(name.clone(), *v);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let run = match writer {
+        Some(mut w) => {
+            for c in &checks {
+                w.add_check(c.clone());
+            }
+            w.set_summary("train_seconds", seconds);
+            w.set_summary("steps_per_second", (step - start) as f64 / seconds.max(1e-9));
+            Some(w.finish(status, error)?)
+        }
+        None => None,
+    };
+    Ok(Trained { model, params, config: config.clone(), seeds: *seeds, run, status, curves, summary, checks, checkpoint })
+}
+
+/// The identity of a run of the built-in trainer: the config, the seeds, the data fingerprint
+/// (whose details carry the spec that reloads it), the code with the runtime's version and
+/// Cargo.lock, and the environment with candle's version.
+pub fn run_spec(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunOptions) -> Result<RunSpec> {
+    let config_json = serde_json::to_value(config).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let mut spec = RunSpec::capture(&options.name, config_json, seeds.to_map(), data.fingerprint())?;
+    let code = &mut spec.identity.code;
+    code.runtime.insert("recipe".into(), env!("CARGO_PKG_VERSION").into());
+    code.runtime.insert("cargo_lock".into(), blake3::hash(CARGO_LOCK).to_hex().to_string());
+    code.cell_hash = options.cell_hash.clone();
+    spec.identity.env.crates.insert("candle-core".into(), CANDLE_VERSION.into());
+    spec.identity.env.crates.insert("recipe".into(), env!("CARGO_PKG_VERSION").into());
+    spec.recipe_step = options.recipe_step.clone();
+    spec.parent_run = options.parent.clone();
+    spec.sweep = options.sweep.clone();
+    spec.session_id = options.session_id.clone();
+    spec.cell_execution = options.cell_execution;
+    spec.cell_history_hash = options.cell_history_hash.clone();
+    Ok(spec)
+}
+
+/// The workspace lock file the runtime was built with: part of the code identity.
+static CARGO_LOCK: &[u8] = include_bytes!("../../Cargo.lock");
+/// candle's version, pinned in the workspace.
+const CANDLE_VERSION: &str = "0.11.1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch() {
+        let train: Vec<usize> = (100..110).collect();
+        let epoch: Vec<usize> = (0..5).flat_map(|s| batch_indices(&train, 2, 7, s)).collect();
+        let mut sorted = epoch.clone();
+        sorted.sort();
+        assert_eq!(sorted, train);
+        assert_eq!(batch_indices(&train, 4, 7, 3), batch_indices(&train, 4, 7, 3));
+        assert_ne!(batch_indices(&train, 10, 7, 0), batch_indices(&train, 10, 8, 0));
+    }
+
+    #[test]
+    fn early_stopping_decides_from_val_losses() {
+        assert!(!should_stop_early(&[1.0, 0.9, 0.8], 2));
+        assert!(!should_stop_early(&[1.0, 0.8, 0.9], 2));
+        assert!(should_stop_early(&[1.0, 0.8, 0.9, 0.85], 2));
+    }
+}
