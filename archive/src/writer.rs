@@ -294,7 +294,9 @@ impl RunWriter {
     /// a later blob of the same name replaces the pointer (the older blob stays).
     pub fn put_artifact(&mut self, name: &str, bytes: &[u8]) -> Result<Hash> {
         let hash = self.archive.put_blob(bytes)?;
-        self.record.artifacts.insert(name.to_string(), hash.to_hex());
+        self.record
+            .artifacts
+            .insert(name.to_string(), hash.to_hex());
         Ok(hash)
     }
 

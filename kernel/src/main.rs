@@ -1,6 +1,7 @@
 //! `recipe`: the command-line face of recipe.
 //!
-//! - `recipe runs list|show|diff|export|compact`: the run archive from a shell.
+//! - `recipe runs list|show|diff|export|verify|compact`: the run archive from a shell.
+//! - `recipe train`: one run of the built-in trainer.
 //!
 //! Errors print one line (`error: ...`) and exit non-zero; usage errors exit 2.
 

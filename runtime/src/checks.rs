@@ -41,15 +41,37 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(name: &str, passed: bool, measured: serde_json::Value, expected: serde_json::Value, note: String) -> Finding {
-        Finding { check: Check { name: name.into(), passed, measured, expected, note }, table: None }
+    fn new(
+        name: &str,
+        passed: bool,
+        measured: serde_json::Value,
+        expected: serde_json::Value,
+        note: String,
+    ) -> Finding {
+        Finding {
+            check: Check {
+                name: name.into(),
+                passed,
+                measured,
+                expected,
+                note,
+            },
+            table: None,
+        }
     }
 }
 
 impl Show for Finding {
     fn text(&self) -> String {
         let c = &self.check;
-        let mut out = format!("{} {}: measured {} expected {}. {}\n", if c.passed { "PASS" } else { "FAIL" }, c.name, c.measured, c.expected, c.note);
+        let mut out = format!(
+            "{} {}: measured {} expected {}. {}\n",
+            if c.passed { "PASS" } else { "FAIL" },
+            c.name,
+            c.measured,
+            c.expected,
+            c.note
+        );
         if let Some((headers, rows)) = &self.table {
             out += &headers.join("  ");
             out += "\n";
@@ -86,9 +108,19 @@ pub fn registry() -> Vec<Box<dyn RecipeCheck>> {
         Box::new(LossAtInit),
         Box::new(InitWell),
         Box::new(InputIndependent { steps: 300 }),
-        Box::new(OverfitOneBatch { examples: 8, steps: 300, target: 0.01 }),
-        Box::new(CapacityHelps { widths: vec![4, 16, 64], steps: 200 }),
-        Box::new(BackpropDependency { batch: 4, example: 1 }),
+        Box::new(OverfitOneBatch {
+            examples: 8,
+            steps: 300,
+            target: 0.01,
+        }),
+        Box::new(CapacityHelps {
+            widths: vec![4, 16, 64],
+            steps: 200,
+        }),
+        Box::new(BackpropDependency {
+            batch: 4,
+            example: 1,
+        }),
     ]
 }
 
@@ -96,7 +128,12 @@ pub fn registry() -> Vec<Box<dyn RecipeCheck>> {
 /// the entropy of the class priors when the final bias is set from them.
 pub fn expected_init_loss(data: &Dataset, from_priors: bool) -> Result<f64> {
     if from_priors {
-        Ok(-data.class_priors("train")?.iter().filter(|&&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>())
+        Ok(-data
+            .class_priors("train")?
+            .iter()
+            .filter(|&&p| p > 0.0)
+            .map(|p| p * p.ln())
+            .sum::<f64>())
     } else {
         Ok((data.num_classes() as f64).ln())
     }
@@ -106,11 +143,17 @@ pub fn expected_init_loss(data: &Dataset, from_priors: bool) -> Result<f64> {
 fn loss_on_train(model: &dyn Model, data: &Dataset) -> Result<f64> {
     let train = data.split("train")?;
     let (x, y) = data.batch(&train[..train.len().min(512)], &Device::Cpu)?;
-    Ok(cross_entropy(&model.forward(&x, false)?, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    Ok(cross_entropy(&model.forward(&x, false)?, &y)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?)
 }
 
 /// The loss-at-init check for a model as built (the trainer records it on every run).
-pub fn loss_at_init_check(model: &dyn Model, data: &Dataset, config: &TrainConfig) -> Result<Check> {
+pub fn loss_at_init_check(
+    model: &dyn Model,
+    data: &Dataset,
+    config: &TrainConfig,
+) -> Result<Check> {
     let measured = loss_on_train(model, data)?;
     let expected = expected_init_loss(data, config.init_bias_from_priors)?;
     // Too high means over-confident wrong init (e.g. a huge final layer); too low means the
@@ -122,13 +165,26 @@ pub fn loss_at_init_check(model: &dyn Model, data: &Dataset, config: &TrainConfi
         passed,
         measured: json!(measured),
         expected: json!(expected),
-        note: format!("ratio {ratio:.3}; pass within [0.8, 1.25] of {}", if config.init_bias_from_priors { "the prior entropy" } else { "-ln(1/C)" }),
+        note: format!(
+            "ratio {ratio:.3}; pass within [0.8, 1.25] of {}",
+            if config.init_bias_from_priors {
+                "the prior entropy"
+            } else {
+                "-ln(1/C)"
+            }
+        ),
     })
 }
 
 fn build(ctx: &CheckContext) -> Result<(Box<dyn Model>, std::sync::Arc<Params>)> {
     let params = Params::new(ctx.seeds.init);
-    let model = ctx.config.model.build(&ctx.data.shape, ctx.data.num_classes(), ctx.config.dropout, ctx.seeds.dropout, &params)?;
+    let model = ctx.config.model.build(
+        &ctx.data.shape,
+        ctx.data.num_classes(),
+        ctx.config.dropout,
+        ctx.seeds.dropout,
+        &params,
+    )?;
     Ok((model, params))
 }
 
@@ -148,7 +204,10 @@ impl RecipeCheck for LossAtInit {
             init_bias_from_priors(model.as_ref(), &params, ctx.data)?;
         }
         let c = loss_at_init_check(model.as_ref(), ctx.data, &ctx.config)?;
-        Ok(Finding { check: c, table: None })
+        Ok(Finding {
+            check: c,
+            table: None,
+        })
     }
 }
 
@@ -169,7 +228,13 @@ impl RecipeCheck for InitWell {
         let after = loss_on_train(model.as_ref(), ctx.data)?;
         let expected = expected_init_loss(ctx.data, true)?;
         let passed = after <= before + 1e-3 && (after / expected - 1.0).abs() < 0.2;
-        Ok(Finding::new(self.name(), passed, json!(after), json!(expected), format!("loss at init {before:.4} before, {after:.4} after")))
+        Ok(Finding::new(
+            self.name(),
+            passed,
+            json!(after),
+            json!(expected),
+            format!("loss at init {before:.4} before, {after:.4} after"),
+        ))
     }
 }
 
@@ -186,13 +251,31 @@ impl RecipeCheck for InputIndependent {
         "the model learns from its inputs: trained on real inputs it beats the same model trained on zeros"
     }
     fn run(&self, ctx: &CheckContext) -> Result<Finding> {
-        let config = TrainConfig { steps: self.steps, eval_every: self.steps, ..ctx.config.clone() };
+        let config = TrainConfig {
+            steps: self.steps,
+            eval_every: self.steps,
+            ..ctx.config.clone()
+        };
         let quiet = RunOptions::default().unarchived().quiet();
         let real = fit(ctx.data, &config, &ctx.seeds, &quiet)?;
-        let zero = fit(ctx.data, &TrainConfig { zero_inputs: true, ..config }, &ctx.seeds, &quiet)?;
+        let zero = fit(
+            ctx.data,
+            &TrainConfig {
+                zero_inputs: true,
+                ..config
+            },
+            &ctx.seeds,
+            &quiet,
+        )?;
         let (r, z) = (real.metric("test_acc")?, zero.metric("test_acc")?);
         // Two points of accuracy above the baseline count as learning something.
-        Ok(Finding::new(self.name(), r > z + 0.02, json!(r), json!(format!("> {z:.4} (zero inputs) + 0.02")), format!("test accuracy {r:.4} on real inputs, {z:.4} on zeros")))
+        Ok(Finding::new(
+            self.name(),
+            r > z + 0.02,
+            json!(r),
+            json!(format!("> {z:.4} (zero inputs) + 0.02")),
+            format!("test accuracy {r:.4} on real inputs, {z:.4} on zeros"),
+        ))
     }
 }
 
@@ -212,10 +295,18 @@ impl RecipeCheck for OverfitOneBatch {
     }
     fn run(&self, ctx: &CheckContext) -> Result<Finding> {
         if self.examples < 2 {
-            return Err(Error::Invalid("overfit at least two examples: one can be memorised by the bias alone".into()));
+            return Err(Error::Invalid(
+                "overfit at least two examples: one can be memorised by the bias alone".into(),
+            ));
         }
         let (model, params) = build(ctx)?;
-        let indices: Vec<usize> = ctx.data.split("train")?.iter().copied().take(self.examples).collect();
+        let indices: Vec<usize> = ctx
+            .data
+            .split("train")?
+            .iter()
+            .copied()
+            .take(self.examples)
+            .collect();
         let (x, y) = ctx.data.batch(&indices, &Device::Cpu)?;
         // A higher learning rate than training's: the point is capacity, not generalisation.
         let mut opt = crate::optim::AdamW::new(0.9, 0.999, 1e-8, 0.0);
@@ -230,10 +321,32 @@ impl RecipeCheck for OverfitOneBatch {
         }
         let predicted = model.forward(&x, false)?.argmax(1)?.to_vec1::<u32>()?;
         let labels = y.to_vec1::<u32>()?;
-        let name = |c: u32| ctx.data.classes.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-        let rows = indices.iter().zip(labels.iter().zip(&predicted)).map(|(i, (l, p))| vec![format!("#{i}"), name(*l), name(*p)]).collect();
-        let mut f = Finding::new(self.name(), loss_value < self.target, json!(loss_value), json!(format!("< {}", self.target)), format!("{} examples, {} steps at lr 1e-2", self.examples, self.steps));
-        f.table = Some((vec!["example".into(), "label".into(), "prediction".into()], rows));
+        let name = |c: u32| {
+            ctx.data
+                .classes
+                .get(c as usize)
+                .cloned()
+                .unwrap_or_else(|| c.to_string())
+        };
+        let rows = indices
+            .iter()
+            .zip(labels.iter().zip(&predicted))
+            .map(|(i, (l, p))| vec![format!("#{i}"), name(*l), name(*p)])
+            .collect();
+        let mut f = Finding::new(
+            self.name(),
+            loss_value < self.target,
+            json!(loss_value),
+            json!(format!("< {}", self.target)),
+            format!(
+                "{} examples, {} steps at lr 1e-2",
+                self.examples, self.steps
+            ),
+        );
+        f.table = Some((
+            vec!["example".into(), "label".into(), "prediction".into()],
+            rows,
+        ));
         Ok(f)
     }
 }
@@ -255,14 +368,31 @@ impl RecipeCheck for CapacityHelps {
         let mut losses = Vec::new();
         let mut rows = Vec::new();
         for &w in &self.widths {
-            let config = TrainConfig { model: ModelSpec::Mlp { hidden: vec![w] }, steps: self.steps, eval_every: self.steps, lr: 3e-3, ..ctx.config.clone() };
-            let t = fit(ctx.data, &config, &ctx.seeds, &RunOptions::default().unarchived().quiet())?;
+            let config = TrainConfig {
+                model: ModelSpec::Mlp { hidden: vec![w] },
+                steps: self.steps,
+                eval_every: self.steps,
+                lr: 3e-3,
+                ..ctx.config.clone()
+            };
+            let t = fit(
+                ctx.data,
+                &config,
+                &ctx.seeds,
+                &RunOptions::default().unarchived().quiet(),
+            )?;
             let (loss, _) = evaluate(t.model.as_ref(), ctx.data, "train", false)?;
             rows.push(vec![w.to_string(), format!("{loss:.4}")]);
             losses.push(loss);
         }
         let falls = losses.windows(2).all(|p| p[1] < p[0]);
-        let mut f = Finding::new(self.name(), falls, json!(losses), json!("strictly decreasing"), format!("MLP widths {:?}, {} steps", self.widths, self.steps));
+        let mut f = Finding::new(
+            self.name(),
+            falls,
+            json!(losses),
+            json!("strictly decreasing"),
+            format!("MLP widths {:?}, {} steps", self.widths, self.steps),
+        );
         f.table = Some((vec!["width".into(), "train loss".into()], rows));
         Ok(f)
     }
@@ -283,43 +413,88 @@ impl RecipeCheck for BackpropDependency {
     }
     fn run(&self, ctx: &CheckContext) -> Result<Finding> {
         let (model, _) = build(ctx)?;
-        let indices: Vec<usize> = ctx.data.split("train")?.iter().copied().take(self.batch).collect();
+        let indices: Vec<usize> = ctx
+            .data
+            .split("train")?
+            .iter()
+            .copied()
+            .take(self.batch)
+            .collect();
         let (x, _) = ctx.data.batch(&indices, &Device::Cpu)?;
         let touched = batch_dependency(|x| model.forward(x, false), &x, self.example)?;
-        let leaks: Vec<usize> = touched.iter().copied().filter(|&j| j != self.example).collect();
+        let leaks: Vec<usize> = touched
+            .iter()
+            .copied()
+            .filter(|&j| j != self.example)
+            .collect();
         Ok(Finding::new(
             self.name(),
             leaks.is_empty() && touched.contains(&self.example),
             json!(touched),
             json!([self.example]),
-            format!("rows of the input batch with a non-zero gradient from output row {}", self.example),
+            format!(
+                "rows of the input batch with a non-zero gradient from output row {}",
+                self.example
+            ),
         ))
     }
 }
 
 /// The rows of the input batch that receive gradient from output row `i` of `f`.
-pub fn batch_dependency(f: impl Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor, i: usize) -> Result<Vec<usize>> {
+pub fn batch_dependency(
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    x: &Tensor,
+    i: usize,
+) -> Result<Vec<usize>> {
     let input = Var::from_tensor(x)?;
     let out = f(input.as_tensor())?;
     let grads = out.get(i)?.sum_all()?.backward()?;
-    let g = grads.get(input.as_tensor()).ok_or_else(|| Error::Invalid("the output does not depend on the input at all".into()))?;
-    let per_row = g.abs()?.flatten_from(1)?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-    Ok(per_row.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(j, _)| j).collect())
+    let g = grads
+        .get(input.as_tensor())
+        .ok_or_else(|| Error::Invalid("the output does not depend on the input at all".into()))?;
+    let per_row = g
+        .abs()?
+        .flatten_from(1)?
+        .sum(1)?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    Ok(per_row
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(j, _)| j)
+        .collect())
 }
 
 /// Causality of a sequence model `f`: (B, T, D) -> (B, T, E). Returns the (t_out, t_in)
 /// pairs with t_in > t_out where output t_out has a non-zero gradient from input t_in: empty
 /// for a causal model.
-pub fn causality_violations(f: impl Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor) -> Result<Vec<(usize, usize)>> {
+pub fn causality_violations(
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    x: &Tensor,
+) -> Result<Vec<(usize, usize)>> {
     let t_len = x.dim(1)?;
     let mut out = Vec::new();
     for t in 0..t_len {
         let input = Var::from_tensor(x)?;
         let y = f(input.as_tensor())?;
         let grads = y.narrow(1, t, 1)?.sum_all()?.backward()?;
-        let Some(g) = grads.get(input.as_tensor()) else { continue };
-        let per_t = g.abs()?.sum(0)?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?; // (T,)
-        out.extend(per_t.iter().enumerate().filter(|(s, v)| *s > t && **v != 0.0).map(|(s, _)| (t, s)));
+        let Some(g) = grads.get(input.as_tensor()) else {
+            continue;
+        };
+        let per_t = g
+            .abs()?
+            .sum(0)?
+            .sum(1)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?; // (T,)
+        out.extend(
+            per_t
+                .iter()
+                .enumerate()
+                .filter(|(s, v)| *s > t && **v != 0.0)
+                .map(|(s, _)| (t, s)),
+        );
     }
     Ok(out)
 }
@@ -334,7 +509,14 @@ mod tests {
     use super::*;
 
     fn ctx(data: &Dataset) -> CheckContext<'_> {
-        CheckContext { data, config: TrainConfig { model: ModelSpec::Mlp { hidden: vec![32] }, ..TrainConfig::default() }, seeds: Seeds::all(1) }
+        CheckContext {
+            data,
+            config: TrainConfig {
+                model: ModelSpec::Mlp { hidden: vec![32] },
+                ..TrainConfig::default()
+            },
+            seeds: Seeds::all(1),
+        }
     }
 
     #[test]
@@ -346,7 +528,11 @@ mod tests {
         let (model, params) = build(&c).unwrap();
         let w = params.get("head.weight").unwrap();
         w.set(&(w.as_tensor() * 20.0).unwrap()).unwrap();
-        assert!(!loss_at_init_check(model.as_ref(), &data, &c.config).unwrap().passed);
+        assert!(
+            !loss_at_init_check(model.as_ref(), &data, &c.config)
+                .unwrap()
+                .passed
+        );
     }
 
     #[test]
@@ -359,11 +545,26 @@ mod tests {
     #[test]
     fn test_backprop_dependency_catches_batch_mixing() {
         let data = Dataset::digits().unwrap();
-        assert!(BackpropDependency { batch: 4, example: 1 }.run(&ctx(&data)).unwrap().check.passed);
+        assert!(
+            BackpropDependency {
+                batch: 4,
+                example: 1
+            }
+            .run(&ctx(&data))
+            .unwrap()
+            .check
+            .passed
+        );
         // Planted bug: (B, D) viewed as (D, B) by a reshape where a transpose was meant, then
         // back: rows now hold pieces of several examples.
         let (x, _) = data.batch(&[0, 1, 2, 3], &Device::Cpu).unwrap();
-        let mixed = |x: &Tensor| x.reshape((4, 64))?.t()?.contiguous()?.reshape((4, 64))?.sum_keepdim(1);
+        let mixed = |x: &Tensor| {
+            x.reshape((4, 64))?
+                .t()?
+                .contiguous()?
+                .reshape((4, 64))?
+                .sum_keepdim(1)
+        };
         assert_ne!(batch_dependency(mixed, &x, 1).unwrap(), vec![1]);
         let clean = |x: &Tensor| x.reshape((4, 64))?.sum_keepdim(1);
         assert_eq!(batch_dependency(clean, &x, 1).unwrap(), vec![1]);
@@ -391,10 +592,21 @@ mod tests {
     #[test]
     fn test_overfit_one_batch_and_capacity() {
         let data = Dataset::digits().unwrap();
-        let f = OverfitOneBatch { examples: 8, steps: 300, target: 0.01 }.run(&ctx(&data)).unwrap();
+        let f = OverfitOneBatch {
+            examples: 8,
+            steps: 300,
+            target: 0.01,
+        }
+        .run(&ctx(&data))
+        .unwrap();
         assert!(f.check.passed, "{}", f.text());
         assert_eq!(f.table.as_ref().unwrap().1.len(), 8);
-        let cap = CapacityHelps { widths: vec![2, 16, 64], steps: 150 }.run(&ctx(&data)).unwrap();
+        let cap = CapacityHelps {
+            widths: vec![2, 16, 64],
+            steps: 150,
+        }
+        .run(&ctx(&data))
+        .unwrap();
         assert!(cap.check.passed, "{}", cap.text());
     }
 }

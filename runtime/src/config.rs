@@ -88,7 +88,12 @@ pub struct Seeds {
 impl Seeds {
     /// The same seed for every source.
     pub fn all(seed: u64) -> Seeds {
-        Seeds { init: seed, data_order: seed, dropout: seed, augmentation: seed }
+        Seeds {
+            init: seed,
+            data_order: seed,
+            dropout: seed,
+            augmentation: seed,
+        }
     }
 
     /// As the archive stores them.
@@ -104,6 +109,11 @@ impl Seeds {
     /// Back from an archived seeds component (missing sources read as 0).
     pub fn from_json(value: &serde_json::Value) -> Seeds {
         let get = |k: &str| value.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        Seeds { init: get("init"), data_order: get("data_order"), dropout: get("dropout"), augmentation: get("augmentation") }
+        Seeds {
+            init: get("init"),
+            data_order: get("data_order"),
+            dropout: get("dropout"),
+            augmentation: get("augmentation"),
+        }
     }
 }

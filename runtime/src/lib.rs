@@ -10,6 +10,7 @@
 //!
 //! Every public function returns [`Result`]; nothing a user can trigger panics.
 
+pub mod analysis;
 pub mod checks;
 pub mod config;
 pub mod data;
@@ -20,6 +21,8 @@ pub mod params;
 pub mod rng;
 pub mod show;
 pub mod train;
+pub mod tune;
+pub mod verify;
 
 pub use config::{Seeds, TrainConfig};
 pub use data::{DataSpec, Dataset};
@@ -30,12 +33,18 @@ pub use train::{fit, request_stop, resume, RunOptions, Trained};
 
 /// Everything a notebook needs, in one `use`.
 pub mod prelude {
-    pub use crate::checks::{registry, CheckContext, Finding, RecipeCheck};
+    pub use crate::analysis::{
+        batch_preview, ensemble, ensemble_runs, human_baseline, load_run, prediction_dynamics,
+        Predictions,
+    };
+    pub use crate::checks::{registry, run_all, CheckContext, Finding, RecipeCheck};
     pub use crate::data::{DataSpec, Dataset};
     pub use crate::models::{Model, ModelSpec};
     pub use crate::optim::Schedule;
     pub use crate::show::{display, Show};
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
+    pub use crate::tune::{random_search, SearchSpace, Sweep};
+    pub use crate::verify::{verify, Verification};
     pub use crate::{Error, Result, Rng, Seeds, TrainConfig};
     pub use recipe_archive::{Archive, RunRecord, Status};
 }

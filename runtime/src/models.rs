@@ -45,13 +45,36 @@ impl Default for ModelSpec {
 impl ModelSpec {
     /// Build the model for examples of `shape` and `classes` classes, its parameters drawn
     /// from `params`' seed and its dropout masks from `dropout_seed`.
-    pub fn build(&self, shape: &[usize], classes: usize, dropout: f64, dropout_seed: u64, params: &Arc<Params>) -> Result<Box<dyn Model>> {
+    pub fn build(
+        &self,
+        shape: &[usize],
+        classes: usize,
+        dropout: f64,
+        dropout_seed: u64,
+        params: &Arc<Params>,
+    ) -> Result<Box<dyn Model>> {
         let vb = params.builder();
         let drop = Dropout::new(dropout, dropout_seed)?;
         Ok(match self {
-            ModelSpec::Mlp { hidden } => Box::new(Mlp::new(shape.iter().product(), hidden, classes, drop, vb)?),
-            ModelSpec::ConvNet { channels, hidden } => Box::new(ConvNet::new(image_dims(shape)?, *channels, *hidden, classes, drop, vb)?),
-            ModelSpec::ResNet { channels, blocks } => Box::new(ResNet::new(image_dims(shape)?, *channels, *blocks, classes, drop, vb)?),
+            ModelSpec::Mlp { hidden } => {
+                Box::new(Mlp::new(shape.iter().product(), hidden, classes, drop, vb)?)
+            }
+            ModelSpec::ConvNet { channels, hidden } => Box::new(ConvNet::new(
+                image_dims(shape)?,
+                *channels,
+                *hidden,
+                classes,
+                drop,
+                vb,
+            )?),
+            ModelSpec::ResNet { channels, blocks } => Box::new(ResNet::new(
+                image_dims(shape)?,
+                *channels,
+                *blocks,
+                classes,
+                drop,
+                vb,
+            )?),
         })
     }
 
@@ -68,7 +91,9 @@ impl ModelSpec {
 fn image_dims(shape: &[usize]) -> Result<(usize, usize, usize)> {
     match shape {
         [c, h, w] => Ok((*c, *h, *w)),
-        other => Err(Error::Invalid(format!("convolutional models need (channels, height, width) examples, not {other:?}"))),
+        other => Err(Error::Invalid(format!(
+            "convolutional models need (channels, height, width) examples, not {other:?}"
+        ))),
     }
 }
 
@@ -83,14 +108,21 @@ pub struct Dropout {
 impl Dropout {
     pub fn new(p: f64, seed: u64) -> Result<Dropout> {
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::Invalid(format!("dropout probability {p} must be in [0, 1)")));
+            return Err(Error::Invalid(format!(
+                "dropout probability {p} must be in [0, 1)"
+            )));
         }
-        Ok(Dropout { p, seed, rng: Mutex::new(Rng::stream(seed, "dropout")) })
+        Ok(Dropout {
+            p,
+            seed,
+            rng: Mutex::new(Rng::stream(seed, "dropout")),
+        })
     }
 
     /// Restart the mask stream at a training step.
     pub fn at_step(&self, step: usize) {
-        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::stream(self.seed, &format!("dropout/{step}"));
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) =
+            Rng::stream(self.seed, &format!("dropout/{step}"));
     }
 
     fn apply(&self, x: &Tensor, train: bool, spatial: bool) -> candle_core::Result<Tensor> {
@@ -98,11 +130,23 @@ impl Dropout {
             return Ok(x.clone());
         }
         let dims = x.dims();
-        let mask_shape: Vec<usize> = if spatial && dims.len() == 4 { vec![dims[0], dims[1], 1, 1] } else { dims.to_vec() };
+        let mask_shape: Vec<usize> = if spatial && dims.len() == 4 {
+            vec![dims[0], dims[1], 1, 1]
+        } else {
+            dims.to_vec()
+        };
         let n: usize = mask_shape.iter().product();
         let keep = 1.0 - self.p;
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let mask: Vec<f32> = (0..n).map(|_| if rng.uniform() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if rng.uniform() < keep {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         x.broadcast_mul(&Tensor::from_vec(mask, mask_shape, x.device())?)
     }
 
@@ -123,14 +167,24 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(in_dim: usize, hidden: &[usize], classes: usize, dropout: Dropout, vb: VarBuilder) -> Result<Mlp> {
+    pub fn new(
+        in_dim: usize,
+        hidden: &[usize],
+        classes: usize,
+        dropout: Dropout,
+        vb: VarBuilder,
+    ) -> Result<Mlp> {
         let mut layers = Vec::new();
         let mut width = in_dim;
         for (i, &h) in hidden.iter().enumerate() {
             layers.push(linear(width, h, vb.pp(format!("fc{}", i + 1)))?);
             width = h;
         }
-        Ok(Mlp { layers, head: linear(width, classes, vb.pp("head"))?, dropout })
+        Ok(Mlp {
+            layers,
+            head: linear(width, classes, vb.pp("head"))?,
+            dropout,
+        })
     }
 }
 
@@ -154,6 +208,22 @@ impl Model for Mlp {
     }
 }
 
+/// 2x2 max pooling, stride 2 (odd edges dropped, as `max_pool2d` does).
+///
+/// Written as a reshape and two max reductions because candle 0.11's `max_pool2d` backward
+/// scales the gradient by 1/4 (it multiplies by the fraction of maxima in each window where
+/// it should divide by their count); the finite-difference test below caught it.
+pub fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    let x = if h % 2 == 1 || w % 2 == 1 {
+        x.narrow(2, 0, h2 * 2)?.narrow(3, 0, w2 * 2)?
+    } else {
+        x.clone()
+    };
+    x.reshape((b, c, h2, 2, w2, 2))?.max(5)?.max(3) // (B, C, H/2, W/2)
+}
+
 /// conv3x3 -> ReLU -> pool2 -> conv3x3 -> ReLU -> pool2 -> dense -> ReLU -> head.
 pub struct ConvNet {
     conv1: Conv2d,
@@ -163,25 +233,46 @@ pub struct ConvNet {
     dropout: Dropout,
 }
 
-const SAME: Conv2dConfig = Conv2dConfig { padding: 1, stride: 1, dilation: 1, groups: 1, cudnn_fwd_algo: None };
+const SAME: Conv2dConfig = Conv2dConfig {
+    padding: 1,
+    stride: 1,
+    dilation: 1,
+    groups: 1,
+    cudnn_fwd_algo: None,
+};
 
 impl ConvNet {
-    pub fn new((c, h, w): (usize, usize, usize), channels: [usize; 2], hidden: usize, classes: usize, dropout: Dropout, vb: VarBuilder) -> Result<ConvNet> {
+    pub fn new(
+        (c, h, w): (usize, usize, usize),
+        channels: [usize; 2],
+        hidden: usize,
+        classes: usize,
+        dropout: Dropout,
+        vb: VarBuilder,
+    ) -> Result<ConvNet> {
         let conv1 = conv2d(c, channels[0], 3, SAME, vb.pp("conv1"))?;
         let conv2 = conv2d(channels[0], channels[1], 3, SAME, vb.pp("conv2"))?;
         let flat = channels[1] * (h / 4) * (w / 4);
         if flat == 0 {
-            return Err(Error::Invalid(format!("images of {h}x{w} are too small for two 2x2 poolings")));
+            return Err(Error::Invalid(format!(
+                "images of {h}x{w} are too small for two 2x2 poolings"
+            )));
         }
-        Ok(ConvNet { conv1, conv2, fc: linear(flat, hidden, vb.pp("fc"))?, head: linear(hidden, classes, vb.pp("head"))?, dropout })
+        Ok(ConvNet {
+            conv1,
+            conv2,
+            fc: linear(flat, hidden, vb.pp("fc"))?,
+            head: linear(hidden, classes, vb.pp("head"))?,
+            dropout,
+        })
     }
 }
 
 impl Model for ConvNet {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let h = self.conv1.forward(x)?.relu()?.max_pool2d(2)?; // (B, C1, H/2, W/2)
+        let h = max_pool2(&self.conv1.forward(x)?.relu()?)?; // (B, C1, H/2, W/2)
         let h = self.dropout.forward_spatial(&h, train)?;
-        let h = self.conv2.forward(&h)?.relu()?.max_pool2d(2)?; // (B, C2, H/4, W/4)
+        let h = max_pool2(&self.conv2.forward(&h)?.relu()?)?; // (B, C2, H/4, W/4)
         let h = self.fc.forward(&h.flatten_from(1)?)?.relu()?; // (B, hidden)
         self.head.forward(&self.dropout.forward(&h, train)?) // (B, classes)
     }
@@ -202,15 +293,30 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    pub fn new((c, _, _): (usize, usize, usize), channels: usize, blocks: usize, classes: usize, dropout: Dropout, vb: VarBuilder) -> Result<ResNet> {
+    pub fn new(
+        (c, _, _): (usize, usize, usize),
+        channels: usize,
+        blocks: usize,
+        classes: usize,
+        dropout: Dropout,
+        vb: VarBuilder,
+    ) -> Result<ResNet> {
         let stem = conv2d(c, channels, 3, SAME, vb.pp("stem"))?;
         let blocks = (0..blocks)
             .map(|i| {
                 let b = vb.pp(format!("block{}", i + 1));
-                Ok((conv2d(channels, channels, 3, SAME, b.pp("conv1"))?, conv2d(channels, channels, 3, SAME, b.pp("conv2"))?))
+                Ok((
+                    conv2d(channels, channels, 3, SAME, b.pp("conv1"))?,
+                    conv2d(channels, channels, 3, SAME, b.pp("conv2"))?,
+                ))
             })
             .collect::<Result<_>>()?;
-        Ok(ResNet { stem, blocks, head: linear(channels, classes, vb.pp("head"))?, dropout })
+        Ok(ResNet {
+            stem,
+            blocks,
+            head: linear(channels, classes, vb.pp("head"))?,
+            dropout,
+        })
     }
 }
 
@@ -248,15 +354,58 @@ mod tests {
 
     #[test]
     fn every_model_maps_images_to_logits() {
-        check_shapes(ModelSpec::Mlp { hidden: vec![16, 8] });
-        check_shapes(ModelSpec::ConvNet { channels: [4, 8], hidden: 16 });
-        check_shapes(ModelSpec::ResNet { channels: 4, blocks: 2 });
+        check_shapes(ModelSpec::Mlp {
+            hidden: vec![16, 8],
+        });
+        check_shapes(ModelSpec::ConvNet {
+            channels: [4, 8],
+            hidden: 16,
+        });
+        check_shapes(ModelSpec::ResNet {
+            channels: 4,
+            blocks: 2,
+        });
+    }
+
+    #[test]
+    fn max_pool2_matches_candle_forward() {
+        let x = Tensor::from_vec(
+            (0..2 * 3 * 7 * 6)
+                .map(|i| ((i * 31) % 17) as f32)
+                .collect::<Vec<_>>(),
+            (2, 3, 7, 6),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let ours = max_pool2(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let theirs = x
+            .max_pool2d(2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(ours, theirs);
     }
 
     #[test]
     fn dropout_masks_are_seeded() {
         let x = Tensor::ones((4, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let mask = |seed| Dropout::new(0.5, seed).unwrap().forward(&x, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mask = |seed| {
+            Dropout::new(0.5, seed)
+                .unwrap()
+                .forward(&x, true)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         assert_eq!(mask(1), mask(1));
         assert_ne!(mask(1), mask(2));
         let eval = Dropout::new(0.5, 1).unwrap().forward(&x, false).unwrap();

@@ -33,7 +33,8 @@ impl Schedule {
                 if step < warmup {
                     base * (step + 1) as f64 / warmup as f64
                 } else {
-                    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+                    let progress =
+                        (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
                     let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos());
                     base * (min_factor + (1.0 - min_factor) * cos)
                 }
@@ -57,18 +58,38 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> AdamW {
-        AdamW { beta1, beta2, eps, weight_decay, step: 0, m: BTreeMap::new(), v: BTreeMap::new() }
+        AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+        }
     }
 
     /// One update of every parameter that has a gradient, gradients first scaled by `scale`
     /// (1.0, or the clipping factor).
-    pub fn update(&mut self, params: &[(String, Var)], grads: &GradStore, lr: f64, scale: f64) -> Result<()> {
+    pub fn update(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &GradStore,
+        lr: f64,
+        scale: f64,
+    ) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
         for (name, var) in params {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = if scale == 1.0 { g.clone() } else { (g * scale)? };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = if scale == 1.0 {
+                g.clone()
+            } else {
+                (g * scale)?
+            };
             let m = match self.m.get(name) {
                 Some(m) => ((m * self.beta1)? + (&g * (1.0 - self.beta1))?)?,
                 None => (&g * (1.0 - self.beta1))?,
@@ -78,7 +99,11 @@ impl AdamW {
                 None => (g.sqr()? * (1.0 - self.beta2))?,
             };
             let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
-            let decayed = if self.weight_decay == 0.0 { var.as_tensor().clone() } else { (var.as_tensor() * (1.0 - lr * self.weight_decay))? };
+            let decayed = if self.weight_decay == 0.0 {
+                var.as_tensor().clone()
+            } else {
+                (var.as_tensor() * (1.0 - lr * self.weight_decay))?
+            };
             var.set(&(decayed - (update * lr)?)?)?;
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
@@ -108,7 +133,11 @@ impl AdamW {
             match k.split_once('.') {
                 Some(("m", name)) => self.m.insert(name.to_string(), t),
                 Some(("v", name)) => self.v.insert(name.to_string(), t),
-                _ => return Err(Error::Data(format!("optimizer state has an unknown tensor {k:?}"))),
+                _ => {
+                    return Err(Error::Data(format!(
+                        "optimizer state has an unknown tensor {k:?}"
+                    )))
+                }
             };
         }
         self.step = step;
@@ -121,7 +150,11 @@ pub fn grad_norm(params: &[(String, Var)], grads: &GradStore) -> Result<f64> {
     let mut sum = 0f64;
     for (_, var) in params {
         if let Some(g) = grads.get(var.as_tensor()) {
-            sum += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            sum += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     Ok(sum.sqrt())
@@ -144,11 +177,21 @@ mod tests {
         let params = vec![("w".to_string(), w.clone())];
         let mut opt = AdamW::new(0.9, 0.999, 1e-8, 0.01);
         for _ in 0..3 {
-            let grads = w.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let grads = w
+                .as_tensor()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             opt.update(&params, &grads, 0.1, 1.0).unwrap();
         }
         let got = w.as_tensor().to_vec1::<f32>().unwrap();
-        assert!((got[0] - 0.698_911_2).abs() < 1e-5 && (got[1] + 1.694_944_5).abs() < 1e-5, "{got:?}");
+        assert!(
+            (got[0] - 0.698_911_2).abs() < 1e-5 && (got[1] + 1.694_944_5).abs() < 1e-5,
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -159,12 +202,18 @@ mod tests {
             let mut opt = AdamW::new(0.9, 0.999, 1e-8, 0.0);
             for i in 0..6 {
                 if Some(i) == split {
-                    let (state, step, weights) = (opt.state_safetensors().unwrap(), opt.step, w.as_tensor().copy().unwrap());
+                    let (state, step, weights) = (
+                        opt.state_safetensors().unwrap(),
+                        opt.step,
+                        w.as_tensor().copy().unwrap(),
+                    );
                     opt = AdamW::new(0.9, 0.999, 1e-8, 0.0);
                     opt.load_state(&state, step).unwrap();
                     w.set(&weights).unwrap();
                 }
-                let grads = (w.as_tensor().sqr().unwrap().sum_all().unwrap()).backward().unwrap();
+                let grads = (w.as_tensor().sqr().unwrap().sum_all().unwrap())
+                    .backward()
+                    .unwrap();
                 opt.update(&params, &grads, 0.05, 1.0).unwrap();
             }
             w.as_tensor().to_vec1::<f32>().unwrap()
@@ -175,9 +224,19 @@ mod tests {
     #[test]
     fn schedules() {
         assert_eq!(Schedule::Constant.lr(3e-4, 500, 1000), 3e-4);
-        let cos = Schedule::Cosine { warmup: 10, min_factor: 0.1 };
+        let cos = Schedule::Cosine {
+            warmup: 10,
+            min_factor: 0.1,
+        };
         assert!((cos.lr(1.0, 0, 100) - 0.1).abs() < 1e-12);
         assert!((cos.lr(1.0, 100, 100) - 0.1).abs() < 1e-12);
-        assert_eq!(Schedule::Step { every: 10, factor: 0.5 }.lr(1.0, 25, 100), 0.25);
+        assert_eq!(
+            Schedule::Step {
+                every: 10,
+                factor: 0.5
+            }
+            .lr(1.0, 25, 100),
+            0.25
+        );
     }
 }

@@ -25,7 +25,10 @@ pub struct Params {
 impl Params {
     /// Empty parameters whose initial values will come from `seed`.
     pub fn new(seed: u64) -> Arc<Params> {
-        Arc::new(Params { seed, vars: Mutex::new(BTreeMap::new()) })
+        Arc::new(Params {
+            seed,
+            vars: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// A builder for model constructors (f32, CPU).
@@ -35,13 +38,19 @@ impl Params {
 
     /// Every parameter, sorted by name.
     pub fn vars(&self) -> Vec<(String, Var)> {
-        self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// One parameter by name.
     pub fn get(&self, name: &str) -> Result<Var> {
         self.lock().get(name).cloned().ok_or_else(|| {
-            Error::Invalid(format!("no parameter {name:?}; the model has {}", self.lock().keys().cloned().collect::<Vec<_>>().join(", ")))
+            Error::Invalid(format!(
+                "no parameter {name:?}; the model has {}",
+                self.lock().keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
         })
     }
 
@@ -59,7 +68,12 @@ impl Params {
     /// All tensors as safetensors bytes: no metadata (so the bytes depend on the values
     /// alone), names in sorted order.
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
-        tensors_to_safetensors(self.vars().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect())
+        tensors_to_safetensors(
+            self.vars()
+                .into_iter()
+                .map(|(k, v)| (k, v.as_tensor().clone()))
+                .collect(),
+        )
     }
 
     /// Overwrite parameters with the tensors of a safetensors file made by
@@ -67,9 +81,15 @@ impl Params {
     pub fn load_safetensors(&self, bytes: &[u8]) -> Result<()> {
         let tensors = tensors_from_safetensors(bytes)?;
         for (name, var) in self.vars() {
-            let t = tensors.get(&name).ok_or_else(|| Error::Data(format!("checkpoint has no tensor {name:?}")))?;
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| Error::Data(format!("checkpoint has no tensor {name:?}")))?;
             if t.dims() != var.dims() {
-                return Err(Error::Data(format!("checkpoint tensor {name:?} is {:?}, the model's is {:?}", t.dims(), var.dims())));
+                return Err(Error::Data(format!(
+                    "checkpoint tensor {name:?} is {:?}, the model's is {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
             }
             var.set(t)?;
         }
@@ -84,10 +104,16 @@ pub(crate) fn tensors_to_safetensors(tensors: BTreeMap<String, Tensor>) -> Resul
 
 /// Tensors back from safetensors bytes.
 pub(crate) fn tensors_from_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Data(format!("not a safetensors checkpoint: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::Data(format!("not a safetensors checkpoint: {e}")))?;
     st.tensors()
         .into_iter()
-        .map(|(name, view)| Ok((name, candle_core::safetensors::Load::load(&view, &Device::Cpu)?)))
+        .map(|(name, view)| {
+            Ok((
+                name,
+                candle_core::safetensors::Load::load(&view, &Device::Cpu)?,
+            ))
+        })
         .collect()
 }
 
@@ -95,15 +121,29 @@ pub(crate) fn tensors_from_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, 
 struct SeededInit(Arc<Params>);
 
 impl SimpleBackend for SeededInit {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let mut vars = self.0.lock();
         if let Some(var) = vars.get(name) {
             if var.shape() != &shape {
-                candle_core::bail!("parameter {name} exists with shape {:?}, asked for {shape:?}", var.shape());
+                candle_core::bail!(
+                    "parameter {name} exists with shape {:?}, asked for {shape:?}",
+                    var.shape()
+                );
             }
             return Ok(var.as_tensor().clone());
         }
-        let values = draw(&mut Rng::stream(self.0.seed, &format!("init/{name}")), &shape, init);
+        let values = draw(
+            &mut Rng::stream(self.0.seed, &format!("init/{name}")),
+            &shape,
+            init,
+        );
         let tensor = Tensor::from_vec(values, shape, dev)?.to_dtype(dtype)?;
         let var = Var::from_tensor(&tensor)?;
         let out = var.as_tensor().clone();
@@ -111,7 +151,12 @@ impl SimpleBackend for SeededInit {
         Ok(out)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         match self.0.lock().get(name) {
             Some(var) => Ok(var.as_tensor().clone()),
             None => candle_core::bail!("parameter {name} has no shape yet"),
@@ -126,13 +171,23 @@ impl SimpleBackend for SeededInit {
 /// Values for one parameter, following candle-nn's meaning of each init hint.
 fn draw(rng: &mut Rng, shape: &Shape, init: Init) -> Vec<f32> {
     let n = shape.elem_count();
-    let normal = |rng: &mut Rng, mean: f64, std: f64| (0..n).map(|_| (mean + std * rng.normal()) as f32).collect();
-    let uniform = |rng: &mut Rng, lo: f64, up: f64| (0..n).map(|_| (lo + (up - lo) * rng.uniform()) as f32).collect();
+    let normal = |rng: &mut Rng, mean: f64, std: f64| {
+        (0..n).map(|_| (mean + std * rng.normal()) as f32).collect()
+    };
+    let uniform = |rng: &mut Rng, lo: f64, up: f64| {
+        (0..n)
+            .map(|_| (lo + (up - lo) * rng.uniform()) as f32)
+            .collect()
+    };
     match init {
         Init::Const(c) => vec![c as f32; n],
         Init::Randn { mean, stdev } => normal(rng, mean, stdev),
         Init::Uniform { lo, up } => uniform(rng, lo, up),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let fan = match fan {
                 FanInOut::FanIn => FanInOut::FanIn.for_shape(shape),
                 FanInOut::FanOut => FanInOut::FanOut.for_shape(shape),
@@ -160,7 +215,15 @@ mod tests {
         let b = Params::new(3);
         let _ = candle_nn::linear(9, 9, b.builder().pp("other")).unwrap();
         let _ = candle_nn::linear(4, 2, b.builder().pp("fc1")).unwrap();
-        let w = |p: &Params| p.get("fc1.weight").unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let w = |p: &Params| {
+            p.get("fc1.weight")
+                .unwrap()
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         assert_eq!(w(&a), w(&b));
         let c = Params::new(4);
         let _ = candle_nn::linear(4, 2, c.builder().pp("fc1")).unwrap();

@@ -17,7 +17,10 @@ pub trait Show {
 /// Send a value to the notebook now (mid-cell), or print its text outside one.
 pub fn display(value: &dyn Show) {
     if in_notebook() {
-        println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", value.html());
+        println!(
+            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+            value.html()
+        );
     } else {
         println!("{}", value.text());
     }
@@ -30,7 +33,10 @@ pub fn in_notebook() -> bool {
 
 /// HTML-escape text.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Give a [`Show`] type `Display` (its text) and `evcxr_display` (its HTML).
@@ -71,31 +77,61 @@ pub fn html_table(headers: &[String], rows: &[Vec<String>]) -> String {
 /// A histogram of values as an SVG bar chart (`bins` bars).
 pub fn svg_histogram(values: &[f64], bins: usize, title: &str) -> String {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = finite
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let bins = bins.max(1);
     let mut counts = vec![0usize; bins];
     for v in &finite {
-        let k = if hi > lo { (((v - lo) / (hi - lo)) * bins as f64) as usize } else { 0 };
+        let k = if hi > lo {
+            (((v - lo) / (hi - lo)) * bins as f64) as usize
+        } else {
+            0
+        };
         counts[k.min(bins - 1)] += 1;
     }
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
     let (w, h) = (360.0, 140.0);
     let bar = w / bins as f64;
-    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#, h + 34.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#,
+        h + 34.0
+    );
     svg += &format!(r#"<text x="0" y="12">{}</text>"#, escape(title));
     for (i, c) in counts.iter().enumerate() {
         let bh = h * *c as f64 / max;
-        svg += &format!(r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#4878a8"/>"##, i as f64 * bar, 16.0 + h - bh, bar - 1.0);
+        svg += &format!(
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#4878a8"/>"##,
+            i as f64 * bar,
+            16.0 + h - bh,
+            bar - 1.0
+        );
     }
-    svg += &format!(r#"<text x="0" y="{}">{lo:.4}</text><text x="{w}" y="{}" text-anchor="end">{hi:.4}</text></svg>"#, h + 30.0, h + 30.0);
+    svg += &format!(
+        r#"<text x="0" y="{}">{lo:.4}</text><text x="{w}" y="{}" text-anchor="end">{hi:.4}</text></svg>"#,
+        h + 30.0,
+        h + 30.0
+    );
     svg
 }
 
 /// Curves (name, [(x, y)]) as an SVG line plot with axes, legend and title.
 pub fn svg_lines(series: &[(String, Vec<(f64, f64)>)], title: &str, x_label: &str) -> String {
-    const COLORS: [&str; 8] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
-    let points = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    const COLORS: [&str; 8] = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    ];
+    let points = series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for (x, y) in points {
         (x0, x1, y0, y1) = (x0.min(*x), x1.max(*x), y0.min(*y), y1.max(*y));
     }
@@ -111,30 +147,73 @@ pub fn svg_lines(series: &[(String, Vec<(f64, f64)>)], title: &str, x_label: &st
     let (w, h, left, top) = (420.0, 220.0, 48.0, 20.0);
     let sx = |x: f64| left + (x - x0) / (x1 - x0) * w;
     let sy = |y: f64| top + h - (y - y0) / (y1 - y0) * h;
-    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#, left + w + 130.0, top + h + 36.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#,
+        left + w + 130.0,
+        top + h + 36.0
+    );
     svg += &format!(r#"<text x="{left}" y="13">{}</text>"#, escape(title));
-    svg += &format!(r##"<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>"##);
+    svg += &format!(
+        r##"<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>"##
+    );
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = pts.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
-        svg += &format!(r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#, path.join(" "));
-        svg += &format!(r#"<text x="{}" y="{}" fill="{color}">{}</text>"#, left + w + 8.0, top + 12.0 + 14.0 * i as f64, escape(name));
+        let path: Vec<String> = pts
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+            .collect();
+        svg += &format!(
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
+        svg += &format!(
+            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
+            left + w + 8.0,
+            top + 12.0 + 14.0 * i as f64,
+            escape(name)
+        );
     }
-    svg += &format!(r#"<text x="{}" y="{}" text-anchor="end">{y1:.4}</text><text x="{}" y="{}" text-anchor="end">{y0:.4}</text>"#, left - 4.0, top + 8.0, left - 4.0, top + h);
-    svg += &format!(r#"<text x="{left}" y="{}">{x0}</text><text x="{}" y="{}" text-anchor="end">{x1} {}</text></svg>"#, top + h + 14.0, left + w, top + h + 14.0, escape(x_label));
+    svg += &format!(
+        r#"<text x="{}" y="{}" text-anchor="end">{y1:.4}</text><text x="{}" y="{}" text-anchor="end">{y0:.4}</text>"#,
+        left - 4.0,
+        top + 8.0,
+        left - 4.0,
+        top + h
+    );
+    svg += &format!(
+        r#"<text x="{left}" y="{}">{x0}</text><text x="{}" y="{}" text-anchor="end">{x1} {}</text></svg>"#,
+        top + h + 14.0,
+        left + w,
+        top + h + 14.0,
+        escape(x_label)
+    );
     svg
 }
 
 /// Gray images (each `rows x cols` values in `range`) as an SVG grid with captions.
-pub fn svg_image_grid(images: &[(&[f32], String)], rows: usize, cols: usize, range: (f32, f32), per_row: usize) -> String {
+pub fn svg_image_grid(
+    images: &[(&[f32], String)],
+    rows: usize,
+    cols: usize,
+    range: (f32, f32),
+    per_row: usize,
+) -> String {
     let scale = (64.0 / rows.max(cols) as f64).max(2.0).floor();
     let (cw, ch) = (cols as f64 * scale, rows as f64 * scale);
     let per_row = per_row.max(1);
     let grid_rows = images.len().div_ceil(per_row);
-    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="10">"#, per_row as f64 * (cw + 8.0), grid_rows as f64 * (ch + 22.0));
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="10">"#,
+        per_row as f64 * (cw + 8.0),
+        grid_rows as f64 * (ch + 22.0)
+    );
     let span = (range.1 - range.0).max(f32::EPSILON);
     for (k, (pixels, caption)) in images.iter().enumerate() {
-        let (gx, gy) = ((k % per_row) as f64 * (cw + 8.0), (k / per_row) as f64 * (ch + 22.0));
+        let (gx, gy) = (
+            (k % per_row) as f64 * (cw + 8.0),
+            (k / per_row) as f64 * (ch + 22.0),
+        );
         for r in 0..rows {
             for c in 0..cols {
                 let v = pixels.get(r * cols + c).copied().unwrap_or(f32::NAN);
@@ -144,10 +223,18 @@ pub fn svg_image_grid(images: &[(&[f32], String)], rows: usize, cols: usize, ran
                 } else {
                     "red".to_string()
                 };
-                svg += &format!(r#"<rect x="{:.0}" y="{:.0}" width="{scale}" height="{scale}" fill="{fill}"/>"#, gx + c as f64 * scale, gy + r as f64 * scale);
+                svg += &format!(
+                    r#"<rect x="{:.0}" y="{:.0}" width="{scale}" height="{scale}" fill="{fill}"/>"#,
+                    gx + c as f64 * scale,
+                    gy + r as f64 * scale
+                );
             }
         }
-        svg += &format!(r#"<text x="{gx:.0}" y="{:.0}">{}</text>"#, gy + ch + 12.0, escape(caption));
+        svg += &format!(
+            r#"<text x="{gx:.0}" y="{:.0}">{}</text>"#,
+            gy + ch + 12.0,
+            escape(caption)
+        );
     }
     svg + "</svg>"
 }

@@ -22,21 +22,40 @@ use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use recipe_archive::{Archive, Check, RunRecord, RunSpec, RunWriter, Status};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Stop requests so far. A fit stops when the count moves past what it was when the fit
+/// began, so a request made while nothing trains does not stop the next fit.
+static STOP_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
-/// Ask the running trainer (or data scan) to stop at its next step; the kernel's interrupt
-/// calls this. The run is archived as interrupted and the model trained so far returned.
+/// Ask every running trainer to stop at its next step; the kernel's interrupt calls this.
+/// Each run is archived as interrupted and the model trained so far returned.
 pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
+    STOP_REQUESTS.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Whether a stop was requested and not yet honoured.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
+/// What a fit watches to know it should stop.
+#[derive(Clone, Debug)]
+enum StopWatch {
+    Global(u64),
+    Token(Arc<AtomicBool>),
+}
+
+impl StopWatch {
+    fn new(token: &Option<Arc<AtomicBool>>) -> StopWatch {
+        match token {
+            Some(t) => StopWatch::Token(t.clone()),
+            None => StopWatch::Global(STOP_REQUESTS.load(Ordering::SeqCst)),
+        }
+    }
+    fn stop(&self) -> bool {
+        match self {
+            StopWatch::Global(start) => STOP_REQUESTS.load(Ordering::SeqCst) != *start,
+            StopWatch::Token(t) => t.load(Ordering::SeqCst),
+        }
+    }
 }
 
 /// Who a run is and where it goes.
@@ -55,12 +74,18 @@ pub struct RunOptions {
     pub cell_execution: Option<i64>,
     pub cell_history_hash: Option<String>,
     pub cell_hash: Option<String>,
+    /// A private stop flag; `None` obeys [`request_stop`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl RunOptions {
     /// A run named `name` archived in the default archive (`$RECIPE_ARCHIVE` or `./runs`).
     pub fn named(name: &str) -> Result<RunOptions> {
-        Ok(RunOptions { name: name.into(), archive: Some(Archive::open(Archive::default_root())?), ..RunOptions::default() })
+        Ok(RunOptions {
+            name: name.into(),
+            archive: Some(Archive::open(Archive::default_root())?),
+            ..RunOptions::default()
+        })
     }
 
     pub fn step(mut self, recipe_step: &str) -> Self {
@@ -111,13 +136,18 @@ impl Trained {
     /// A final metric, e.g. `test_acc`.
     pub fn metric(&self, name: &str) -> Result<f64> {
         self.summary.get(name).copied().ok_or_else(|| {
-            Error::Invalid(format!("no metric {name:?}; there are {}", self.summary.keys().cloned().collect::<Vec<_>>().join(", ")))
+            Error::Invalid(format!(
+                "no metric {name:?}; there are {}",
+                self.summary.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
         })
     }
 
     /// The run id (or "(unarchived)").
     pub fn run_id(&self) -> String {
-        self.run.as_ref().map_or_else(|| "(unarchived)".into(), |r| r.key())
+        self.run
+            .as_ref()
+            .map_or_else(|| "(unarchived)".into(), |r| r.key())
     }
 }
 
@@ -147,7 +177,12 @@ pub fn batch_indices(train: &[usize], batch: usize, seed: u64, step: usize) -> V
 }
 
 /// Loss and accuracy of a model on a whole split, in chunks.
-pub fn evaluate(model: &dyn Model, data: &Dataset, split: &str, zero_inputs: bool) -> Result<(f64, f64)> {
+pub fn evaluate(
+    model: &dyn Model,
+    data: &Dataset,
+    split: &str,
+    zero_inputs: bool,
+) -> Result<(f64, f64)> {
     let indices = data.split(split)?;
     let (mut loss_sum, mut correct) = (0f64, 0usize);
     for chunk in indices.chunks(512) {
@@ -156,9 +191,16 @@ pub fn evaluate(model: &dyn Model, data: &Dataset, split: &str, zero_inputs: boo
             x = x.zeros_like()?;
         }
         let logits = model.forward(&x, false)?;
-        loss_sum += cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+        loss_sum += cross_entropy(&logits, &y)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?
+            * chunk.len() as f64;
         let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-        correct += predicted.iter().zip(y.to_vec1::<u32>()?).filter(|(p, l)| **p == *l).count();
+        correct += predicted
+            .iter()
+            .zip(y.to_vec1::<u32>()?)
+            .filter(|(p, l)| **p == *l)
+            .count();
     }
     let n = indices.len().max(1) as f64;
     Ok((loss_sum / n, correct as f64 / n))
@@ -167,7 +209,12 @@ pub fn evaluate(model: &dyn Model, data: &Dataset, split: &str, zero_inputs: boo
 /// Early stopping, decided from the validation losses so far (pure): stop when the best is
 /// `patience` or more evaluations old.
 pub fn should_stop_early(val_losses: &[f64], patience: usize) -> bool {
-    let Some(best) = val_losses.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i) else {
+    let Some(best) = val_losses
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+    else {
         return false;
     };
     val_losses.len() - 1 - best >= patience
@@ -191,7 +238,11 @@ fn augment(x: &mut [f32], shape: &[usize], seed: u64, step: usize) {
                 for c in 0..w as isize {
                     let (sr, sc) = (r - dy, c - dx);
                     channel[(r * w as isize + c) as usize] =
-                        if sr >= 0 && sc >= 0 && sr < h as isize && sc < w as isize { src[(sr * w as isize + sc) as usize] } else { 0.0 };
+                        if sr >= 0 && sc >= 0 && sr < h as isize && sc < w as isize {
+                            src[(sr * w as isize + sc) as usize]
+                        } else {
+                            0.0
+                        };
                 }
             }
         }
@@ -205,29 +256,68 @@ pub fn init_bias_from_priors(model: &dyn Model, params: &Params, data: &Dataset)
     let logs: Vec<f32> = priors.iter().map(|p| p.max(1e-12).ln() as f32).collect();
     let mean = logs.iter().sum::<f32>() / logs.len().max(1) as f32;
     let bias = params.get(model.final_bias())?;
-    bias.set(&Tensor::from_vec(logs.iter().map(|l| l - mean).collect::<Vec<_>>(), logs.len(), &Device::Cpu)?)?;
+    bias.set(&Tensor::from_vec(
+        logs.iter().map(|l| l - mean).collect::<Vec<_>>(),
+        logs.len(),
+        &Device::Cpu,
+    )?)?;
     Ok(())
 }
 
 /// Train a model from the config and seeds on `data`, archiving the run as `options` say.
-pub fn fit(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunOptions) -> Result<Trained> {
+pub fn fit(
+    data: &Dataset,
+    config: &TrainConfig,
+    seeds: &Seeds,
+    options: &RunOptions,
+) -> Result<Trained> {
     fit_inner(data, config, seeds, options, None)
 }
 
 /// Continue an archived run from its last checkpoint up to `config.steps` (which must be
 /// larger): the new run names the old one as parent and its checkpoint in its config.
-pub fn resume(data: &Dataset, from: &RunRecord, archive: &Archive, steps: usize, options: &RunOptions) -> Result<Trained> {
+pub fn resume(
+    data: &Dataset,
+    from: &RunRecord,
+    archive: &Archive,
+    steps: usize,
+    options: &RunOptions,
+) -> Result<Trained> {
     let checkpoint = from.artifacts.get("checkpoint").ok_or_else(|| {
-        Error::Invalid(format!("run {} has no checkpoint; train it with checkpoint_every set", from.short()))
+        Error::Invalid(format!(
+            "run {} has no checkpoint; train it with checkpoint_every set",
+            from.short()
+        ))
     })?;
-    let mut config: TrainConfig = serde_json::from_value(from.config().clone())
-        .map_err(|e| Error::Data(format!("run {} has a config this runtime cannot read: {e}", from.short())))?;
+    let mut config: TrainConfig = serde_json::from_value(from.config().clone()).map_err(|e| {
+        Error::Data(format!(
+            "run {} has a config this runtime cannot read: {e}",
+            from.short()
+        ))
+    })?;
     config.steps = steps;
     config.resume_from = Some(checkpoint.clone());
     let seeds = Seeds::from_json(&from.components[1]);
     let mut options = options.clone();
     options.parent.get_or_insert_with(|| from.key());
     fit_inner(data, &config, &seeds, &options, Some(archive))
+}
+
+/// Train without archiving, resolving a `resume_from` checkpoint in `archive` (what verify
+/// does).
+pub fn fit_unarchived_from(
+    data: &Dataset,
+    config: &TrainConfig,
+    seeds: &Seeds,
+    archive: &Archive,
+) -> Result<Trained> {
+    fit_inner(
+        data,
+        config,
+        seeds,
+        &RunOptions::default().unarchived().quiet(),
+        Some(archive),
+    )
 }
 
 /// A checkpoint: params, optimizer moments and the step they were taken at.
@@ -239,31 +329,57 @@ fn checkpoint_bytes(params: &Params, opt: &AdamW, step: usize) -> Result<Vec<u8>
     for (k, v) in crate::params::tensors_from_safetensors(&opt.state_safetensors()?)? {
         all.insert(format!("opt.{k}"), v);
     }
-    all.insert("step".into(), Tensor::new(&[step as u32, opt.step as u32], &Device::Cpu)?);
+    all.insert(
+        "step".into(),
+        Tensor::new(&[step as u32, opt.step as u32], &Device::Cpu)?,
+    );
     crate::params::tensors_to_safetensors(all)
 }
 
 fn load_checkpoint(bytes: &[u8], params: &Params, opt: &mut AdamW) -> Result<usize> {
     let all = crate::params::tensors_from_safetensors(bytes)?;
     let pick = |prefix: &str| -> BTreeMap<String, Tensor> {
-        all.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
+        all.iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
+            .collect()
     };
     params.load_safetensors(&crate::params::tensors_to_safetensors(pick("param."))?)?;
-    let steps = all.get("step").ok_or_else(|| Error::Data("checkpoint has no step".into()))?.to_vec1::<u32>()?;
-    opt.load_state(&crate::params::tensors_to_safetensors(pick("opt."))?, steps[1] as u64)?;
+    let steps = all
+        .get("step")
+        .ok_or_else(|| Error::Data("checkpoint has no step".into()))?
+        .to_vec1::<u32>()?;
+    opt.load_state(
+        &crate::params::tensors_to_safetensors(pick("opt."))?,
+        steps[1] as u64,
+    )?;
     Ok(steps[0] as usize)
 }
 
-fn fit_inner(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunOptions, resume_archive: Option<&Archive>) -> Result<Trained> {
+fn fit_inner(
+    data: &Dataset,
+    config: &TrainConfig,
+    seeds: &Seeds,
+    options: &RunOptions,
+    resume_archive: Option<&Archive>,
+) -> Result<Trained> {
     if config.batch_size == 0 || config.eval_every == 0 {
-        return Err(Error::Invalid("batch_size and eval_every must be at least 1".into()));
+        return Err(Error::Invalid(
+            "batch_size and eval_every must be at least 1".into(),
+        ));
     }
     let train = data.split("train")?.to_vec();
     if train.is_empty() {
-        return Err(Error::Invalid(format!("{} has an empty train split", data.name)));
+        return Err(Error::Invalid(format!(
+            "{} has an empty train split",
+            data.name
+        )));
     }
-    let eval_split = if data.splits.get("val").is_some_and(|v| !v.is_empty()) { "val" } else { "test" };
-    STOP.store(false, Ordering::SeqCst);
+    let eval_split = if data.splits.get("val").is_some_and(|v| !v.is_empty()) {
+        "val"
+    } else {
+        "test"
+    };
+    let stop = StopWatch::new(&options.stop);
 
     // 1. Identity first: archived before the first step.
     let mut writer: Option<RunWriter> = match &options.archive {
@@ -273,30 +389,46 @@ fn fit_inner(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunO
 
     // 2. Model, init, loss at init.
     let params = Params::new(seeds.init);
-    let model = config.model.build(&data.shape, data.num_classes(), config.dropout, seeds.dropout, &params)?;
+    let model = config.model.build(
+        &data.shape,
+        data.num_classes(),
+        config.dropout,
+        seeds.dropout,
+        &params,
+    )?;
     if config.init_bias_from_priors {
         init_bias_from_priors(model.as_ref(), &params, data)?;
     }
     let mut opt = AdamW::new(config.beta1, config.beta2, config.eps, config.weight_decay);
     let mut start = 0;
     if let Some(hash) = &config.resume_from {
-        let archive = resume_archive.or(options.archive.as_ref()).ok_or_else(|| Error::Invalid("resuming needs the archive that holds the checkpoint".into()))?;
-        start = load_checkpoint(&archive.blob(&recipe_archive::canonical::Hash::from_hex(hash)?)?, &params, &mut opt)?;
+        let archive = resume_archive.or(options.archive.as_ref()).ok_or_else(|| {
+            Error::Invalid("resuming needs the archive that holds the checkpoint".into())
+        })?;
+        start = load_checkpoint(
+            &archive.blob(&recipe_archive::canonical::Hash::from_hex(hash)?)?,
+            &params,
+            &mut opt,
+        )?;
     }
     let mut checks = Vec::new();
     if start == 0 {
         checks.push(loss_at_init_check(model.as_ref(), data, config)?);
     }
     let mut curves: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
-    let mut log = |writer: &mut Option<RunWriter>, step: usize, values: &[(&str, f64)]| -> Result<()> {
-        for (name, value) in values {
-            curves.entry(name.to_string()).or_default().push((step as i64, *value));
-        }
-        if let Some(w) = writer {
-            w.log_all(step as i64, values)?;
-        }
-        Ok(())
-    };
+    let mut log =
+        |writer: &mut Option<RunWriter>, step: usize, values: &[(&str, f64)]| -> Result<()> {
+            for (name, value) in values {
+                curves
+                    .entry(name.to_string())
+                    .or_default()
+                    .push((step as i64, *value));
+            }
+            if let Some(w) = writer {
+                w.log_all(step as i64, values)?;
+            }
+            Ok(())
+        };
 
     // 3. Train.
     let started = Instant::now();
@@ -307,8 +439,7 @@ fn fit_inner(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunO
     let mut checkpoint = None;
     let mut step = start;
     while step < config.steps {
-        if stop_requested() {
-            STOP.store(false, Ordering::SeqCst);
+        if stop.stop() {
             status = Status::Interrupted;
             error = Some(format!("stopped on request at step {step}"));
             break;
@@ -342,26 +473,53 @@ fn fit_inner(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunO
         };
         let lr = config.schedule.lr(config.lr, step, config.steps);
         opt.update(&vars, &grads, lr, scale)?;
-        log(&mut writer, step, &[("train_loss", loss_value), ("grad_norm", norm)])?;
+        log(
+            &mut writer,
+            step,
+            &[("train_loss", loss_value), ("grad_norm", norm)],
+        )?;
         let last = step + 1 == config.steps;
         if (step + 1) % config.eval_every == 0 || last {
-            let (val_loss, val_acc) = evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
-            log(&mut writer, step, &[(&format!("{eval_split}_loss") as &str, val_loss), (&format!("{eval_split}_acc"), val_acc)])?;
+            let (val_loss, val_acc) =
+                evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
+            log(
+                &mut writer,
+                step,
+                &[
+                    (&format!("{eval_split}_loss") as &str, val_loss),
+                    (&format!("{eval_split}_acc"), val_acc),
+                ],
+            )?;
             val_losses.push(val_loss);
-            if config.early_stopping.is_some_and(|p| should_stop_early(&val_losses, p)) && !last {
-                error = Some(format!("early stop at step {step}: no {eval_split} loss improvement in {} evaluations", config.early_stopping.unwrap_or(0)));
+            if config
+                .early_stopping
+                .is_some_and(|p| should_stop_early(&val_losses, p))
+                && !last
+            {
+                error = Some(format!(
+                    "early stop at step {step}: no {eval_split} loss improvement in {} evaluations",
+                    config.early_stopping.unwrap_or(0)
+                ));
                 step += 1;
                 break;
             }
         }
         if let (Some(every), Some(w)) = (config.checkpoint_every, writer.as_mut()) {
             if (step + 1) % every == 0 || last {
-                checkpoint = Some(w.put_artifact("checkpoint", &checkpoint_bytes(&params, &opt, step + 1)?)?.to_hex());
+                checkpoint = Some(
+                    w.put_artifact("checkpoint", &checkpoint_bytes(&params, &opt, step + 1)?)?
+                        .to_hex(),
+                );
             }
         }
         if !options.quiet && (last_print.elapsed().as_millis() > 200 || last) {
             last_print = Instant::now();
-            eprint!("\r{} step {}/{} train_loss {loss_value:.4}   ", options.name, step + 1, config.steps);
+            eprint!(
+                "\r{} step {}/{} train_loss {loss_value:.4}   ",
+                options.name,
+                step + 1,
+                config.steps
+            );
         }
         step += 1;
     }
@@ -373,7 +531,11 @@ fn fit_inner(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunO
     let mut summary = BTreeMap::new();
     if status != Status::Diverged {
         let (test_loss, test_acc) = evaluate(model.as_ref(), data, "test", config.zero_inputs)?;
-        log(&mut writer, step.saturating_sub(1), &[("test_loss", test_loss), ("test_acc", test_acc)])?;
+        log(
+            &mut writer,
+            step.saturating_sub(1),
+            &[("test_loss", test_loss), ("test_acc", test_acc)],
+        )?;
     }
     for (name, points) in &curves {
         if let Some((_, v)) = points.last() {
@@ -383,30 +545,66 @@ fn fit_inner(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunO
     let seconds = started.elapsed().as_secs_f64();
     let run = match writer {
         Some(mut w) => {
+            w.put_artifact("weights", &params.to_safetensors()?)?;
             for c in &checks {
                 w.add_check(c.clone());
             }
             w.set_summary("train_seconds", seconds);
-            w.set_summary("steps_per_second", (step - start) as f64 / seconds.max(1e-9));
+            w.set_summary(
+                "steps_per_second",
+                (step - start) as f64 / seconds.max(1e-9),
+            );
             Some(w.finish(status, error)?)
         }
         None => None,
     };
-    Ok(Trained { model, params, config: config.clone(), seeds: *seeds, run, status, curves, summary, checks, checkpoint })
+    Ok(Trained {
+        model,
+        params,
+        config: config.clone(),
+        seeds: *seeds,
+        run,
+        status,
+        curves,
+        summary,
+        checks,
+        checkpoint,
+    })
 }
 
 /// The identity of a run of the built-in trainer: the config, the seeds, the data fingerprint
 /// (whose details carry the spec that reloads it), the code with the runtime's version and
 /// Cargo.lock, and the environment with candle's version.
-pub fn run_spec(data: &Dataset, config: &TrainConfig, seeds: &Seeds, options: &RunOptions) -> Result<RunSpec> {
-    let config_json = serde_json::to_value(config).map_err(|e| Error::Invalid(format!("config: {e}")))?;
-    let mut spec = RunSpec::capture(&options.name, config_json, seeds.to_map(), data.fingerprint())?;
+pub fn run_spec(
+    data: &Dataset,
+    config: &TrainConfig,
+    seeds: &Seeds,
+    options: &RunOptions,
+) -> Result<RunSpec> {
+    let config_json =
+        serde_json::to_value(config).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let mut spec = RunSpec::capture(
+        &options.name,
+        config_json,
+        seeds.to_map(),
+        data.fingerprint(),
+    )?;
     let code = &mut spec.identity.code;
-    code.runtime.insert("recipe".into(), env!("CARGO_PKG_VERSION").into());
-    code.runtime.insert("cargo_lock".into(), blake3::hash(CARGO_LOCK).to_hex().to_string());
+    code.runtime
+        .insert("recipe".into(), env!("CARGO_PKG_VERSION").into());
+    code.runtime.insert(
+        "cargo_lock".into(),
+        blake3::hash(CARGO_LOCK).to_hex().to_string(),
+    );
     code.cell_hash = options.cell_hash.clone();
-    spec.identity.env.crates.insert("candle-core".into(), CANDLE_VERSION.into());
-    spec.identity.env.crates.insert("recipe".into(), env!("CARGO_PKG_VERSION").into());
+    spec.identity
+        .env
+        .crates
+        .insert("candle-core".into(), CANDLE_VERSION.into());
+    spec.identity
+        .env
+        .crates
+        .insert("recipe".into(), env!("CARGO_PKG_VERSION").into());
     spec.recipe_step = options.recipe_step.clone();
     spec.parent_run = options.parent.clone();
     spec.sweep = options.sweep.clone();
@@ -428,12 +626,20 @@ mod tests {
     #[test]
     fn batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch() {
         let train: Vec<usize> = (100..110).collect();
-        let epoch: Vec<usize> = (0..5).flat_map(|s| batch_indices(&train, 2, 7, s)).collect();
+        let epoch: Vec<usize> = (0..5)
+            .flat_map(|s| batch_indices(&train, 2, 7, s))
+            .collect();
         let mut sorted = epoch.clone();
         sorted.sort();
         assert_eq!(sorted, train);
-        assert_eq!(batch_indices(&train, 4, 7, 3), batch_indices(&train, 4, 7, 3));
-        assert_ne!(batch_indices(&train, 10, 7, 0), batch_indices(&train, 10, 8, 0));
+        assert_eq!(
+            batch_indices(&train, 4, 7, 3),
+            batch_indices(&train, 4, 7, 3)
+        );
+        assert_ne!(
+            batch_indices(&train, 10, 7, 0),
+            batch_indices(&train, 10, 8, 0)
+        );
     }
 
     #[test]
@@ -441,5 +647,294 @@ mod tests {
         assert!(!should_stop_early(&[1.0, 0.9, 0.8], 2));
         assert!(!should_stop_early(&[1.0, 0.8, 0.9], 2));
         assert!(should_stop_early(&[1.0, 0.8, 0.9, 0.85], 2));
+    }
+}
+
+#[cfg(test)]
+mod training_tests {
+    use super::*;
+    use crate::models::ModelSpec;
+
+    fn small() -> TrainConfig {
+        TrainConfig {
+            model: ModelSpec::Mlp { hidden: vec![32] },
+            lr: 1e-3,
+            steps: 200,
+            eval_every: 50,
+            ..TrainConfig::default()
+        }
+    }
+
+    fn archived(dir: &std::path::Path, name: &str) -> RunOptions {
+        RunOptions {
+            name: name.into(),
+            archive: Some(Archive::open(dir).unwrap()),
+            quiet: true,
+            ..RunOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_small_mlp_learns_digits_and_beats_its_input_independent_baseline() {
+        let data = Dataset::digits().unwrap();
+        let config = TrainConfig {
+            steps: 600,
+            ..small()
+        };
+        let quiet = RunOptions::default().unarchived().quiet();
+        let real = fit(&data, &config, &Seeds::all(1), &quiet).unwrap();
+        let zero = fit(
+            &data,
+            &TrainConfig {
+                zero_inputs: true,
+                ..config
+            },
+            &Seeds::all(1),
+            &quiet,
+        )
+        .unwrap();
+        let (acc, base) = (
+            real.metric("test_acc").unwrap(),
+            zero.metric("test_acc").unwrap(),
+        );
+        assert!(acc > 0.90, "test accuracy {acc}");
+        assert!(base < 0.2 && acc > base + 0.5, "{acc} vs zero-input {base}");
+        assert!(real.checks.iter().all(|c| c.passed), "{:?}", real.checks);
+    }
+
+    #[test]
+    fn resuming_a_checkpoint_matches_an_uninterrupted_run_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap().subset(300, 100).unwrap();
+        let config = TrainConfig {
+            checkpoint_every: Some(100),
+            dropout: 0.2,
+            ..small()
+        };
+        let straight = fit(
+            &data,
+            &config,
+            &Seeds::all(2),
+            &archived(dir.path(), "straight"),
+        )
+        .unwrap();
+        let half = fit(
+            &data,
+            &TrainConfig {
+                steps: 100,
+                ..config.clone()
+            },
+            &Seeds::all(2),
+            &archived(dir.path(), "half"),
+        )
+        .unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let resumed = resume(
+            &data,
+            half.run.as_ref().unwrap(),
+            &archive,
+            200,
+            &archived(dir.path(), "resumed"),
+        )
+        .unwrap();
+        let tail = |t: &Trained| {
+            t.curves["train_loss"]
+                .iter()
+                .filter(|(s, _)| *s >= 100)
+                .map(|(s, v)| (*s, v.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tail(&straight).len(), 100);
+        assert_eq!(tail(&straight), tail(&resumed));
+        assert_eq!(
+            straight.summary["test_acc"].to_bits(),
+            resumed.summary["test_acc"].to_bits()
+        );
+        assert_eq!(
+            resumed.run.as_ref().unwrap().parent_run,
+            Some(half.run.unwrap().key())
+        );
+    }
+
+    #[test]
+    fn a_nan_loss_ends_the_run_as_diverged() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap();
+        let t = fit(
+            &data,
+            &TrainConfig {
+                lr: 1e30,
+                steps: 300,
+                ..small()
+            },
+            &Seeds::all(1),
+            &archived(dir.path(), "boom"),
+        )
+        .unwrap();
+        assert_eq!(t.status, Status::Diverged);
+        let run = t.run.unwrap();
+        assert_eq!(run.status, Status::Diverged);
+        assert!(run.error.unwrap().contains("lower the learning rate"));
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_run_as_interrupted_with_the_model_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap();
+        let token = Arc::new(AtomicBool::new(false));
+        let flag = token.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let options = RunOptions {
+            stop: Some(token),
+            ..archived(dir.path(), "long")
+        };
+        let t = fit(
+            &data,
+            &TrainConfig {
+                steps: 1_000_000,
+                ..small()
+            },
+            &Seeds::all(1),
+            &options,
+        )
+        .unwrap();
+        stopper.join().unwrap();
+        assert_eq!(t.status, Status::Interrupted);
+        let run = t.run.unwrap();
+        assert_eq!(run.status, Status::Interrupted);
+        assert!(run.last_step.unwrap() > 0 && run.last_step.unwrap() < 1_000_000);
+        assert!(
+            t.summary.contains_key("test_acc"),
+            "the model so far is still evaluated"
+        );
+    }
+
+    #[test]
+    fn verify_reproduces_an_archived_run_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap().subset(300, 100).unwrap();
+        let t = fit(
+            &data,
+            &TrainConfig {
+                dropout: 0.1,
+                augment: true,
+                ..small()
+            },
+            &Seeds::all(4),
+            &archived(dir.path(), "v"),
+        )
+        .unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let v = crate::verify::verify(&archive, t.run.as_ref().unwrap()).unwrap();
+        assert!(v.reproduced, "{v:?}");
+        assert!(v.points_compared > 400);
+    }
+}
+
+#[cfg(test)]
+mod gradient_tests {
+    //! Every layer's gradients against central finite differences (f32, so tolerances are
+    //! loose: 2% relative plus 1e-3 absolute).
+    use crate::models::ModelSpec;
+    use crate::params::Params;
+    use candle_core::{DType, Device, Tensor};
+
+    fn check(spec: ModelSpec, shape: &[usize]) {
+        let params = Params::new(5);
+        let model = spec.build(shape, 3, 0.0, 0, &params).unwrap();
+        let mut dims = vec![2];
+        dims.extend(shape);
+        let n: usize = dims.iter().product();
+        // Distinct, non-zero inputs: no ReLU or max-pool kink within eps of a sample point.
+        let x = Tensor::from_vec(
+            (0..n)
+                .map(|i| 0.05 + ((i * 37 % 101) as f32) / 101.0)
+                .collect::<Vec<_>>(),
+            dims,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+        let loss = |m: &dyn crate::models::Model| {
+            super::cross_entropy(&m.forward(&x, false).unwrap(), &y)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let grads = super::cross_entropy(&model.forward(&x, false).unwrap(), &y)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut bad = Vec::new();
+        for (name, var) in params.vars() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for k in [0, base.len() / 2, base.len() - 1] {
+                let eps = 1e-3f32;
+                let mut plus = base.clone();
+                plus[k] += eps;
+                var.set(&Tensor::from_vec(plus, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let lp = loss(model.as_ref());
+                let mut minus = base.clone();
+                minus[k] -= eps;
+                var.set(&Tensor::from_vec(minus, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let lm = loss(model.as_ref());
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let numeric = (lp - lm) / (2.0 * eps as f64);
+                let analytic = g[k] as f64;
+                if (numeric - analytic).abs() > 1e-3 + 0.02 * analytic.abs() {
+                    bad.push(format!(
+                        "{name}[{k}]: autograd {analytic}, finite differences {numeric}"
+                    ));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn mlp_gradients_match_finite_differences() {
+        check(ModelSpec::Mlp { hidden: vec![5, 4] }, &[6]);
+    }
+
+    #[test]
+    fn convnet_gradients_match_finite_differences() {
+        check(
+            ModelSpec::ConvNet {
+                channels: [2, 3],
+                hidden: 4,
+            },
+            &[1, 8, 8],
+        );
+    }
+
+    #[test]
+    fn resnet_gradients_match_finite_differences() {
+        check(
+            ModelSpec::ResNet {
+                channels: 2,
+                blocks: 1,
+            },
+            &[1, 6, 6],
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The `recipe` command line: argument definitions and dispatch.
 
 mod runs;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +20,13 @@ pub struct Cli {
 enum Command {
     /// Work with the run archive: list, show, diff, export, compact.
     Runs(runs::RunsArgs),
+    /// Train one run of the built-in trainer and archive it.
+    Train(train::TrainArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Runs(args) => runs::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

@@ -74,6 +74,8 @@ enum RunsCommand {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
+    /// Re-run a run of the built-in trainer and compare every metric bit for bit.
+    Verify { run: String },
     /// Merge small files; finalise runs whose writer died as interrupted.
     Compact {
         /// Print the plan without doing it
@@ -160,6 +162,15 @@ pub fn run(args: RunsArgs) -> Result<()> {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),
+            }
+        }
+        RunsCommand::Verify { run } => {
+            let runs = load(archive.runs())?;
+            let run = find_in(&runs, &run)?;
+            let verdict = recipe::verify::verify(&archive, run)?;
+            print!("{}", recipe::show::Show::text(&verdict));
+            if !verdict.reproduced {
+                bail!("run {} did not reproduce", run.short());
             }
         }
         RunsCommand::Compact { dry_run } => {
@@ -281,11 +292,9 @@ fn list_table(runs: &[RunRecord], for_scripts: bool) -> TextTable {
             }));
             row
         } else {
-            let summary: Vec<String> = run
-                .summary
-                .iter()
-                .take(4)
-                .map(|(k, v)| format!("{k}={}", format_number(*v)))
+            let summary: Vec<String> = headline_metrics(run)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", format_number(v)))
                 .collect();
             vec![
                 run.short(),
@@ -303,6 +312,27 @@ fn list_table(runs: &[RunRecord], for_scripts: bool) -> TextTable {
         table.push(row);
     }
     table
+}
+
+/// Up to four summary metrics worth a glance: test, then validation, then training
+/// metrics; bookkeeping (timings, gradient norms) last.
+fn headline_metrics(run: &RunRecord) -> Vec<(String, f64)> {
+    let rank = |name: &str| {
+        ["test_", "val_", "train_loss", "train_"]
+            .iter()
+            .position(|p| name.starts_with(p))
+            .unwrap_or(4)
+            + if ["grad_norm", "steps_per_second", "train_seconds"].contains(&name) {
+                10
+            } else {
+                0
+            }
+    };
+    let mut metrics: Vec<(String, f64)> =
+        run.summary.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    metrics.sort_by_key(|(k, _)| (rank(k), k.clone()));
+    metrics.truncate(4);
+    metrics
 }
 
 fn run_json(run: &RunRecord) -> Value {

@@ -38,11 +38,17 @@ pub struct Duplicates {
 impl Duplicates {
     /// Groups that span two or more splits: the same example in train and test (leakage).
     pub fn across_splits(&self) -> Vec<&Vec<(usize, String)>> {
-        self.groups.iter().filter(|g| g.iter().any(|(_, s)| *s != g[0].1)).collect()
+        self.groups
+            .iter()
+            .filter(|g| g.iter().any(|(_, s)| *s != g[0].1))
+            .collect()
     }
     /// Groups inside one split.
     pub fn within_splits(&self) -> Vec<&Vec<(usize, String)>> {
-        self.groups.iter().filter(|g| g.iter().all(|(_, s)| *s == g[0].1)).collect()
+        self.groups
+            .iter()
+            .filter(|g| g.iter().all(|(_, s)| *s == g[0].1))
+            .collect()
     }
 }
 
@@ -57,7 +63,10 @@ pub struct Corrupt {
 
 impl Corrupt {
     pub fn is_clean(&self) -> bool {
-        self.non_finite.is_empty() && self.out_of_range.is_empty() && self.constant.is_empty() && self.bad_label.is_empty()
+        self.non_finite.is_empty()
+            && self.out_of_range.is_empty()
+            && self.constant.is_empty()
+            && self.bad_label.is_empty()
     }
 }
 
@@ -111,8 +120,17 @@ impl Dataset {
             name: self.name.clone(),
             examples: self.len(),
             shape: self.shape.clone(),
-            splits: self.splits.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
-            classes: self.classes.iter().enumerate().map(|(c, name)| (name.clone(), counts_train[c], counts_all[c])).collect(),
+            splits: self
+                .splits
+                .iter()
+                .map(|(k, v)| (k.clone(), v.len()))
+                .collect(),
+            classes: self
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(c, name)| (name.clone(), counts_train[c], counts_all[c]))
+                .collect(),
             imbalance_ratio,
             min,
             max,
@@ -132,7 +150,10 @@ impl Dataset {
         }
         let mut by_hash: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
         for i in 0..self.len() {
-            by_hash.entry(*blake3::hash(f32_bytes(self.example(i))).as_bytes()).or_default().push(i);
+            by_hash
+                .entry(*blake3::hash(f32_bytes(self.example(i))).as_bytes())
+                .or_default()
+                .push(i);
         }
         let groups = by_hash
             .into_values()
@@ -166,21 +187,57 @@ impl Dataset {
 
     /// Rank a split's examples by `value(features, label)`: its histogram and the `k` lowest
     /// and highest examples are shown.
-    pub fn rank_by(&self, split: &str, label: &str, k: usize, value: impl Fn(&[f32], u32) -> f64) -> Result<Ranked> {
-        let mut order: Vec<(usize, f64)> = self.split(split)?.iter().map(|&i| (i, value(self.example(i), self.labels[i]))).collect();
+    pub fn rank_by(
+        &self,
+        split: &str,
+        label: &str,
+        k: usize,
+        value: impl Fn(&[f32], u32) -> f64,
+    ) -> Result<Ranked> {
+        let mut order: Vec<(usize, f64)> = self
+            .split(split)?
+            .iter()
+            .map(|&i| (i, value(self.example(i), self.labels[i])))
+            .collect();
         order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        let ends: Vec<(usize, f64)> = order.iter().take(k).chain(order.iter().rev().take(k).rev()).copied().collect();
+        let ends: Vec<(usize, f64)> = order
+            .iter()
+            .take(k)
+            .chain(order.iter().rev().take(k).rev())
+            .copied()
+            .collect();
         let image_shape = self.image_shape();
         let images = ends
             .iter()
-            .map(|&(i, v)| (self.example(i).to_vec(), format!("#{i} {} {v:.3}", self.classes.get(self.labels[i] as usize).map_or("?", |s| s.as_str()))))
+            .map(|&(i, v)| {
+                (
+                    self.example(i).to_vec(),
+                    format!(
+                        "#{i} {} {v:.3}",
+                        self.classes
+                            .get(self.labels[i] as usize)
+                            .map_or("?", |s| s.as_str())
+                    ),
+                )
+            })
             .collect();
-        Ok(Ranked { label: label.into(), order, images, image_shape, range: self.value_range })
+        Ok(Ranked {
+            label: label.into(),
+            order,
+            images,
+            image_shape,
+            range: self.value_range,
+        })
     }
 
     /// Keep the examples of a split for which `keep(features, label)` holds.
     pub fn filter(&self, split: &str, keep: impl Fn(&[f32], u32) -> bool) -> Result<Vec<usize>> {
-        Ok(self.split(split)?.iter().copied().filter(|&i| keep(self.example(i), self.labels[i])).collect())
+        Ok(self
+            .split(split)?
+            .iter()
+            .copied()
+            .filter(|&i| keep(self.example(i), self.labels[i]))
+            .collect())
     }
 
     /// (rows, cols) of an example drawn as an image: the last two dims, or one row.
@@ -198,7 +255,17 @@ impl Dataset {
             images: indices
                 .iter()
                 .filter(|&&i| i < self.len())
-                .map(|&i| (self.example(i).to_vec(), format!("#{i} {}", self.classes.get(self.labels[i] as usize).map_or("?", |s| s.as_str()))))
+                .map(|&i| {
+                    (
+                        self.example(i).to_vec(),
+                        format!(
+                            "#{i} {}",
+                            self.classes
+                                .get(self.labels[i] as usize)
+                                .map_or("?", |s| s.as_str())
+                        ),
+                    )
+                })
                 .collect(),
             shape: self.image_shape(),
             range: self.value_range,
@@ -217,8 +284,17 @@ pub struct ImageGrid {
 impl ImageGrid {
     /// A grid of arbitrary images (e.g. first-layer weights), each `shape` values.
     pub fn new(images: Vec<(Vec<f32>, String)>, shape: (usize, usize)) -> ImageGrid {
-        let (lo, hi) = images.iter().flat_map(|(p, _)| p.iter()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        ImageGrid { images, shape, range: (lo, hi) }
+        let (lo, hi) = images
+            .iter()
+            .flat_map(|(p, _)| p.iter())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        ImageGrid {
+            images,
+            shape,
+            range: (lo, hi),
+        }
     }
 }
 
@@ -239,10 +315,18 @@ fn ascii_image(pixels: &[f32], (rows, cols): (usize, usize), (lo, hi): (f32, f32
 
 impl Show for ImageGrid {
     fn text(&self) -> String {
-        self.images.iter().map(|(p, caption)| format!("{caption}\n{}", ascii_image(p, self.shape, self.range))).collect::<Vec<_>>().join("\n")
+        self.images
+            .iter()
+            .map(|(p, caption)| format!("{caption}\n{}", ascii_image(p, self.shape, self.range)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
     fn html(&self) -> String {
-        let images: Vec<(&[f32], String)> = self.images.iter().map(|(p, c)| (p.as_slice(), c.clone())).collect();
+        let images: Vec<(&[f32], String)> = self
+            .images
+            .iter()
+            .map(|(p, c)| (p.as_slice(), c.clone()))
+            .collect();
         svg_image_grid(&images, self.shape.0, self.shape.1, self.range, 10)
     }
 }
@@ -250,7 +334,11 @@ impl Show for ImageGrid {
 impl Summary {
     fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
         let headers = ["class", "train", "all"].map(String::from).to_vec();
-        let rows = self.classes.iter().map(|(n, t, a)| vec![n.clone(), t.to_string(), a.to_string()]).collect();
+        let rows = self
+            .classes
+            .iter()
+            .map(|(n, t, a)| vec![n.clone(), t.to_string(), a.to_string()])
+            .collect();
         (headers, rows)
     }
     fn headline(&self) -> String {
@@ -282,16 +370,31 @@ impl Show for Summary {
     }
     fn html(&self) -> String {
         let (headers, rows) = self.table();
-        format!("<p>{}</p>{}", escape(&self.headline()), html_table(&headers, &rows))
+        format!(
+            "<p>{}</p>{}",
+            escape(&self.headline()),
+            html_table(&headers, &rows)
+        )
     }
 }
 
 impl Show for Duplicates {
     fn text(&self) -> String {
         let (across, within) = (self.across_splits(), self.within_splits());
-        let mut out = format!("{} groups of identical examples: {} across splits (leakage), {} within a split\n", self.groups.len(), across.len(), within.len());
+        let mut out = format!(
+            "{} groups of identical examples: {} across splits (leakage), {} within a split\n",
+            self.groups.len(),
+            across.len(),
+            within.len()
+        );
         for g in across.iter().take(10) {
-            out += &format!("  across: {}\n", g.iter().map(|(i, s)| format!("#{i} ({s})")).collect::<Vec<_>>().join(", "));
+            out += &format!(
+                "  across: {}\n",
+                g.iter()
+                    .map(|(i, s)| format!("#{i} ({s})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         out
     }
@@ -299,7 +402,13 @@ impl Show for Duplicates {
 
 impl Show for Corrupt {
     fn text(&self) -> String {
-        let list = |v: &Vec<usize>| if v.is_empty() { "none".to_string() } else { format!("{} (e.g. #{})", v.len(), v[0]) };
+        let list = |v: &Vec<usize>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{} (e.g. #{})", v.len(), v[0])
+            }
+        };
         format!(
             "corrupt examples: non-finite {}; out of range {}; constant {}; label past the last class {}\n",
             list(&self.non_finite),
@@ -313,7 +422,12 @@ impl Show for Corrupt {
 impl Show for Ranked {
     fn text(&self) -> String {
         let k = self.images.len() / 2;
-        let fmt = |s: &[(usize, f64)]| s.iter().map(|(i, v)| format!("#{i}={v:.4}")).collect::<Vec<_>>().join(" ");
+        let fmt = |s: &[(usize, f64)]| {
+            s.iter()
+                .map(|(i, v)| format!("#{i}={v:.4}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         format!(
             "{} examples by {}: lowest {}; highest {}\n",
             self.order.len(),
@@ -324,12 +438,26 @@ impl Show for Ranked {
     }
     fn html(&self) -> String {
         let values: Vec<f64> = self.order.iter().map(|(_, v)| *v).collect();
-        let images: Vec<(&[f32], String)> = self.images.iter().map(|(p, c)| (p.as_slice(), c.clone())).collect();
+        let images: Vec<(&[f32], String)> = self
+            .images
+            .iter()
+            .map(|(p, c)| (p.as_slice(), c.clone()))
+            .collect();
         format!(
             "{}<p>lowest and highest by {}:</p>{}",
-            svg_histogram(&values, 30, &format!("{} over {} examples", self.label, values.len())),
+            svg_histogram(
+                &values,
+                30,
+                &format!("{} over {} examples", self.label, values.len())
+            ),
             escape(&self.label),
-            svg_image_grid(&images, self.image_shape.0, self.image_shape.1, self.range, 10)
+            svg_image_grid(
+                &images,
+                self.image_shape.0,
+                self.image_shape.1,
+                self.range,
+                10
+            )
         )
     }
 }
@@ -346,7 +474,11 @@ mod tests {
         let mut d = Dataset::digits().unwrap();
         let s = d.summary().unwrap();
         assert_eq!(s.examples, 1797);
-        assert!(s.imbalance_ratio >= 1.0 && s.imbalance_ratio < 1.5, "{}", s.imbalance_ratio);
+        assert!(
+            s.imbalance_ratio >= 1.0 && s.imbalance_ratio < 1.5,
+            "{}",
+            s.imbalance_ratio
+        );
         assert!(s.text().contains("digits: 1797 examples"));
         assert!(d.corrupt().is_clean());
         // Plant a NaN, an out-of-range value, a bad label and a train/test duplicate.
@@ -358,18 +490,32 @@ mod tests {
         d.features[6 * dim] = 3.0;
         d.labels[7] = 42;
         let c = d.corrupt();
-        assert_eq!((c.non_finite.clone(), c.out_of_range.clone(), c.bad_label.clone()), (vec![5], vec![6], vec![7]));
+        assert_eq!(
+            (
+                c.non_finite.clone(),
+                c.out_of_range.clone(),
+                c.bad_label.clone()
+            ),
+            (vec![5], vec![6], vec![7])
+        );
         let dups = d.duplicates();
-        assert!(dups.across_splits().iter().any(|g| g.iter().any(|(i, _)| *i == test0) && g.iter().any(|(i, _)| *i == train0)));
+        assert!(dups
+            .across_splits()
+            .iter()
+            .any(|g| g.iter().any(|(i, _)| *i == test0) && g.iter().any(|(i, _)| *i == train0)));
     }
 
     #[test]
     fn rank_by_orders_and_shows_extremes() {
         let d = Dataset::digits().unwrap();
-        let r = d.rank_by("train", "ink", 3, |x, _| x.iter().map(|&v| v as f64).sum()).unwrap();
+        let r = d
+            .rank_by("train", "ink", 3, |x, _| x.iter().map(|&v| v as f64).sum())
+            .unwrap();
         assert!(r.order.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(crate::show::Show::html(&r).contains("<svg"));
-        let light = d.filter("train", |x, _| x.iter().sum::<f32>() < 10.0).unwrap();
+        let light = d
+            .filter("train", |x, _| x.iter().sum::<f32>() < 10.0)
+            .unwrap();
         assert!(light.len() < d.split("train").unwrap().len());
     }
 }

@@ -13,7 +13,10 @@ static DIGITS_CSV_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
 
 pub fn digits() -> Result<Dataset> {
     let text = gunzip(DIGITS_CSV_GZ, Path::new("embedded digits.csv.gz"))?;
-    let (features, labels) = parse_csv(&String::from_utf8_lossy(&text), Path::new("embedded digits"))?;
+    let (features, labels) = parse_csv(
+        &String::from_utf8_lossy(&text),
+        Path::new("embedded digits"),
+    )?;
     // Pixels are counts 0..16: scale to [0, 1].
     let features = features.into_iter().map(|v| v / 16.0).collect();
     let splits = seeded_splits(labels.len(), &[("train", 0.7), ("val", 0.1), ("test", 0.2)]);
@@ -30,26 +33,43 @@ pub fn digits() -> Result<Dataset> {
     Ok(d)
 }
 
-const FASHION_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 pub fn fashion_mnist(dir: &Path) -> Result<Dataset> {
     let find = |stem: &str| -> Result<PathBuf> {
-        [dir.join(stem), dir.join(format!("{stem}.gz"))].into_iter().find(|p| p.exists()).ok_or_else(|| {
-            Error::Data(format!(
-                "Fashion-MNIST file {stem}(.gz) not found in {}. HINT: install it with \
+        [dir.join(stem), dir.join(format!("{stem}.gz"))]
+            .into_iter()
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                Error::Data(format!(
+                    "Fashion-MNIST file {stem}(.gz) not found in {}. HINT: install it with \
                  `apt-get install dataset-fashion-mnist` (files go to {FASHION_MNIST_DIR}), \
                  or use Dataset::digits(), which needs no setup",
-                dir.display()
-            ))
-        })
+                    dir.display()
+                ))
+            })
     };
     let (train_x, shape) = read_idx_images(&find("train-images-idx3-ubyte")?)?;
     let train_y = read_idx_labels(&find("train-labels-idx1-ubyte")?)?;
     let (test_x, _) = read_idx_images(&find("t10k-images-idx3-ubyte")?)?;
     let test_y = read_idx_labels(&find("t10k-labels-idx1-ubyte")?)?;
     let (n_train, n_test) = (train_y.len(), test_y.len());
-    let features: Vec<f32> = train_x.iter().chain(&test_x).map(|&p| p as f32 / 255.0).collect();
+    let features: Vec<f32> = train_x
+        .iter()
+        .chain(&test_x)
+        .map(|&p| p as f32 / 255.0)
+        .collect();
     let labels: Vec<u32> = train_y.iter().chain(&test_y).map(|&l| l as u32).collect();
     // The last 10% of the training file is the validation split (the test file stays test).
     let n_val = n_train / 10;
@@ -60,7 +80,9 @@ pub fn fashion_mnist(dir: &Path) -> Result<Dataset> {
     ]);
     let mut d = Dataset::new(
         "fashion-mnist",
-        DataSpec::FashionMnist { dir: dir.to_path_buf() },
+        DataSpec::FashionMnist {
+            dir: dir.to_path_buf(),
+        },
         features,
         labels,
         vec![1, shape.0, shape.1],
@@ -99,9 +121,16 @@ fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<usize> {
 fn read_idx_images(path: &Path) -> Result<(Vec<u8>, (usize, usize))> {
     let bytes = read_file(path)?;
     if be_u32(&bytes, 0, path)? != 0x0803 {
-        return Err(Error::Data(format!("{}: not an IDX image file (bad magic)", path.display())));
+        return Err(Error::Data(format!(
+            "{}: not an IDX image file (bad magic)",
+            path.display()
+        )));
     }
-    let (n, rows, cols) = (be_u32(&bytes, 4, path)?, be_u32(&bytes, 8, path)?, be_u32(&bytes, 12, path)?);
+    let (n, rows, cols) = (
+        be_u32(&bytes, 4, path)?,
+        be_u32(&bytes, 8, path)?,
+        be_u32(&bytes, 12, path)?,
+    );
     let pixels = bytes.get(16..).unwrap_or_default();
     if pixels.len() != n * rows * cols {
         return Err(Error::Data(format!(
@@ -117,12 +146,19 @@ fn read_idx_images(path: &Path) -> Result<(Vec<u8>, (usize, usize))> {
 fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
     let bytes = read_file(path)?;
     if be_u32(&bytes, 0, path)? != 0x0801 {
-        return Err(Error::Data(format!("{}: not an IDX label file (bad magic)", path.display())));
+        return Err(Error::Data(format!(
+            "{}: not an IDX label file (bad magic)",
+            path.display()
+        )));
     }
     let n = be_u32(&bytes, 4, path)?;
     let labels = bytes.get(8..).unwrap_or_default();
     if labels.len() != n {
-        return Err(Error::Data(format!("{}: header says {n} labels, file holds {}", path.display(), labels.len())));
+        return Err(Error::Data(format!(
+            "{}: header says {n} labels, file holds {}",
+            path.display(),
+            labels.len()
+        )));
     }
     Ok(labels.to_vec())
 }
@@ -137,12 +173,17 @@ fn parse_csv(text: &str, path: &Path) -> Result<(Vec<f32>, Vec<u32>)> {
             continue;
         }
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        let parsed: std::result::Result<Vec<f32>, _> = cells.iter().map(|c| c.parse::<f32>()).collect();
+        let parsed: std::result::Result<Vec<f32>, _> =
+            cells.iter().map(|c| c.parse::<f32>()).collect();
         let Ok(values) = parsed else {
             if line_no == 0 {
                 continue; // a header row
             }
-            return Err(Error::Data(format!("{}:{}: a cell is not a number", path.display(), line_no + 1)));
+            return Err(Error::Data(format!(
+                "{}:{}: a cell is not a number",
+                path.display(),
+                line_no + 1
+            )));
         };
         if values.len() < 2 || *width.get_or_insert(values.len()) != values.len() {
             return Err(Error::Data(format!(
@@ -155,7 +196,11 @@ fn parse_csv(text: &str, path: &Path) -> Result<(Vec<f32>, Vec<u32>)> {
         }
         let label = values[values.len() - 1];
         if label < 0.0 || label.fract() != 0.0 {
-            return Err(Error::Data(format!("{}:{}: label {label} is not a class index", path.display(), line_no + 1)));
+            return Err(Error::Data(format!(
+                "{}:{}: label {label} is not a class index",
+                path.display(),
+                line_no + 1
+            )));
         }
         labels.push(label as u32);
         features.extend_from_slice(&values[..values.len() - 1]);
@@ -167,27 +212,52 @@ fn parse_csv(text: &str, path: &Path) -> Result<(Vec<f32>, Vec<u32>)> {
 }
 
 /// A dataset from flat features and labels, with classes 0..=max label and seeded splits.
-fn tabular(name: &str, spec: DataSpec, features: Vec<f32>, labels: Vec<u32>, shape: Vec<usize>) -> Result<Dataset> {
+fn tabular(
+    name: &str,
+    spec: DataSpec,
+    features: Vec<f32>,
+    labels: Vec<u32>,
+    shape: Vec<usize>,
+) -> Result<Dataset> {
     let classes = labels.iter().max().map_or(0, |m| *m as usize + 1);
     let splits = seeded_splits(labels.len(), &[("train", 0.7), ("val", 0.1), ("test", 0.2)]);
-    Dataset::new(name, spec, features, labels, shape, (0..classes).map(|c| c.to_string()).collect(), splits)
+    Dataset::new(
+        name,
+        spec,
+        features,
+        labels,
+        shape,
+        (0..classes).map(|c| c.to_string()).collect(),
+        splits,
+    )
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 pub fn csv(path: &Path) -> Result<Dataset> {
     let bytes = read_file(path)?;
     let (features, labels) = parse_csv(&String::from_utf8_lossy(&bytes), path)?;
     let d = features.len() / labels.len();
-    tabular(&file_name(path), DataSpec::Csv { path: path.to_path_buf() }, features, labels, vec![d])
+    tabular(
+        &file_name(path),
+        DataSpec::Csv {
+            path: path.to_path_buf(),
+        },
+        features,
+        labels,
+        vec![d],
+    )
 }
 
 pub fn parquet(path: &Path) -> Result<Dataset> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Float64Type, Int64Type};
-    let bytes = bytes::Bytes::from(std::fs::read(path).map_err(|e| Error::Io(path.to_path_buf(), e))?);
+    let bytes =
+        bytes::Bytes::from(std::fs::read(path).map_err(|e| Error::Io(path.to_path_buf(), e))?);
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .and_then(|b| b.build())
         .map_err(|e| Error::Data(format!("{}: not readable Parquet ({e})", path.display())))?;
@@ -196,10 +266,14 @@ pub fn parquet(path: &Path) -> Result<Dataset> {
     for batch in reader {
         let batch = batch.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
         let label_index = batch.schema().index_of("label").map_err(|_| {
-            Error::Data(format!("{}: no `label` column (features are every other numeric column)", path.display()))
+            Error::Data(format!(
+                "{}: no `label` column (features are every other numeric column)",
+                path.display()
+            ))
         })?;
         let cast = |i: usize, to: &DataType| {
-            arrow::compute::cast(batch.column(i), to).map_err(|e| Error::Data(format!("{}: column {i}: {e}", path.display())))
+            arrow::compute::cast(batch.column(i), to)
+                .map_err(|e| Error::Data(format!("{}: column {i}: {e}", path.display())))
         };
         let label_col = cast(label_index, &DataType::Int64)?;
         let feature_cols: Vec<_> = (0..batch.num_columns())
@@ -210,45 +284,97 @@ pub fn parquet(path: &Path) -> Result<Dataset> {
         for row in 0..batch.num_rows() {
             let label = label_col.as_primitive::<Int64Type>();
             if label.is_null(row) || label.value(row) < 0 {
-                return Err(Error::Data(format!("{}: row {row} has no valid label", path.display())));
+                return Err(Error::Data(format!(
+                    "{}: row {row} has no valid label",
+                    path.display()
+                )));
             }
             labels.push(label.value(row) as u32);
             for col in &feature_cols {
                 let col = col.as_primitive::<Float64Type>();
-                features.push(if col.is_null(row) { f32::NAN } else { col.value(row) as f32 });
+                features.push(if col.is_null(row) {
+                    f32::NAN
+                } else {
+                    col.value(row) as f32
+                });
             }
         }
     }
-    tabular(&file_name(path), DataSpec::Parquet { path: path.to_path_buf() }, features, labels, vec![dim.max(1)])
+    tabular(
+        &file_name(path),
+        DataSpec::Parquet {
+            path: path.to_path_buf(),
+        },
+        features,
+        labels,
+        vec![dim.max(1)],
+    )
 }
 
 /// A minimal .npy reader: little-endian f32/f64/u8/i64/i32 arrays in C order.
 fn read_npy(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
-    let bad = |why: &str| Error::Data(format!("{}: not a supported .npy file ({why})", path.display()));
+    let bad = |why: &str| {
+        Error::Data(format!(
+            "{}: not a supported .npy file ({why})",
+            path.display()
+        ))
+    };
     if bytes.get(..6) != Some(b"\x93NUMPY") {
         return Err(bad("bad magic"));
     }
     let (header_len, start) = match bytes.get(6) {
         Some(1) => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        Some(2 | 3) => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        Some(2 | 3) => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         _ => return Err(bad("unknown version")),
     };
-    let header = String::from_utf8_lossy(bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header"))?).to_string();
+    let header = String::from_utf8_lossy(
+        bytes
+            .get(start..start + header_len)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .to_string();
     if header.contains("'fortran_order': True") {
         return Err(bad("Fortran order; save with np.ascontiguousarray"));
     }
-    let descr = header.split("'descr':").nth(1).and_then(|s| s.split('\'').nth(1)).ok_or_else(|| bad("no descr"))?;
-    let shape_text = header.split("'shape':").nth(1).and_then(|s| s.split(['(', ')']).nth(1)).ok_or_else(|| bad("no shape"))?;
-    let shape: Vec<usize> = shape_text.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().map_err(|_| bad("bad shape"))).collect::<Result<_>>()?;
+    let descr = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|s| s.split('\'').nth(1))
+        .ok_or_else(|| bad("no descr"))?;
+    let shape_text = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split(['(', ')']).nth(1))
+        .ok_or_else(|| bad("no shape"))?;
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().map_err(|_| bad("bad shape")))
+        .collect::<Result<_>>()?;
     let data = &bytes[start + header_len..];
     let n: usize = shape.iter().product();
     let values: Vec<f64> = match descr {
-        "<f4" => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        "<f8" => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+        "<f4" => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        "<f8" => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
         "|u1" => data.iter().map(|&b| b as f64).collect(),
-        "<i8" => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64).collect(),
-        "<i4" => data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+        "<i8" => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64)
+            .collect(),
+        "<i4" => data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
         other => return Err(bad(&format!("dtype {other}"))),
     };
     if values.len() < n {
@@ -260,9 +386,22 @@ fn read_npy(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
 pub fn npy(features_path: &Path, labels_path: &Path) -> Result<Dataset> {
     let (x, shape) = read_npy(features_path)?;
     let (y, _) = read_npy(labels_path)?;
-    let example_shape = shape.get(1..).map(<[usize]>::to_vec).filter(|s| !s.is_empty()).unwrap_or_else(|| vec![1]);
-    let spec = DataSpec::Npy { features: features_path.to_path_buf(), labels: labels_path.to_path_buf() };
-    tabular(&file_name(features_path), spec, x.into_iter().map(|v| v as f32).collect(), y.into_iter().map(|v| v as u32).collect(), example_shape)
+    let example_shape = shape
+        .get(1..)
+        .map(<[usize]>::to_vec)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| vec![1]);
+    let spec = DataSpec::Npy {
+        features: features_path.to_path_buf(),
+        labels: labels_path.to_path_buf(),
+    };
+    tabular(
+        &file_name(features_path),
+        spec,
+        x.into_iter().map(|v| v as f32).collect(),
+        y.into_iter().map(|v| v as u32).collect(),
+        example_shape,
+    )
 }
 
 pub fn safetensors(path: &Path) -> Result<Dataset> {
@@ -270,14 +409,38 @@ pub fn safetensors(path: &Path) -> Result<Dataset> {
     let tensors = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Data(format!("{}: not a safetensors file ({e})", path.display())))?;
     let get = |name: &str| -> Result<candle_core::Tensor> {
-        let view = tensors.tensor(name).map_err(|_| Error::Data(format!("{}: no tensor named {name:?}", path.display())))?;
-        Ok(candle_core::safetensors::Load::load(&view, &candle_core::Device::Cpu)?)
+        let view = tensors
+            .tensor(name)
+            .map_err(|_| Error::Data(format!("{}: no tensor named {name:?}", path.display())))?;
+        Ok(candle_core::safetensors::Load::load(
+            &view,
+            &candle_core::Device::Cpu,
+        )?)
     };
     let (x, y) = (get("features")?, get("labels")?);
-    let example_shape = x.dims().get(1..).map(<[usize]>::to_vec).filter(|s| !s.is_empty()).unwrap_or_else(|| vec![1]);
-    let features = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let labels = y.to_dtype(candle_core::DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
-    tabular(&file_name(path), DataSpec::Safetensors { path: path.to_path_buf() }, features, labels, example_shape)
+    let example_shape = x
+        .dims()
+        .get(1..)
+        .map(<[usize]>::to_vec)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| vec![1]);
+    let features = x
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let labels = y
+        .to_dtype(candle_core::DType::U32)?
+        .flatten_all()?
+        .to_vec1::<u32>()?;
+    tabular(
+        &file_name(path),
+        DataSpec::Safetensors {
+            path: path.to_path_buf(),
+        },
+        features,
+        labels,
+        example_shape,
+    )
 }
 
 #[cfg(test)]
@@ -286,8 +449,13 @@ mod tests {
 
     #[test]
     fn missing_fashion_mnist_names_the_install_step() {
-        let err = fashion_mnist(Path::new("/nonexistent")).unwrap_err().to_string();
-        assert!(err.contains("apt-get install dataset-fashion-mnist"), "{err}");
+        let err = fashion_mnist(Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apt-get install dataset-fashion-mnist"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -308,7 +476,10 @@ mod tests {
         let mut bytes = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
         bytes.extend([1, 2, 3]); // 3 of 8 pixels
         std::fs::write(&path, bytes).unwrap();
-        assert!(read_idx_images(&path).unwrap_err().to_string().contains("truncated"));
+        assert!(read_idx_images(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
     }
 
     #[test]
@@ -316,7 +487,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // np.save of np.arange(6, dtype='<f4').reshape(3, 2) and np.array([0, 1, 1], dtype='|u1')
         let npy_file = |descr: &str, shape: &str, data: &[u8]| {
-            let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+            let mut header =
+                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
             while (10 + header.len() + 1) % 64 != 0 {
                 header.push(' ');
             }
@@ -329,14 +501,31 @@ mod tests {
         };
         let xs: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
         std::fs::write(dir.path().join("x.npy"), npy_file("<f4", "(3, 2)", &xs)).unwrap();
-        std::fs::write(dir.path().join("y.npy"), npy_file("|u1", "(3,)", &[0, 1, 1])).unwrap();
+        std::fs::write(
+            dir.path().join("y.npy"),
+            npy_file("|u1", "(3,)", &[0, 1, 1]),
+        )
+        .unwrap();
         let d = npy(&dir.path().join("x.npy"), &dir.path().join("y.npy")).unwrap();
         assert_eq!((d.len(), d.dim(), d.example(2)), (3, 2, &[4.0f32, 5.0][..]));
 
-        let x = candle_core::Tensor::from_vec((0..6).map(|i| i as f32).collect::<Vec<_>>(), (3, 2), &candle_core::Device::Cpu).unwrap();
-        let y = candle_core::Tensor::from_vec(vec![0u32, 1, 1], 3, &candle_core::Device::Cpu).unwrap();
+        let x = candle_core::Tensor::from_vec(
+            (0..6).map(|i| i as f32).collect::<Vec<_>>(),
+            (3, 2),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let y =
+            candle_core::Tensor::from_vec(vec![0u32, 1, 1], 3, &candle_core::Device::Cpu).unwrap();
         let path = dir.path().join("d.safetensors");
-        candle_core::safetensors::save(&std::collections::HashMap::from([("features".to_string(), x), ("labels".to_string(), y)]), &path).unwrap();
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([
+                ("features".to_string(), x),
+                ("labels".to_string(), y),
+            ]),
+            &path,
+        )
+        .unwrap();
         let s = safetensors(&path).unwrap();
         assert_eq!(s.features, d.features);
         assert_eq!(s.labels, d.labels);

@@ -4,7 +4,7 @@
 //! class names, and named splits (`train`, `val`, `test`) as index lists. It remembers how it
 //! was made ([`DataSpec`]) so an archived run can load the very same data again to verify.
 
-mod inspect;
+pub mod inspect;
 mod loaders;
 
 pub use inspect::{Corrupt, Duplicates, Ranked, Summary};
@@ -36,7 +36,11 @@ pub enum DataSpec {
     /// `features` and `labels` tensors from a safetensors file.
     Safetensors { path: PathBuf },
     /// The first `train` training and `test` test examples (validation scaled alike) of another set.
-    Subset { of: Box<DataSpec>, train: usize, test: usize },
+    Subset {
+        of: Box<DataSpec>,
+        train: usize,
+        test: usize,
+    },
     /// Another set with its labels permuted by a seed (a planted bug: nothing to learn).
     ShuffledLabels { of: Box<DataSpec>, seed: u64 },
 }
@@ -96,17 +100,31 @@ impl Dataset {
         }
         for (split, indices) in &splits {
             if let Some(bad) = indices.iter().find(|&&i| i >= labels.len()) {
-                return Err(Error::Data(format!("{name}: split {split:?} has index {bad}, past {} examples", labels.len())));
+                return Err(Error::Data(format!(
+                    "{name}: split {split:?} has index {bad}, past {} examples",
+                    labels.len()
+                )));
             }
         }
-        let (lo, hi) = features.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            if v.is_finite() {
-                (lo.min(v), hi.max(v))
-            } else {
-                (lo, hi)
-            }
-        });
-        Ok(Dataset { name: name.into(), spec, features, labels, shape, classes, splits, value_range: (lo.min(0.0), hi.max(1.0)) })
+        let (lo, hi) = features
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                if v.is_finite() {
+                    (lo.min(v), hi.max(v))
+                } else {
+                    (lo, hi)
+                }
+            });
+        Ok(Dataset {
+            name: name.into(),
+            spec,
+            features,
+            labels,
+            shape,
+            classes,
+            splits,
+            value_range: (lo.min(0.0), hi.max(1.0)),
+        })
     }
 
     /// The embedded UCI 8x8 digits: 1,797 examples, 10 classes, features scaled to [0, 1].
@@ -193,7 +211,11 @@ impl Dataset {
             };
             indices.truncate(keep);
         }
-        out.spec = DataSpec::Subset { of: Box::new(self.spec.clone()), train, test };
+        out.spec = DataSpec::Subset {
+            of: Box::new(self.spec.clone()),
+            train,
+            test,
+        };
         out.name = format!("{}[{train}/{test}]", self.name);
         Ok(out)
     }
@@ -203,7 +225,10 @@ impl Dataset {
     pub fn with_shuffled_labels(&self, seed: u64) -> Dataset {
         let mut out = self.clone();
         Rng::stream(seed, "shuffled_labels").shuffle(&mut out.labels);
-        out.spec = DataSpec::ShuffledLabels { of: Box::new(self.spec.clone()), seed };
+        out.spec = DataSpec::ShuffledLabels {
+            of: Box::new(self.spec.clone()),
+            seed,
+        };
         out.name = format!("{} (labels shuffled)", self.name);
         out
     }
@@ -213,13 +238,22 @@ impl Dataset {
     pub fn fingerprint(&self) -> recipe_archive::DataFingerprint {
         let mut all = blake3::Hasher::new();
         let features = blake3::hash(f32_bytes(&self.features));
-        let labels = blake3::hash(&self.labels.iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
+        let labels = blake3::hash(
+            &self
+                .labels
+                .iter()
+                .flat_map(|l| l.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
         all.update(features.as_bytes());
         all.update(labels.as_bytes());
         let mut split_hashes = serde_json::Map::new();
         let mut split_sizes = serde_json::Map::new();
         for (name, indices) in &self.splits {
-            let bytes: Vec<u8> = indices.iter().flat_map(|&i| (i as u64).to_le_bytes()).collect();
+            let bytes: Vec<u8> = indices
+                .iter()
+                .flat_map(|&i| (i as u64).to_le_bytes())
+                .collect();
             let h = blake3::hash(&bytes);
             all.update(name.as_bytes());
             all.update(h.as_bytes());
@@ -252,7 +286,10 @@ impl Dataset {
         let mut shape = vec![indices.len()];
         shape.extend(&self.shape);
         let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
-        Ok((Tensor::from_vec(x, shape, device)?, Tensor::from_vec(labels, indices.len(), device)?))
+        Ok((
+            Tensor::from_vec(x, shape, device)?,
+            Tensor::from_vec(labels, indices.len(), device)?,
+        ))
     }
 
     /// Fraction of each class in a split, in class order.
@@ -264,7 +301,10 @@ impl Dataset {
                 *c += 1;
             }
         }
-        Ok(counts.iter().map(|&c| c as f64 / indices.len().max(1) as f64).collect())
+        Ok(counts
+            .iter()
+            .map(|&c| c as f64 / indices.len().max(1) as f64)
+            .collect())
     }
 }
 
@@ -272,7 +312,9 @@ impl Dataset {
 /// builds for).
 pub(crate) fn f32_bytes(values: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding and any byte pattern is a valid u8; the length is exact.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    }
 }
 
 /// A seeded permutation of 0..n split into named parts of the given fractions (the last takes
@@ -283,7 +325,11 @@ pub(crate) fn seeded_splits(n: usize, parts: &[(&str, f64)]) -> BTreeMap<String,
     let mut out = BTreeMap::new();
     let mut start = 0;
     for (k, (name, fraction)) in parts.iter().enumerate() {
-        let end = if k + 1 == parts.len() { n } else { start + (n as f64 * fraction).round() as usize };
+        let end = if k + 1 == parts.len() {
+            n
+        } else {
+            start + (n as f64 * fraction).round() as usize
+        };
         out.insert(name.to_string(), order[start..end.min(n)].to_vec());
         start = end.min(n);
     }
@@ -298,7 +344,12 @@ mod tests {
     fn digits_are_embedded_and_split() {
         let d = Dataset::digits().unwrap();
         assert_eq!((d.len(), d.dim(), d.num_classes()), (1797, 64, 10));
-        assert_eq!(d.split("train").unwrap().len() + d.split("val").unwrap().len() + d.split("test").unwrap().len(), 1797);
+        assert_eq!(
+            d.split("train").unwrap().len()
+                + d.split("val").unwrap().len()
+                + d.split("test").unwrap().len(),
+            1797
+        );
         assert!(d.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
         assert!(d.split("nope").unwrap_err().to_string().contains("train"));
     }
@@ -319,7 +370,11 @@ mod tests {
 
     #[test]
     fn specs_reload_the_same_bits() {
-        let d = Dataset::digits().unwrap().subset(200, 100).unwrap().with_shuffled_labels(3);
+        let d = Dataset::digits()
+            .unwrap()
+            .subset(200, 100)
+            .unwrap()
+            .with_shuffled_labels(3);
         let again = d.spec.load().unwrap();
         assert_eq!(again.fingerprint(), d.fingerprint());
     }

@@ -1,0 +1,72 @@
+//! `recipe train`: one run of the built-in trainer from a shell (the notebooks do the same
+//! through the runtime), archived like every run.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use recipe::prelude::*;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), or a .csv/.csv.gz/.parquet file
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Use only the first N training and M test examples: N/M
+    #[arg(long, value_name = "N/M")]
+    subset: Option<String>,
+    /// TrainConfig fields as JSON, e.g. '{"steps": 500, "model": {"kind": "mlp", "hidden": [128]}}'
+    #[arg(long, default_value = "{}")]
+    config: String,
+    /// One seed for every source of randomness
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "run")]
+    name: String,
+    /// The recipe step the run belongs to
+    #[arg(long)]
+    step: Option<String>,
+    #[arg(long)]
+    sweep: Option<String>,
+    /// The archive folder [default: $RECIPE_ARCHIVE, else ./runs]
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// No progress line
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let data = match args.data.as_str() {
+        "digits" => Dataset::digits()?,
+        "fashion-mnist" => Dataset::fashion_mnist()?,
+        path if path.ends_with(".parquet") => Dataset::from_parquet(path)?,
+        path => Dataset::from_csv(path)?,
+    };
+    let data = match &args.subset {
+        Some(s) => {
+            let (n, m) = s.split_once('/').context("--subset takes N/M")?;
+            data.subset(
+                n.parse().context("--subset N/M: N")?,
+                m.parse().context("--subset N/M: M")?,
+            )?
+        }
+        None => data,
+    };
+    let config: TrainConfig =
+        serde_json::from_str(&args.config).context("--config is not a TrainConfig as JSON")?;
+    let archive = Archive::open(args.archive.unwrap_or_else(Archive::default_root))?;
+    let options = RunOptions {
+        name: args.name,
+        recipe_step: args.step,
+        sweep: args.sweep,
+        archive: Some(archive),
+        quiet: args.quiet,
+        ..RunOptions::default()
+    };
+    let trained = fit(&data, &config, &Seeds::all(args.seed), &options)?;
+    println!("{}", trained.text().trim_end());
+    if trained.status != Status::Completed {
+        anyhow::bail!("the run ended {}", trained.status);
+    }
+    Ok(())
+}

@@ -1,0 +1,568 @@
+//! Looking at what a model does: predictions with a confusion matrix and the top losses,
+//! the exact batch that enters the model, first-layer weights, ensembles of runs, a human
+//! baseline recorded as a run, and loading an archived run's weights.
+
+use crate::config::{Seeds, TrainConfig};
+use crate::data::inspect::ImageGrid;
+use crate::data::Dataset;
+use crate::models::Model;
+use crate::params::Params;
+use crate::show::{escape, html_table, svg_lines, Show};
+use crate::train::{batch_indices, RunOptions, Trained};
+use crate::{show_in_jupyter, Error, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::ops::softmax_last_dim;
+use recipe_archive::{Archive, RunRecord, RunSpec, Status};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A model's predictions on a split.
+#[derive(Clone, Debug)]
+pub struct Predictions {
+    pub classes: Vec<String>,
+    pub indices: Vec<usize>,
+    pub labels: Vec<u32>,
+    pub predicted: Vec<u32>,
+    /// Cross-entropy of each example.
+    pub losses: Vec<f64>,
+    /// Class probabilities, (N, C) row-major.
+    pub probs: Vec<f32>,
+    /// confusion[label][predicted].
+    pub confusion: Vec<Vec<usize>>,
+    top: Vec<(Vec<f32>, String)>,
+    image_shape: (usize, usize),
+}
+
+/// Class probabilities of a model on examples, in chunks: (N, C) row-major.
+pub fn probabilities(model: &dyn Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(indices.len() * data.num_classes());
+    for chunk in indices.chunks(512) {
+        let (x, _) = data.batch(chunk, &Device::Cpu)?;
+        out.extend(
+            softmax_last_dim(&model.forward(&x, false)?)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+    }
+    Ok(out)
+}
+
+impl Predictions {
+    /// Predictions from class probabilities (N, C) of the examples `indices`.
+    pub fn from_probs(data: &Dataset, indices: &[usize], probs: Vec<f32>) -> Predictions {
+        let c = data.num_classes();
+        let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i]).collect();
+        let mut predicted = Vec::new();
+        let mut losses = Vec::new();
+        let mut confusion = vec![vec![0; c]; c];
+        for (row, &label) in probs.chunks(c.max(1)).zip(&labels) {
+            let p = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(k, _)| k) as u32;
+            predicted.push(p);
+            losses.push(
+                -(row.get(label as usize).copied().unwrap_or(0.0) as f64)
+                    .max(1e-12)
+                    .ln(),
+            );
+            if let Some(cell) = confusion
+                .get_mut(label as usize)
+                .and_then(|r| r.get_mut(p as usize))
+            {
+                *cell += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..indices.len()).collect();
+        order.sort_by(|&a, &b| losses[b].total_cmp(&losses[a]).then(a.cmp(&b)));
+        let name = |k: u32| {
+            data.classes
+                .get(k as usize)
+                .cloned()
+                .unwrap_or_else(|| k.to_string())
+        };
+        let top = order
+            .iter()
+            .take(20)
+            .map(|&k| {
+                (
+                    data.example(indices[k]).to_vec(),
+                    format!(
+                        "#{} {}→{} ({:.2})",
+                        indices[k],
+                        name(labels[k]),
+                        name(predicted[k]),
+                        losses[k]
+                    ),
+                )
+            })
+            .collect();
+        Predictions {
+            classes: data.classes.clone(),
+            indices: indices.to_vec(),
+            labels,
+            predicted,
+            losses,
+            probs,
+            confusion,
+            top,
+            image_shape: data.image_shape(),
+        }
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.labels
+            .iter()
+            .zip(&self.predicted)
+            .filter(|(l, p)| l == p)
+            .count() as f64
+            / self.labels.len().max(1) as f64
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        self.losses.iter().sum::<f64>() / self.losses.len().max(1) as f64
+    }
+
+    /// The `k` most frequent (label, predicted, count) confusions.
+    pub fn most_confused(&self, k: usize) -> Vec<(String, String, usize)> {
+        let mut pairs = Vec::new();
+        for (l, row) in self.confusion.iter().enumerate() {
+            for (p, &n) in row.iter().enumerate() {
+                if l != p && n > 0 {
+                    pairs.push((self.classes[l].clone(), self.classes[p].clone(), n));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+        pairs.truncate(k);
+        pairs
+    }
+
+    fn confusion_table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let mut headers = vec!["label \\ predicted".to_string()];
+        headers.extend(self.classes.iter().cloned());
+        let rows = self
+            .confusion
+            .iter()
+            .enumerate()
+            .map(|(l, row)| {
+                std::iter::once(self.classes[l].clone())
+                    .chain(row.iter().map(|n| n.to_string()))
+                    .collect()
+            })
+            .collect();
+        (headers, rows)
+    }
+}
+
+impl Show for Predictions {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "accuracy {:.4}, mean loss {:.4} over {} examples\nmost confused: ",
+            self.accuracy(),
+            self.mean_loss(),
+            self.labels.len()
+        );
+        out += &self
+            .most_confused(5)
+            .iter()
+            .map(|(l, p, n)| format!("{l}→{p} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out += "\n";
+        let (h, rows) = self.confusion_table();
+        out += &h.join(" | ");
+        out += "\n";
+        for r in rows {
+            out += &r.join(" | ");
+            out += "\n";
+        }
+        out
+    }
+    fn html(&self) -> String {
+        let (h, rows) = self.confusion_table();
+        let top: Vec<(&[f32], String)> = self
+            .top
+            .iter()
+            .map(|(p, c)| (p.as_slice(), c.clone()))
+            .collect();
+        format!(
+            "<p>accuracy {:.4}, mean loss {:.4} over {} examples</p>{}<p>top losses (label→predicted):</p>{}",
+            self.accuracy(),
+            self.mean_loss(),
+            self.labels.len(),
+            html_table(&h, &rows),
+            crate::show::svg_image_grid(&top, self.image_shape.0, self.image_shape.1, (0.0, 1.0), 10)
+        )
+    }
+}
+
+impl Trained {
+    /// Predictions of the trained model on a split.
+    pub fn predictions(&self, data: &Dataset, split: &str) -> Result<Predictions> {
+        let indices = data.split(split)?.to_vec();
+        let probs = probabilities(self.model.as_ref(), data, &indices)?;
+        Ok(Predictions::from_probs(data, &indices, probs))
+    }
+
+    /// The first layer's weights drawn as images (one per unit or filter).
+    pub fn first_layer_weights(&self, data: &Dataset) -> Result<ImageGrid> {
+        let w = self.params.get(self.model.first_weight())?;
+        let dims = w.dims().to_vec();
+        let rows = w.as_tensor().flatten_from(1)?.to_vec2::<f32>()?;
+        let shape = match dims.as_slice() {
+            [_, _, kh, kw] => (*kh, *kw),
+            _ => data.image_shape(),
+        };
+        let per_image = shape.0 * shape.1;
+        Ok(ImageGrid::new(
+            rows.into_iter()
+                .take(32)
+                .enumerate()
+                .map(|(i, r)| (r[..per_image.min(r.len())].to_vec(), format!("unit {i}")))
+                .collect(),
+            shape,
+        ))
+    }
+}
+
+/// The exact batch that enters the model at `step` (after zeroing, if the config zeroes
+/// inputs), decoded as images with their labels: "visualize just before the net".
+pub fn batch_preview(
+    data: &Dataset,
+    config: &TrainConfig,
+    seeds: &Seeds,
+    step: usize,
+) -> Result<ImageGrid> {
+    let indices = batch_indices(
+        data.split("train")?,
+        config.batch_size,
+        seeds.data_order,
+        step,
+    );
+    let (x, _) = data.batch(&indices, &Device::Cpu)?;
+    let x = if config.zero_inputs {
+        x.zeros_like()?
+    } else {
+        x
+    };
+    let rows = x.flatten_from(1)?.to_vec2::<f32>()?;
+    let images = rows
+        .into_iter()
+        .zip(&indices)
+        .map(|(r, &i)| {
+            (
+                r,
+                format!(
+                    "#{i} {}",
+                    data.classes
+                        .get(data.labels[i] as usize)
+                        .map_or("?", |s| s.as_str())
+                ),
+            )
+        })
+        .collect();
+    let mut grid = ImageGrid::new(images, data.image_shape());
+    grid.range = data.value_range;
+    Ok(grid)
+}
+
+/// Rebuild an archived run's model with its final weights (the `weights` artifact every
+/// run of the trainer stores).
+pub fn load_run(
+    archive: &Archive,
+    run: &RunRecord,
+    data: &Dataset,
+) -> Result<(Box<dyn Model>, Arc<Params>)> {
+    let config: TrainConfig = serde_json::from_value(run.config().clone()).map_err(|e| {
+        Error::Data(format!(
+            "run {} was not made by this trainer ({e})",
+            run.short()
+        ))
+    })?;
+    let seeds = Seeds::from_json(&run.components[1]);
+    let hash = run
+        .artifacts
+        .get("weights")
+        .ok_or_else(|| Error::Data(format!("run {} has no stored weights", run.short())))?;
+    let params = Params::new(seeds.init);
+    let model = config.model.build(
+        &data.shape,
+        data.num_classes(),
+        config.dropout,
+        seeds.dropout,
+        &params,
+    )?;
+    params.load_safetensors(&archive.blob(&recipe_archive::canonical::Hash::from_hex(hash)?)?)?;
+    Ok((model, params))
+}
+
+/// An ensemble's result: averaged probabilities scored, beside each member's accuracy.
+#[derive(Clone, Debug)]
+pub struct EnsembleResult {
+    pub predictions: Predictions,
+    /// (member run or label, accuracy).
+    pub members: Vec<(String, f64)>,
+}
+
+impl Show for EnsembleResult {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "ensemble of {}: accuracy {:.4}, loss {:.4}\n",
+            self.members.len(),
+            self.predictions.accuracy(),
+            self.predictions.mean_loss()
+        );
+        for (name, acc) in &self.members {
+            out += &format!("  member {name}: accuracy {acc:.4}\n");
+        }
+        out
+    }
+}
+
+/// Average the class probabilities of several models on a split.
+pub fn ensemble(
+    members: &[(String, &dyn Model)],
+    data: &Dataset,
+    split: &str,
+) -> Result<EnsembleResult> {
+    if members.is_empty() {
+        return Err(Error::Invalid(
+            "an ensemble needs at least one member".into(),
+        ));
+    }
+    let indices = data.split(split)?.to_vec();
+    let mut sum: Vec<f32> = Vec::new();
+    let mut scores = Vec::new();
+    for (name, model) in members {
+        let p = probabilities(*model, data, &indices)?;
+        scores.push((
+            name.clone(),
+            Predictions::from_probs(data, &indices, p.clone()).accuracy(),
+        ));
+        if sum.is_empty() {
+            sum = p;
+        } else {
+            sum.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+        }
+    }
+    let n = members.len() as f32;
+    let mean = sum.into_iter().map(|v| v / n).collect();
+    Ok(EnsembleResult {
+        predictions: Predictions::from_probs(data, &indices, mean),
+        members: scores,
+    })
+}
+
+/// An ensemble of archived runs (their stored weights) evaluated on a split.
+pub fn ensemble_runs(
+    archive: &Archive,
+    runs: &[RunRecord],
+    data: &Dataset,
+    split: &str,
+) -> Result<EnsembleResult> {
+    let models: Vec<(String, Box<dyn Model>)> = runs
+        .iter()
+        .map(|r| Ok((r.short(), load_run(archive, r, data)?.0)))
+        .collect::<Result<_>>()?;
+    let refs: Vec<(String, &dyn Model)> = models
+        .iter()
+        .map(|(n, m)| (n.clone(), m.as_ref()))
+        .collect();
+    ensemble(&refs, data, split)
+}
+
+/// Record a person's predictions on examples of a split as a run (recipe step
+/// `baselines`), so the human baseline sits in the same tables as the models.
+pub fn human_baseline(
+    data: &Dataset,
+    split: &str,
+    indices: &[usize],
+    predicted: &[u32],
+    labeler: &str,
+    options: &RunOptions,
+) -> Result<RunRecord> {
+    if indices.len() != predicted.len() || indices.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} examples but {} predictions",
+            indices.len(),
+            predicted.len()
+        )));
+    }
+    let allowed = data.split(split)?;
+    if let Some(bad) = indices.iter().find(|i| !allowed.contains(i)) {
+        return Err(Error::Invalid(format!(
+            "example #{bad} is not in split {split:?}"
+        )));
+    }
+    let archive = options.archive.as_ref().ok_or_else(|| {
+        Error::Invalid(
+            "a human baseline is recorded in an archive; give RunOptions an archive".into(),
+        )
+    })?;
+    let correct = indices
+        .iter()
+        .zip(predicted)
+        .filter(|(i, p)| data.labels[**i] == **p)
+        .count();
+    let acc = correct as f64 / indices.len() as f64;
+    let config = serde_json::json!({"model": "human", "labeler": labeler, "split": split, "examples": indices});
+    let mut spec = RunSpec::capture(
+        if options.name.is_empty() {
+            "human"
+        } else {
+            &options.name
+        },
+        config,
+        BTreeMap::new(),
+        data.fingerprint(),
+    )?;
+    spec.recipe_step = Some(
+        options
+            .recipe_step
+            .clone()
+            .unwrap_or_else(|| "baselines".into()),
+    );
+    let mut w = archive.begin_run(spec)?;
+    w.log(0, &format!("{split}_acc"), acc)?;
+    w.set_summary("examples", indices.len() as f64);
+    Ok(w.finish(Status::Completed, None)?)
+}
+
+impl Show for Trained {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "{} ({}): {}\n",
+            self.run_id(),
+            self.config.model.label(),
+            self.status
+        );
+        for (k, v) in &self.summary {
+            out += &format!("  {k:<12} {v:.4}\n");
+        }
+        for c in &self.checks {
+            out += &format!(
+                "  check {} {}\n",
+                c.name,
+                if c.passed { "PASS" } else { "FAIL" }
+            );
+        }
+        out
+    }
+    fn html(&self) -> String {
+        let series = |names: &[&str]| -> Vec<(String, Vec<(f64, f64)>)> {
+            names
+                .iter()
+                .filter_map(|n| {
+                    self.curves.get(*n).map(|c| {
+                        (
+                            n.to_string(),
+                            c.iter().map(|(s, v)| (*s as f64, *v)).collect(),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let rows: Vec<Vec<String>> = self
+            .summary
+            .iter()
+            .map(|(k, v)| vec![k.clone(), format!("{v:.4}")])
+            .collect();
+        format!(
+            "<p><b>{}</b> {} — {}</p>{}{}{}",
+            escape(&self.run_id()),
+            escape(&self.config.model.label()),
+            self.status,
+            svg_lines(
+                &series(&["train_loss", "val_loss", "test_loss"]),
+                "loss",
+                "step"
+            ),
+            svg_lines(&series(&["val_acc", "test_acc"]), "accuracy", "step"),
+            html_table(&["metric".into(), "value".into()], &rows)
+        )
+    }
+}
+
+show_in_jupyter!(Predictions, EnsembleResult, Trained);
+
+/// Probabilities of the true class on fixed test examples, snapshotted over training:
+/// how predictions move ("prediction dynamics"). Trains unarchived, `every` steps apart.
+pub fn prediction_dynamics(
+    data: &Dataset,
+    config: &TrainConfig,
+    seeds: &Seeds,
+    examples: usize,
+    every: usize,
+) -> Result<Dynamics> {
+    let fixed: Vec<usize> = data.split("test")?.iter().copied().take(examples).collect();
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = fixed
+        .iter()
+        .map(|i| {
+            (
+                format!("#{i} ({})", data.classes[data.labels[*i] as usize]),
+                Vec::new(),
+            )
+        })
+        .collect();
+    let mut done = 0;
+    while done < config.steps {
+        let upto = (done + every.max(1)).min(config.steps);
+        let t = crate::train::fit(
+            data,
+            &TrainConfig {
+                steps: upto,
+                eval_every: upto,
+                ..config.clone()
+            },
+            seeds,
+            &RunOptions::default().unarchived().quiet(),
+        )?;
+        let probs = probabilities(t.model.as_ref(), data, &fixed)?;
+        for (k, &i) in fixed.iter().enumerate() {
+            series[k].1.push((
+                upto as f64,
+                probs[k * data.num_classes() + data.labels[i] as usize] as f64,
+            ));
+        }
+        done = upto;
+    }
+    Ok(Dynamics { series })
+}
+
+/// Curves of the true-class probability of fixed examples over training.
+#[derive(Clone, Debug)]
+pub struct Dynamics {
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl Show for Dynamics {
+    fn text(&self) -> String {
+        self.series
+            .iter()
+            .map(|(n, pts)| {
+                format!(
+                    "{n}: {}\n",
+                    pts.iter()
+                        .map(|(s, p)| format!("{s}:{p:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            })
+            .collect()
+    }
+    fn html(&self) -> String {
+        svg_lines(&self.series, "probability of the true class", "step")
+    }
+}
+
+show_in_jupyter!(Dynamics);
+
+/// Logits of a model for a batch, as plain rows (for tests and tables).
+pub fn logits(model: &dyn Model, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(model
+        .forward(x, false)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?)
+}
