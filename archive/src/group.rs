@@ -62,9 +62,11 @@ pub struct Group {
 pub fn group_runs(runs: &[RunRecord]) -> Vec<Group> {
     let mut order: Vec<String> = Vec::new();
     let mut members: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
+    // One sample per identity, unless its attempts disagree (then each attempt is one).
+    let mut counted: std::collections::BTreeSet<&str> = Default::default();
     for run in runs {
-        let is_sample =
-            run.status == Status::Completed && !(run.attempt > 1 && run.reproduced == Some(true));
+        let is_sample = run.status == Status::Completed
+            && (run.reproduced == Some(false) || counted.insert(run.run_id.as_str()));
         if is_sample {
             if !members.contains_key(&run.group_id) {
                 order.push(run.group_id.clone());
@@ -113,6 +115,52 @@ fn seeds_text(seeds: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(id: &str, attempt: u32, reproduced: Option<bool>, acc: f64) -> RunRecord {
+        RunRecord {
+            run_id: id.into(),
+            attempt,
+            name: "m".into(),
+            recipe_step: None,
+            parent_run: None,
+            sweep: None,
+            status: Status::Completed,
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+            updated_at: chrono::Utc::now(),
+            last_step: None,
+            group_id: "g".into(),
+            component_hashes: Default::default(),
+            components: Default::default(),
+            summary: [("acc".to_string(), acc)].into(),
+            checks: vec![],
+            artifacts: Default::default(),
+            error: None,
+            reproduced,
+            diverged_step: None,
+            session_id: None,
+            cell_execution: None,
+            cell_history_hash: None,
+        }
+    }
+
+    #[test]
+    fn replicates_count_once_unless_they_disagree() {
+        // A reproduced identity counts once, whichever attempt the selection holds.
+        let g = group_runs(&[
+            run("a", 2, Some(true), 0.9),
+            run("a", 3, Some(true), 0.9),
+            run("b", 1, None, 0.8),
+        ]);
+        assert_eq!(g[0].metrics["acc"].n, 2);
+        assert_eq!(g[0].metrics["acc"].runs, vec!["a@2", "b@1"]);
+        // A nondeterministic one contributes every attempt.
+        let g = group_runs(&[
+            run("a", 1, Some(false), 0.9),
+            run("a", 2, Some(false), 0.91),
+        ]);
+        assert_eq!(g[0].metrics["acc"].n, 2);
+    }
 
     #[test]
     fn stats_match_numpy() {

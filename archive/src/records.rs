@@ -568,6 +568,7 @@ mod tests {
                         expected: json!(2.302585),
                         note: String::new(),
                     }],
+                    artifacts: [("checkpoint".to_string(), "ab".to_string())].into(),
                     error,
                     reproduced,
                     diverged_step: None,

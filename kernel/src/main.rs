@@ -2,6 +2,7 @@
 //!
 //! - `recipe runs list|show|diff|export|verify|compact`: the run archive from a shell.
 //! - `recipe train`: one run of the built-in trainer.
+//! - `recipe data`: a dataset's summary, duplicates, corrupt examples and fingerprint.
 //!
 //! Errors print one line (`error: ...`) and exit non-zero; usage errors exit 2.
 

@@ -1,5 +1,6 @@
 //! The `recipe` command line: argument definitions and dispatch.
 
+mod data;
 mod runs;
 mod train;
 
@@ -20,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Work with the run archive: list, show, diff, export, compact.
     Runs(runs::RunsArgs),
+    /// Look at a dataset: summary, duplicates, corrupt examples, fingerprint.
+    Data(data::DataArgs),
     /// Train one run of the built-in trainer and archive it.
     Train(train::TrainArgs),
 }
@@ -28,5 +31,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Runs(args) => runs::run(args),
         Command::Train(args) => train::run(args),
+        Command::Data(args) => data::run(args),
     }
 }

@@ -36,12 +36,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let data = match args.data.as_str() {
-        "digits" => Dataset::digits()?,
-        "fashion-mnist" => Dataset::fashion_mnist()?,
-        path if path.ends_with(".parquet") => Dataset::from_parquet(path)?,
-        path => Dataset::from_csv(path)?,
-    };
+    let data = super::data::load(&args.data)?;
     let data = match &args.subset {
         Some(s) => {
             let (n, m) = s.split_once('/').context("--subset takes N/M")?;
