@@ -213,8 +213,8 @@ impl Archive {
         })
     }
 
-    /// Find one run attempt by reference: a run-id prefix (the first attempt, or the only
-    /// one), `prefix@attempt`, or an exact run name when it is unique.
+    /// Find one run attempt by reference: a run-id prefix (its first attempt),
+    /// `prefix@attempt`, or a run name (the most recent run of that name).
     pub fn find(&self, reference: &str) -> Result<RunRecord> {
         let runs = self.runs()?.value;
         find_in(&runs, reference).cloned()
@@ -333,6 +333,19 @@ fn read_all<T: Send>(
     })
 }
 
+/// Open (creating) a lock file; lock it with [`try_lock`] or [`lock_blocking`].
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
 /// Take a non-blocking flock on `file`; the lock lives as long as the file stays open.
 pub(crate) fn try_lock(file: &File, kind: libc::c_int) -> bool {
     use std::os::fd::AsRawFd;
@@ -402,13 +415,20 @@ pub fn find_in<'a>(runs: &'a [RunRecord], reference: &str) -> Result<&'a RunReco
         .iter()
         .filter(|r| r.run_id.starts_with(prefix) && attempt.is_none_or(|a| r.attempt == a))
         .collect();
-    let candidates = if by_id.is_empty() {
-        runs.iter()
-            .filter(|r| r.name == prefix && attempt.is_none_or(|a| r.attempt == a))
-            .collect()
-    } else {
-        by_id
-    };
+    if by_id.is_empty() {
+        // By name: the most recent run of that name (names are reused as code changes).
+        let by_name = runs
+            .iter()
+            .filter(|r| r.name == prefix && attempt.is_none_or(|a| r.attempt == a));
+        if let Some(latest) = by_name.max_by_key(|r| (r.started_at, r.attempt)) {
+            let first_attempt = runs
+                .iter()
+                .filter(|r| r.run_id == latest.run_id && attempt.is_none_or(|a| r.attempt == a))
+                .min_by_key(|r| r.attempt);
+            return Ok(first_attempt.unwrap_or(latest));
+        }
+    }
+    let candidates = by_id;
     let ids: std::collections::BTreeSet<&str> =
         candidates.iter().map(|r| r.run_id.as_str()).collect();
     match (ids.len(), candidates.len()) {

@@ -8,13 +8,13 @@
 //! and `cells` are de-duplicated by key). Runs whose writer is alive are left alone. A
 //! `running` row whose writer died is written back as `interrupted` at its last step.
 
-use crate::archive::{try_lock, Archive};
+use crate::archive::{open_lock_file, try_lock, Archive};
 use crate::files::{self, list_table, ChunkName};
 use crate::records::{self, RunRecord};
 use crate::schema::Table;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 /// One step of a compaction.
@@ -191,12 +191,7 @@ fn read_sources(
 /// Carry out a plan. Holds the archive's compaction lock, so two compactions never race.
 pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
     let lock_path = archive.root().join("_compact.lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, e))?;
+    let lock = open_lock_file(&lock_path)?;
     if !try_lock(&lock, libc::LOCK_EX) {
         return Err(Error::Invalid(
             "another compaction of this archive is running; try again when it ends".into(),

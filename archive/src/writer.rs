@@ -6,7 +6,7 @@
 //! holds a flock on the attempt's lock file; when the process dies the kernel drops the lock
 //! and readers see the run as interrupted at its last flushed step.
 
-use crate::archive::{try_lock, Archive};
+use crate::archive::{open_lock_file, try_lock, Archive};
 use crate::canonical::Hash;
 use crate::files::{self, day_dir, ChunkName};
 use crate::identity::Identity;
@@ -120,13 +120,7 @@ impl Archive {
         let run_id = hashes.run_id.to_hex();
         let attempt = self.claim_attempt(&run_id)?;
         let lock_path = self.live_lock_path(&run_id, attempt);
-        fs::create_dir_all(self.path("_live")).map_err(|e| Error::io(self.path("_live"), e))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+        let lock = open_lock_file(&lock_path)?;
         if !try_lock(&lock, libc::LOCK_EX) {
             return Err(Error::Invalid(format!(
                 "{} is locked by another writer",
@@ -325,16 +319,12 @@ impl RunWriter {
         if status == Status::Completed && replicated {
             // Attempts finishing at once take turns, so the later one always sees the
             // earlier one's final row and compares with it.
-            let turn = self
-                .archive
-                .path("_claims")
-                .join(format!("{}.finish.lock", self.record.run_id));
-            let turn = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&turn)
-                .map_err(|e| Error::io(&turn, e))?;
+            let turn = open_lock_file(
+                &self
+                    .archive
+                    .path("_claims")
+                    .join(format!("{}.finish.lock", self.record.run_id)),
+            )?;
             crate::archive::lock_blocking(&turn)?;
             self.compare_with_reference()?;
             self.write_row()?;

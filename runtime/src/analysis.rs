@@ -251,17 +251,7 @@ pub fn batch_preview(
     let images = rows
         .into_iter()
         .zip(&indices)
-        .map(|(r, &i)| {
-            (
-                r,
-                format!(
-                    "#{i} {}",
-                    data.classes
-                        .get(data.labels[i] as usize)
-                        .map_or("?", |s| s.as_str())
-                ),
-            )
-        })
+        .map(|(r, &i)| (r, format!("#{i} {}", data.class_name(data.labels[i]))))
         .collect();
     let mut grid = ImageGrid::new(images, data.image_shape());
     grid.range = data.value_range;
@@ -286,14 +276,7 @@ pub fn load_run(
         .artifacts
         .get("weights")
         .ok_or_else(|| Error::Data(format!("run {} has no stored weights", run.short())))?;
-    let params = Params::new(seeds.init);
-    let model = config.model.build(
-        &data.shape,
-        data.num_classes(),
-        config.dropout,
-        seeds.dropout,
-        &params,
-    )?;
+    let (model, params) = config.build_model(data, &seeds)?;
     params.load_safetensors(&archive.blob(&recipe_archive::canonical::Hash::from_hex(hash)?)?)?;
     Ok((model, params))
 }
@@ -565,4 +548,171 @@ pub fn logits(model: &dyn Model, x: &Tensor) -> Result<Vec<Vec<f32>>> {
         .forward(x, false)?
         .to_dtype(DType::F32)?
         .to_vec2::<f32>()?)
+}
+
+/// Predictions of an archived run (its stored weights) on a split.
+pub fn predictions_of_run(
+    archive: &Archive,
+    run: &RunRecord,
+    data: &Dataset,
+    split: &str,
+) -> Result<Predictions> {
+    let (model, _) = load_run(archive, run, data)?;
+    let indices = data.split(split)?.to_vec();
+    let probs = probabilities(model.as_ref(), data, &indices)?;
+    Ok(Predictions::from_probs(data, &indices, probs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::ModelSpec;
+    use crate::train::fit;
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            model: ModelSpec::Mlp { hidden: vec![32] },
+            lr: 1e-3,
+            steps: 300,
+            eval_every: 100,
+            ..TrainConfig::default()
+        }
+    }
+
+    fn archived(dir: &std::path::Path, name: &str) -> RunOptions {
+        RunOptions {
+            name: name.into(),
+            archive: Some(Archive::open(dir).unwrap()),
+            quiet: true,
+            ..RunOptions::default()
+        }
+    }
+
+    #[test]
+    fn predictions_ensembles_and_archived_weights_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap();
+        let a = fit(&data, &config(), &Seeds::all(1), &archived(dir.path(), "a")).unwrap();
+        let b = fit(&data, &config(), &Seeds::all(2), &archived(dir.path(), "b")).unwrap();
+        let p = a.predictions(&data, "test").unwrap();
+        assert_eq!(
+            p.accuracy().to_bits(),
+            a.metric("test_acc").unwrap().to_bits()
+        );
+        assert_eq!(
+            p.confusion.iter().flatten().sum::<usize>(),
+            data.split("test").unwrap().len()
+        );
+        assert!(p.html().contains("<svg") && p.text().contains("most confused"));
+
+        // The archived weights give the very same predictions.
+        let archive = Archive::open(dir.path()).unwrap();
+        let again = predictions_of_run(&archive, a.run.as_ref().unwrap(), &data, "test").unwrap();
+        assert_eq!(again.predicted, p.predicted);
+
+        let e = ensemble_runs(
+            &archive,
+            &[a.run.clone().unwrap(), b.run.clone().unwrap()],
+            &data,
+            "test",
+        )
+        .unwrap();
+        let best_member = e.members.iter().map(|(_, acc)| *acc).fold(0.0, f64::max);
+        assert!(
+            e.predictions.accuracy() >= best_member - 0.02,
+            "{}",
+            e.text()
+        );
+        assert!(ensemble(&[], &data, "test").is_err());
+    }
+
+    #[test]
+    fn human_baseline_is_a_run_beside_the_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap();
+        let shown: Vec<usize> = data.split("test").unwrap()[..10].to_vec();
+        let mut answers: Vec<u32> = shown.iter().map(|&i| data.labels[i]).collect();
+        answers[0] = (answers[0] + 1) % 10; // one mistake
+        let run = human_baseline(
+            &data,
+            "test",
+            &shown,
+            &answers,
+            "alice",
+            &archived(dir.path(), "human"),
+        )
+        .unwrap();
+        assert_eq!(run.summary["test_acc"], 0.9);
+        assert_eq!(run.recipe_step.as_deref(), Some("baselines"));
+        assert!(human_baseline(
+            &data,
+            "test",
+            &shown,
+            &answers[..3],
+            "alice",
+            &archived(dir.path(), "h")
+        )
+        .is_err());
+        let train_example = data.split("train").unwrap()[0];
+        assert!(human_baseline(
+            &data,
+            "test",
+            &[train_example],
+            &[0],
+            "alice",
+            &archived(dir.path(), "h")
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn batch_preview_shows_what_the_trainer_feeds() {
+        let data = Dataset::digits().unwrap();
+        let grid = batch_preview(&data, &config(), &Seeds::all(3), 5).unwrap();
+        let expected = batch_indices(data.split("train").unwrap(), 64, 3, 5);
+        assert_eq!(grid.images.len(), 64);
+        assert_eq!(grid.images[0].0, data.example(expected[0]));
+        let zeroed = batch_preview(
+            &data,
+            &TrainConfig {
+                zero_inputs: true,
+                ..config()
+            },
+            &Seeds::all(3),
+            5,
+        )
+        .unwrap();
+        assert!(zeroed
+            .images
+            .iter()
+            .all(|(p, _)| p.iter().all(|&v| v == 0.0)));
+    }
+
+    #[test]
+    fn first_layer_weights_and_dynamics() {
+        let data = Dataset::digits().unwrap();
+        let t = fit(
+            &data,
+            &config(),
+            &Seeds::all(1),
+            &RunOptions::default().unarchived().quiet(),
+        )
+        .unwrap();
+        let w = t.first_layer_weights(&data).unwrap();
+        assert_eq!((w.images.len(), w.shape), (32, (8, 8)));
+        let d = prediction_dynamics(
+            &data,
+            &TrainConfig {
+                steps: 200,
+                ..config()
+            },
+            &Seeds::all(1),
+            4,
+            100,
+        )
+        .unwrap();
+        assert_eq!(d.series.len(), 4);
+        assert!(d.series.iter().all(|(_, pts)| pts.len() == 2));
+        assert!(d.html().contains("polyline"));
+    }
 }

@@ -177,15 +177,7 @@ pub fn loss_at_init_check(
 }
 
 fn build(ctx: &CheckContext) -> Result<(Box<dyn Model>, std::sync::Arc<Params>)> {
-    let params = Params::new(ctx.seeds.init);
-    let model = ctx.config.model.build(
-        &ctx.data.shape,
-        ctx.data.num_classes(),
-        ctx.config.dropout,
-        ctx.seeds.dropout,
-        &params,
-    )?;
-    Ok((model, params))
+    ctx.config.build_model(ctx.data, &ctx.seeds)
 }
 
 /// Loss at init matches -ln(1/C) (or the prior entropy).

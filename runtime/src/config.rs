@@ -72,6 +72,26 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// The model this config describes, for `data`, with parameters drawn from the init
+    /// seed and dropout masks from the dropout seed.
+    pub fn build_model(
+        &self,
+        data: &crate::Dataset,
+        seeds: &Seeds,
+    ) -> crate::Result<(Box<dyn crate::Model>, std::sync::Arc<crate::params::Params>)> {
+        let params = crate::params::Params::new(seeds.init);
+        let model = self.model.build(
+            &data.shape,
+            data.num_classes(),
+            self.dropout,
+            seeds.dropout,
+            &params,
+        )?;
+        Ok((model, params))
+    }
+}
+
 /// One seed per source of randomness.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seeds {

@@ -35,7 +35,7 @@ pub use train::{fit, request_stop, resume, RunOptions, Trained};
 pub mod prelude {
     pub use crate::analysis::{
         batch_preview, ensemble, ensemble_runs, human_baseline, load_run, prediction_dynamics,
-        Predictions,
+        predictions_of_run, Predictions,
     };
     pub use crate::checks::{registry, run_all, CheckContext, Finding, RecipeCheck};
     pub use crate::data::{DataSpec, Dataset};

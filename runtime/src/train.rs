@@ -388,14 +388,7 @@ fn fit_inner(
     };
 
     // 2. Model, init, loss at init.
-    let params = Params::new(seeds.init);
-    let model = config.model.build(
-        &data.shape,
-        data.num_classes(),
-        config.dropout,
-        seeds.dropout,
-        &params,
-    )?;
+    let (model, params) = config.build_model(data, seeds)?;
     if config.init_bias_from_priors {
         init_bias_from_priors(model.as_ref(), &params, data)?;
     }

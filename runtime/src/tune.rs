@@ -177,3 +177,62 @@ impl Show for Sweep {
 }
 
 show_in_jupyter!(Sweep);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_search_is_seeded_and_archives_one_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap().subset(400, 100).unwrap();
+        let base = TrainConfig {
+            steps: 100,
+            eval_every: 50,
+            ..TrainConfig::default()
+        };
+        let space = SearchSpace {
+            lr: (1e-4, 1e-2),
+            weight_decay: None,
+            dropout: Some((0.0, 0.3)),
+            models: vec![
+                ModelSpec::Mlp { hidden: vec![16] },
+                ModelSpec::Mlp { hidden: vec![64] },
+            ],
+        };
+        let options = RunOptions {
+            name: "search".into(),
+            archive: Some(recipe_archive::Archive::open(dir.path()).unwrap()),
+            quiet: true,
+            ..RunOptions::default()
+        };
+        let sweep = random_search(
+            &data,
+            &base,
+            &space,
+            3,
+            9,
+            &Seeds::all(1),
+            "val_acc",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(sweep.trials.len(), 3);
+        let best = sweep.best().metric("val_acc").unwrap();
+        assert!(sweep
+            .trials
+            .iter()
+            .all(|t| t.metric("val_acc").unwrap() <= best));
+        let lrs: Vec<f64> = sweep.trials.iter().map(|t| t.config.lr).collect();
+        assert!(lrs.iter().all(|lr| (1e-4..=1e-2).contains(lr)));
+        // Same search seed, same draws.
+        let mut r1 = Rng::stream(9, "random_search");
+        assert_eq!(space.draw(&base, &mut r1).lr, lrs[0]);
+        let runs = recipe_archive::Archive::open(dir.path())
+            .unwrap()
+            .runs()
+            .unwrap()
+            .value;
+        assert!(runs.len() == 3 && runs.iter().all(|r| r.sweep.as_deref() == Some("search")));
+    }
+}

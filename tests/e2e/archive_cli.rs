@@ -115,7 +115,6 @@ fn issue_2_bad_input_gets_one_line_and_a_non_zero_exit() {
     sweep(dir.path());
     for (args, expect) in [
         (vec!["runs", "show", "ffffffffff"], "no run matches"),
-        (vec!["runs", "show", "toy"], "matches 6 runs"),
         (
             vec!["runs", "list", "--where", "nonsense"],
             "is not a condition",
@@ -130,6 +129,13 @@ fn issue_2_bad_input_gets_one_line_and_a_non_zero_exit() {
             "{args:?}: {err}"
         );
     }
+    // A reused name means its latest run.
+    let runs: Vec<serde_json::Value> =
+        serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let latest = recipe_ok(dir.path(), &["runs", "show", "toy", "--json"]);
+    assert!(latest.contains(ids[5]), "the most recent run named toy");
+
     let usage = recipe(dir.path(), &["runs", "frobnicate"]);
     assert_eq!(usage.status.code(), Some(2));
 }

@@ -54,10 +54,12 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// What changed between two runs: identity components, config keys, metric deltas.
+    /// What changed between two runs (or a run and its parent): identity components, config
+    /// keys, metric deltas.
     Diff {
         a: String,
-        b: String,
+        /// The other run [default: A's parent]
+        b: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -129,7 +131,19 @@ pub fn run(args: RunsArgs) -> Result<()> {
         }
         RunsCommand::Diff { a, b, json } => {
             let runs = load(archive.runs())?;
-            let (ra, rb) = (find_in(&runs, &a)?, find_in(&runs, &b)?);
+            let (ra, rb) = match b {
+                Some(b) => (find_in(&runs, &a)?, find_in(&runs, &b)?),
+                None => {
+                    let child = find_in(&runs, &a)?;
+                    let parent = child.parent_run.as_deref().with_context(|| {
+                        format!(
+                            "run {} has no parent; name the run to compare with",
+                            child.short()
+                        )
+                    })?;
+                    (find_in(&runs, parent)?, child)
+                }
+            };
             let diff = diff_runs(
                 ra,
                 &load(archive.metrics(ra))?,

@@ -27,6 +27,9 @@ pub struct TrainArgs {
     step: Option<String>,
     #[arg(long)]
     sweep: Option<String>,
+    /// The run this one changes one thing from (a run id prefix or unique name)
+    #[arg(long)]
+    parent: Option<String>,
     /// The archive folder [default: $RECIPE_ARCHIVE, else ./runs]
     #[arg(long)]
     archive: Option<PathBuf>,
@@ -50,8 +53,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let config: TrainConfig =
         serde_json::from_str(&args.config).context("--config is not a TrainConfig as JSON")?;
     let archive = Archive::open(args.archive.unwrap_or_else(Archive::default_root))?;
+    let parent = match &args.parent {
+        Some(reference) => Some(archive.find(reference)?.key()),
+        None => None,
+    };
     let options = RunOptions {
         name: args.name,
+        parent,
         recipe_step: args.step,
         sweep: args.sweep,
         archive: Some(archive),

@@ -212,12 +212,7 @@ impl Dataset {
             .map(|&(i, v)| {
                 (
                     self.example(i).to_vec(),
-                    format!(
-                        "#{i} {} {v:.3}",
-                        self.classes
-                            .get(self.labels[i] as usize)
-                            .map_or("?", |s| s.as_str())
-                    ),
+                    format!("#{i} {} {v:.3}", self.class_name(self.labels[i])),
                 )
             })
             .collect();
@@ -258,12 +253,7 @@ impl Dataset {
                 .map(|&i| {
                     (
                         self.example(i).to_vec(),
-                        format!(
-                            "#{i} {}",
-                            self.classes
-                                .get(self.labels[i] as usize)
-                                .map_or("?", |s| s.as_str())
-                        ),
+                        format!("#{i} {}", self.class_name(self.labels[i])),
                     )
                 })
                 .collect(),

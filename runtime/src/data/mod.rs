@@ -292,6 +292,11 @@ impl Dataset {
         ))
     }
 
+    /// The name of a class ("?" for a label past the last class).
+    pub fn class_name(&self, label: u32) -> &str {
+        self.classes.get(label as usize).map_or("?", String::as_str)
+    }
+
     /// Fraction of each class in a split, in class order.
     pub fn class_priors(&self, split: &str) -> Result<Vec<f64>> {
         let indices = self.split(split)?;
