@@ -87,7 +87,7 @@ impl Predictions {
             .take(20)
             .map(|&k| {
                 (
-                    data.example(indices[k]).to_vec(),
+                    data.row(indices[k]).to_vec(),
                     format!(
                         "#{} {}→{} ({:.2})",
                         indices[k],
@@ -484,7 +484,7 @@ pub fn prediction_dynamics(
         .iter()
         .map(|i| {
             (
-                format!("#{i} ({})", data.classes[data.labels[*i] as usize]),
+                format!("#{i} ({})", data.class_name(data.labels[*i])),
                 Vec::new(),
             )
         })
@@ -671,7 +671,7 @@ mod tests {
         let grid = batch_preview(&data, &config(), &Seeds::all(3), 5).unwrap();
         let expected = batch_indices(data.split("train").unwrap(), 64, 3, 5);
         assert_eq!(grid.images.len(), 64);
-        assert_eq!(grid.images[0].0, data.example(expected[0]));
+        assert_eq!(grid.images[0].0, data.row(expected[0]));
         let zeroed = batch_preview(
             &data,
             &TrainConfig {

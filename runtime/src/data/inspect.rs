@@ -151,7 +151,7 @@ impl Dataset {
         let mut by_hash: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
         for i in 0..self.len() {
             by_hash
-                .entry(*blake3::hash(f32_bytes(self.example(i))).as_bytes())
+                .entry(*blake3::hash(f32_bytes(self.row(i))).as_bytes())
                 .or_default()
                 .push(i);
         }
@@ -169,7 +169,7 @@ impl Dataset {
         let (lo, hi) = self.value_range;
         let mut out = Corrupt::default();
         for i in 0..self.len() {
-            let x = self.example(i);
+            let x = self.row(i);
             if x.iter().any(|v| !v.is_finite()) {
                 out.non_finite.push(i);
             } else if x.iter().any(|&v| v < lo || v > hi) {
@@ -197,7 +197,7 @@ impl Dataset {
         let mut order: Vec<(usize, f64)> = self
             .split(split)?
             .iter()
-            .map(|&i| (i, value(self.example(i), self.labels[i])))
+            .map(|&i| (i, value(self.row(i), self.labels[i])))
             .collect();
         order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         let ends: Vec<(usize, f64)> = order
@@ -211,7 +211,7 @@ impl Dataset {
             .iter()
             .map(|&(i, v)| {
                 (
-                    self.example(i).to_vec(),
+                    self.row(i).to_vec(),
                     format!("#{i} {} {v:.3}", self.class_name(self.labels[i])),
                 )
             })
@@ -231,7 +231,7 @@ impl Dataset {
             .split(split)?
             .iter()
             .copied()
-            .filter(|&i| keep(self.example(i), self.labels[i]))
+            .filter(|&i| keep(self.row(i), self.labels[i]))
             .collect())
     }
 
@@ -252,7 +252,7 @@ impl Dataset {
                 .filter(|&&i| i < self.len())
                 .map(|&i| {
                     (
-                        self.example(i).to_vec(),
+                        self.row(i).to_vec(),
                         format!("#{i} {}", self.class_name(self.labels[i])),
                     )
                 })
@@ -473,7 +473,7 @@ mod tests {
         assert!(d.corrupt().is_clean());
         // Plant a NaN, an out-of-range value, a bad label and a train/test duplicate.
         let (train0, test0) = (d.split("train").unwrap()[0], d.split("test").unwrap()[0]);
-        let copy = d.example(train0).to_vec();
+        let copy = d.row(train0).to_vec();
         let dim = d.dim();
         d.features[test0 * dim..(test0 + 1) * dim].copy_from_slice(&copy);
         d.features[5 * dim] = f32::NAN;

@@ -483,6 +483,52 @@ mod tests {
     }
 
     #[test]
+    fn parquet_with_a_label_column() {
+        use arrow::array::{Float32Array, Int64Array, RecordBatch};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.parquet");
+        let batch = RecordBatch::try_from_iter([
+            (
+                "a",
+                std::sync::Arc::new(Float32Array::from(vec![0.1, 0.2, 0.3]))
+                    as arrow::array::ArrayRef,
+            ),
+            (
+                "label",
+                std::sync::Arc::new(Int64Array::from(vec![1, 0, 2])),
+            ),
+            (
+                "b",
+                std::sync::Arc::new(Float32Array::from(vec![Some(1.0), None, Some(3.0)])),
+            ),
+        ])
+        .unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let d = parquet(&path).unwrap();
+        assert_eq!(
+            (d.len(), d.dim(), d.num_classes(), d.labels.clone()),
+            (3, 2, 3, vec![1, 0, 2])
+        );
+        assert!(
+            d.example(1).unwrap()[1].is_nan(),
+            "a null feature reads as NaN, for the corrupt check to find"
+        );
+        assert_eq!(d.corrupt().non_finite, vec![1]);
+        std::fs::write(&path, b"PAR1 not really").unwrap();
+        assert!(parquet(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not readable Parquet"));
+    }
+
+    #[test]
     fn npy_and_safetensors_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         // np.save of np.arange(6, dtype='<f4').reshape(3, 2) and np.array([0, 1, 1], dtype='|u1')
@@ -507,7 +553,11 @@ mod tests {
         )
         .unwrap();
         let d = npy(&dir.path().join("x.npy"), &dir.path().join("y.npy")).unwrap();
-        assert_eq!((d.len(), d.dim(), d.example(2)), (3, 2, &[4.0f32, 5.0][..]));
+        assert_eq!(
+            (d.len(), d.dim(), d.example(2).unwrap()),
+            (3, 2, &[4.0f32, 5.0][..])
+        );
+        assert!(d.example(3).is_err());
 
         let x = candle_core::Tensor::from_vec(
             (0..6).map(|i| i as f32).collect::<Vec<_>>(),

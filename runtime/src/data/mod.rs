@@ -182,8 +182,20 @@ impl Dataset {
         self.classes.len()
     }
 
-    /// One example's features.
-    pub fn example(&self, i: usize) -> &[f32] {
+    /// One example's features; an index past the end is an error.
+    pub fn example(&self, i: usize) -> Result<&[f32]> {
+        if i >= self.len() {
+            return Err(Error::Invalid(format!(
+                "{} has {} examples; there is no #{i}",
+                self.name,
+                self.len()
+            )));
+        }
+        Ok(self.row(i))
+    }
+
+    /// One example's features, for indices already known to be valid (split members).
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
         let d = self.dim();
         &self.features[i * d..(i + 1) * d]
     }
@@ -281,7 +293,7 @@ impl Dataset {
         let d = self.dim();
         let mut x = Vec::with_capacity(indices.len() * d);
         for &i in indices {
-            x.extend_from_slice(self.example(i));
+            x.extend_from_slice(self.example(i)?);
         }
         let mut shape = vec![indices.len()];
         shape.extend(&self.shape);
