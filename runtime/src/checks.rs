@@ -309,7 +309,8 @@ impl RecipeCheck for OverfitOneBatch {
             if loss_value < self.target / 10.0 {
                 break;
             }
-            opt.update(&params.vars(), &loss.backward()?, 1e-2, 1.0)?;
+            let vars = params.vars();
+            opt.update(&vars, &crate::optim::gradients(&vars, &loss.backward()?)?, 1e-2, 1.0)?;
         }
         let predicted = model.forward(&x, false)?.argmax(1)?.to_vec1::<u32>()?;
         let labels = y.to_vec1::<u32>()?;

@@ -44,7 +44,33 @@ impl Schedule {
     }
 }
 
+/// The gradients of one step, copied out of candle's store in parameter-name order, with
+/// their global L2 norm (summed in that order, in f64).
+pub struct Gradients {
+    /// (index into the parameter list, gradient values).
+    values: Vec<(usize, Vec<f32>)>,
+    pub norm: f64,
+}
+
+/// Collect the gradients of `params` (sorted by name) from a backward pass.
+pub fn gradients(params: &[(String, Var)], grads: &GradStore) -> Result<Gradients> {
+    let mut values = Vec::with_capacity(params.len());
+    let mut sum = 0f64;
+    for (k, (_, var)) in params.iter().enumerate() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            sum += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            values.push((k, g));
+        }
+    }
+    Ok(Gradients { values, norm: sum.sqrt() })
+}
+
 /// AdamW (decoupled weight decay) with its moments kept by parameter name.
+///
+/// The update is one fused loop over each parameter's values (PyTorch's formula:
+/// `w = w(1 - lr wd) - lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps)`), rather than a dozen
+/// tensor operations that each allocate a temporary.
 pub struct AdamW {
     pub beta1: f64,
     pub beta2: f64,
@@ -52,61 +78,39 @@ pub struct AdamW {
     pub weight_decay: f64,
     /// Updates done so far.
     pub step: u64,
-    m: BTreeMap<String, Tensor>,
-    v: BTreeMap<String, Tensor>,
+    m: BTreeMap<String, Vec<f32>>,
+    v: BTreeMap<String, Vec<f32>>,
 }
 
 impl AdamW {
     pub fn new(beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> AdamW {
-        AdamW {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            step: 0,
-            m: BTreeMap::new(),
-            v: BTreeMap::new(),
-        }
+        AdamW { beta1, beta2, eps, weight_decay, step: 0, m: BTreeMap::new(), v: BTreeMap::new() }
     }
 
     /// One update of every parameter that has a gradient, gradients first scaled by `scale`
     /// (1.0, or the clipping factor).
-    pub fn update(
-        &mut self,
-        params: &[(String, Var)],
-        grads: &GradStore,
-        lr: f64,
-        scale: f64,
-    ) -> Result<()> {
+    pub fn update(&mut self, params: &[(String, Var)], grads: &Gradients, lr: f64, scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
-        for (name, var) in params {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let g = if scale == 1.0 {
-                g.clone()
-            } else {
-                (g * scale)?
-            };
-            let m = match self.m.get(name) {
-                Some(m) => ((m * self.beta1)? + (&g * (1.0 - self.beta1))?)?,
-                None => (&g * (1.0 - self.beta1))?,
-            };
-            let v = match self.v.get(name) {
-                Some(v) => ((v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?,
-                None => (g.sqr()? * (1.0 - self.beta2))?,
-            };
-            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
-            let decayed = if self.weight_decay == 0.0 {
-                var.as_tensor().clone()
-            } else {
-                (var.as_tensor() * (1.0 - lr * self.weight_decay))?
-            };
-            var.set(&(decayed - (update * lr)?)?)?;
-            self.m.insert(name.clone(), m);
-            self.v.insert(name.clone(), v);
+        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
+        let (step_size, c2_sqrt) = ((lr / c1) as f32, c2.sqrt() as f32);
+        let (decay, scale) = ((1.0 - lr * self.weight_decay) as f32, scale as f32);
+        for (k, g) in &grads.values {
+            let Some((name, var)) = params.get(*k) else { continue };
+            let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let m = self.m.entry(name.clone()).or_insert_with(|| vec![0.0; w.len()]);
+            let v = self.v.entry(name.clone()).or_insert_with(|| vec![0.0; w.len()]);
+            if m.len() != w.len() || g.len() != w.len() {
+                return Err(Error::Invalid(format!("optimizer state for {name:?} does not match the parameter's size")));
+            }
+            for i in 0..w.len() {
+                let gi = g[i] * scale;
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                w[i] = w[i] * decay - step_size * m[i] / (v[i].sqrt() / c2_sqrt + eps);
+            }
+            var.set(&Tensor::from_vec(w, var.shape(), var.device())?)?;
         }
         Ok(())
     }
@@ -115,11 +119,10 @@ impl AdamW {
     /// beside it by the caller.
     pub fn state_safetensors(&self) -> Result<Vec<u8>> {
         let mut all = BTreeMap::new();
-        for (k, t) in &self.m {
-            all.insert(format!("m.{k}"), t.clone());
-        }
-        for (k, t) in &self.v {
-            all.insert(format!("v.{k}"), t.clone());
+        for (prefix, moments) in [("m", &self.m), ("v", &self.v)] {
+            for (k, values) in moments {
+                all.insert(format!("{prefix}.{k}"), Tensor::from_slice(values, values.len(), &candle_core::Device::Cpu)?);
+            }
         }
         tensors_to_safetensors(all)
     }
@@ -130,34 +133,16 @@ impl AdamW {
         self.m.clear();
         self.v.clear();
         for (k, t) in tensors {
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
             match k.split_once('.') {
-                Some(("m", name)) => self.m.insert(name.to_string(), t),
-                Some(("v", name)) => self.v.insert(name.to_string(), t),
-                _ => {
-                    return Err(Error::Data(format!(
-                        "optimizer state has an unknown tensor {k:?}"
-                    )))
-                }
+                Some(("m", name)) => self.m.insert(name.to_string(), values),
+                Some(("v", name)) => self.v.insert(name.to_string(), values),
+                _ => return Err(Error::Data(format!("optimizer state has an unknown tensor {k:?}"))),
             };
         }
         self.step = step;
         Ok(())
     }
-}
-
-/// The global L2 norm of the gradients, summed in parameter-name order.
-pub fn grad_norm(params: &[(String, Var)], grads: &GradStore) -> Result<f64> {
-    let mut sum = 0f64;
-    for (_, var) in params {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            sum += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-        }
-    }
-    Ok(sum.sqrt())
 }
 
 #[cfg(test)]
@@ -185,7 +170,7 @@ mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            opt.update(&params, &grads, 0.1, 1.0).unwrap();
+            opt.update(&params, &gradients(&params, &grads).unwrap(), 0.1, 1.0).unwrap();
         }
         let got = w.as_tensor().to_vec1::<f32>().unwrap();
         assert!(
@@ -214,7 +199,7 @@ mod tests {
                 let grads = (w.as_tensor().sqr().unwrap().sum_all().unwrap())
                     .backward()
                     .unwrap();
-                opt.update(&params, &grads, 0.05, 1.0).unwrap();
+                opt.update(&params, &gradients(&params, &grads).unwrap(), 0.05, 1.0).unwrap();
             }
             w.as_tensor().to_vec1::<f32>().unwrap()
         };

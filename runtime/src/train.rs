@@ -15,7 +15,7 @@ use crate::checks::loss_at_init_check;
 use crate::config::{Seeds, TrainConfig};
 use crate::data::Dataset;
 use crate::models::Model;
-use crate::optim::{grad_norm, AdamW};
+use crate::optim::{gradients, AdamW};
 use crate::params::Params;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -174,6 +174,25 @@ pub fn batch_indices(train: &[usize], batch: usize, seed: u64, step: usize) -> V
         position += 1;
     }
     out
+}
+
+/// One optimizer step on a batch: forward, cross-entropy, backward, gradient norm (and
+/// clipping to `clip`), AdamW update. Returns (loss, gradient norm), or `None` without
+/// updating when the loss is NaN or infinite.
+pub fn train_step(model: &dyn Model, params: &Params, opt: &mut AdamW, x: &Tensor, y: &Tensor, lr: f64, clip: Option<f64>) -> Result<Option<(f64, f64)>> {
+    let loss = cross_entropy(&model.forward(x, true)?, y)?;
+    let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !loss_value.is_finite() {
+        return Ok(None);
+    }
+    let vars = params.vars();
+    let grads = gradients(&vars, &loss.backward()?)?;
+    let scale = match clip {
+        Some(max) if grads.norm > max => max / grads.norm,
+        _ => 1.0,
+    };
+    opt.update(&vars, &grads, lr, scale)?;
+    Ok(Some((loss_value, grads.norm)))
 }
 
 /// Loss and accuracy of a model on a whole split, in chunks.
@@ -449,23 +468,13 @@ fn fit_inner(
         } else {
             x
         };
-        let loss = cross_entropy(&model.forward(&x, true)?, &y)?;
-        let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_value.is_finite() {
-            log(&mut writer, step, &[("train_loss", loss_value)])?;
-            status = Status::Diverged;
-            error = Some(format!("training loss became {loss_value} at step {step}; lower the learning rate or clip gradients"));
-            break;
-        }
-        let grads = loss.backward()?;
-        let vars = params.vars();
-        let norm = grad_norm(&vars, &grads)?;
-        let scale = match config.grad_clip {
-            Some(max) if norm > max => max / norm,
-            _ => 1.0,
-        };
         let lr = config.schedule.lr(config.lr, step, config.steps);
-        opt.update(&vars, &grads, lr, scale)?;
+        let Some((loss_value, norm)) = train_step(model.as_ref(), &params, &mut opt, &x, &y, lr, config.grad_clip)? else {
+            log(&mut writer, step, &[("train_loss", f64::NAN)])?;
+            status = Status::Diverged;
+            error = Some(format!("training loss became NaN or infinite at step {step}; lower the learning rate or clip gradients"));
+            break;
+        };
         log(
             &mut writer,
             step,

@@ -1,0 +1,116 @@
+//! Benchmark: the runtime's training step against PyTorch on the CPU, side by side in one
+//! invocation: the same models (MLP 784-256-10; ConvNet 32-64 with a 128 dense layer on
+//! 28x28), batch sizes, thread counts, init scheme and optimizer (AdamW at 3e-4). Prints
+//! steps per second, the ratio recipe / PyTorch (above 1 is faster) and peak memory.
+//!
+//! Usage: bench-train [--python PATH] [--threads 1,2]
+//! Each side runs in its own process per thread count (RAYON_NUM_THREADS for candle,
+//! torch.set_num_threads for PyTorch).
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use recipe::models::ModelSpec;
+use recipe::optim::AdamW;
+use recipe::params::Params;
+use recipe::train::train_step;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Instant;
+
+const ROWS: [&str; 4] = ["mlp_train_b64", "mlp_train_b256", "mlp_forward_b64", "convnet_train_b64"];
+
+fn steps_per_second(spec: ModelSpec, batch: usize, seconds: f64, train: bool) -> Result<f64> {
+    let params = Params::new(0);
+    let model = spec.build(&[1, 28, 28], 10, 0.0, 0, &params)?;
+    let mut rng = recipe::Rng::stream(0, "bench");
+    let x = Tensor::from_vec((0..batch * 784).map(|_| rng.uniform() as f32).collect::<Vec<_>>(), (batch, 1, 28, 28), &Device::Cpu)?;
+    let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as u32).collect::<Vec<_>>(), batch, &Device::Cpu)?;
+    let mut opt = AdamW::new(0.9, 0.999, 1e-8, 0.0);
+    let mut step = || -> Result<()> {
+        if train {
+            train_step(model.as_ref(), &params, &mut opt, &x, &y, 3e-4, None)?;
+        } else {
+            model.forward(&x, false)?.to_dtype(DType::F32)?;
+        }
+        Ok(())
+    };
+    for _ in 0..3 {
+        step()?;
+    }
+    let (mut n, t0) = (0usize, Instant::now());
+    while t0.elapsed().as_secs_f64() < seconds {
+        step()?;
+        n += 1;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn peak_rss_mib() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+/// The recipe side, in a child process whose RAYON_NUM_THREADS the parent set.
+fn child() -> Result<()> {
+    let mlp = || ModelSpec::Mlp { hidden: vec![256] };
+    let rows = json!({
+        "mlp_train_b64": steps_per_second(mlp(), 64, 2.0, true)?,
+        "mlp_train_b256": steps_per_second(mlp(), 256, 2.0, true)?,
+        "mlp_forward_b64": steps_per_second(mlp(), 64, 1.0, false)?,
+        "convnet_train_b64": steps_per_second(ModelSpec::ConvNet { channels: [32, 64], hidden: 128 }, 64, 3.0, true)?,
+    });
+    println!("{}", json!({"rows": rows, "peak_rss_mib": peak_rss_mib()}));
+    Ok(())
+}
+
+fn run_json(cmd: &mut Command) -> Result<Value> {
+    let out = cmd.output().context("starting a benchmark process")?;
+    if !out.status.success() {
+        bail!("benchmark process failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn main() -> Result<()> {
+    let mut python = String::from(".venv-bench/bin/python");
+    let mut threads = vec![1usize, 2];
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--child" => return child(),
+            "--python" => python = args.next().context("--python PATH")?,
+            "--threads" => threads = args.next().context("--threads 1,2")?.split(',').map(|t| t.parse()).collect::<Result<_, _>>()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let me = std::env::current_exe()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_bench.py");
+    let mut table: BTreeMap<(usize, &str), (f64, f64)> = BTreeMap::new();
+    let mut memory = Vec::new();
+    for &t in &threads {
+        let ours = run_json(Command::new(&me).arg("--child").env("RAYON_NUM_THREADS", t.to_string()))?;
+        let theirs = run_json(Command::new(&python).arg(script).arg(t.to_string()))?;
+        for row in ROWS {
+            table.insert((t, row), (ours["rows"][row].as_f64().unwrap_or(f64::NAN), theirs["rows"][row].as_f64().unwrap_or(f64::NAN)));
+        }
+        memory.push(format!(
+            "{t} thread(s): recipe {:.0} MiB, PyTorch {} {:.0} MiB",
+            ours["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            theirs["torch"].as_str().unwrap_or("?"),
+            theirs["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    println!("| row | threads | recipe steps/s | PyTorch steps/s | recipe / PyTorch |");
+    println!("|---|---|---|---|---|");
+    for ((t, row), (ours, theirs)) in &table {
+        println!("| {row} | {t} | {ours:.1} | {theirs:.1} | {:.2}x |", ours / theirs);
+    }
+    println!("\npeak memory: {}", memory.join("; "));
+    Ok(())
+}
