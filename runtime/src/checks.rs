@@ -9,7 +9,7 @@ use crate::config::{Seeds, TrainConfig};
 use crate::data::Dataset;
 use crate::models::{Model, ModelSpec};
 use crate::params::Params;
-use crate::show::{html_table, Show};
+use crate::show::{compact_value, html_table, Show};
 use crate::train::{cross_entropy, evaluate, fit, init_bias_from_priors, RunOptions};
 use crate::{show_in_jupyter, Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -65,11 +65,11 @@ impl Show for Finding {
     fn text(&self) -> String {
         let c = &self.check;
         let mut out = format!(
-            "{} {}: measured {} expected {}. {}\n",
+            "{} {}: measured {}, expected {}. {}\n",
             if c.passed { "PASS" } else { "FAIL" },
             c.name,
-            c.measured,
-            c.expected,
+            compact_value(&c.measured),
+            compact_value(&c.expected),
             c.note
         );
         if let Some((headers, rows)) = &self.table {
@@ -89,8 +89,8 @@ impl Show for Finding {
             "<p><b style=\"color:{color}\">{}</b> <b>{}</b>: measured <code>{}</code>, expected <code>{}</code>. {}</p>",
             if c.passed { "PASS" } else { "FAIL" },
             crate::show::escape(&c.name),
-            c.measured,
-            c.expected,
+            crate::show::escape(&compact_value(&c.measured)),
+            crate::show::escape(&compact_value(&c.expected)),
             crate::show::escape(&c.note)
         );
         if let Some((headers, rows)) = &self.table {
@@ -310,7 +310,12 @@ impl RecipeCheck for OverfitOneBatch {
                 break;
             }
             let vars = params.vars();
-            opt.update(&vars, &crate::optim::gradients(&vars, &loss.backward()?)?, 1e-2, 1.0)?;
+            opt.update(
+                &vars,
+                &crate::optim::gradients(&vars, &loss.backward()?)?,
+                1e-2,
+                1.0,
+            )?;
         }
         let predicted = model.forward(&x, false)?.argmax(1)?.to_vec1::<u32>()?;
         let labels = y.to_vec1::<u32>()?;

@@ -63,7 +63,10 @@ pub fn gradients(params: &[(String, Var)], grads: &GradStore) -> Result<Gradient
             values.push((k, g));
         }
     }
-    Ok(Gradients { values, norm: sum.sqrt() })
+    Ok(Gradients {
+        values,
+        norm: sum.sqrt(),
+    })
 }
 
 /// AdamW (decoupled weight decay) with its moments kept by parameter name.
@@ -84,12 +87,26 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> AdamW {
-        AdamW { beta1, beta2, eps, weight_decay, step: 0, m: BTreeMap::new(), v: BTreeMap::new() }
+        AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+        }
     }
 
     /// One update of every parameter that has a gradient, gradients first scaled by `scale`
     /// (1.0, or the clipping factor).
-    pub fn update(&mut self, params: &[(String, Var)], grads: &Gradients, lr: f64, scale: f64) -> Result<()> {
+    pub fn update(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &Gradients,
+        lr: f64,
+        scale: f64,
+    ) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
@@ -97,12 +114,22 @@ impl AdamW {
         let (step_size, c2_sqrt) = ((lr / c1) as f32, c2.sqrt() as f32);
         let (decay, scale) = ((1.0 - lr * self.weight_decay) as f32, scale as f32);
         for (k, g) in &grads.values {
-            let Some((name, var)) = params.get(*k) else { continue };
+            let Some((name, var)) = params.get(*k) else {
+                continue;
+            };
             let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            let m = self.m.entry(name.clone()).or_insert_with(|| vec![0.0; w.len()]);
-            let v = self.v.entry(name.clone()).or_insert_with(|| vec![0.0; w.len()]);
+            let m = self
+                .m
+                .entry(name.clone())
+                .or_insert_with(|| vec![0.0; w.len()]);
+            let v = self
+                .v
+                .entry(name.clone())
+                .or_insert_with(|| vec![0.0; w.len()]);
             if m.len() != w.len() || g.len() != w.len() {
-                return Err(Error::Invalid(format!("optimizer state for {name:?} does not match the parameter's size")));
+                return Err(Error::Invalid(format!(
+                    "optimizer state for {name:?} does not match the parameter's size"
+                )));
             }
             for i in 0..w.len() {
                 let gi = g[i] * scale;
@@ -121,7 +148,10 @@ impl AdamW {
         let mut all = BTreeMap::new();
         for (prefix, moments) in [("m", &self.m), ("v", &self.v)] {
             for (k, values) in moments {
-                all.insert(format!("{prefix}.{k}"), Tensor::from_slice(values, values.len(), &candle_core::Device::Cpu)?);
+                all.insert(
+                    format!("{prefix}.{k}"),
+                    Tensor::from_slice(values, values.len(), &candle_core::Device::Cpu)?,
+                );
             }
         }
         tensors_to_safetensors(all)
@@ -137,7 +167,11 @@ impl AdamW {
             match k.split_once('.') {
                 Some(("m", name)) => self.m.insert(name.to_string(), values),
                 Some(("v", name)) => self.v.insert(name.to_string(), values),
-                _ => return Err(Error::Data(format!("optimizer state has an unknown tensor {k:?}"))),
+                _ => {
+                    return Err(Error::Data(format!(
+                        "optimizer state has an unknown tensor {k:?}"
+                    )))
+                }
             };
         }
         self.step = step;
@@ -170,7 +204,8 @@ mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            opt.update(&params, &gradients(&params, &grads).unwrap(), 0.1, 1.0).unwrap();
+            opt.update(&params, &gradients(&params, &grads).unwrap(), 0.1, 1.0)
+                .unwrap();
         }
         let got = w.as_tensor().to_vec1::<f32>().unwrap();
         assert!(
@@ -199,7 +234,8 @@ mod tests {
                 let grads = (w.as_tensor().sqr().unwrap().sum_all().unwrap())
                     .backward()
                     .unwrap();
-                opt.update(&params, &gradients(&params, &grads).unwrap(), 0.05, 1.0).unwrap();
+                opt.update(&params, &gradients(&params, &grads).unwrap(), 0.05, 1.0)
+                    .unwrap();
             }
             w.as_tensor().to_vec1::<f32>().unwrap()
         };

@@ -57,6 +57,26 @@ macro_rules! show_in_jupyter {
     )*};
 }
 
+/// A JSON value for people: numbers with four significant digits, lists and objects inline.
+pub fn compact_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => recipe_archive::export::format_number(f),
+            _ => n.to_string(),
+        },
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(compact_value)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// A text table rendered as HTML.
 pub fn html_table(headers: &[String], rows: &[Vec<String>]) -> String {
     let mut out = String::from("<table><thead><tr>");
@@ -200,12 +220,19 @@ pub fn svg_image_grid(
     per_row: usize,
 ) -> String {
     let scale = (64.0 / rows.max(cols) as f64).max(2.0).floor();
-    let (cw, ch) = (cols as f64 * scale, rows as f64 * scale);
+    let (iw, ch) = (cols as f64 * scale, rows as f64 * scale);
+    // Each cell is wide enough for its caption (about 6 px per character at 10 px).
+    let longest = images
+        .iter()
+        .map(|(_, c)| c.chars().count())
+        .max()
+        .unwrap_or(0) as f64;
+    let cw = iw.max(longest * 6.0);
     let per_row = per_row.max(1);
     let grid_rows = images.len().div_ceil(per_row);
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="10">"#,
-        per_row as f64 * (cw + 8.0),
+        per_row.min(images.len().max(1)) as f64 * (cw + 8.0),
         grid_rows as f64 * (ch + 22.0)
     );
     let span = (range.1 - range.0).max(f32::EPSILON);

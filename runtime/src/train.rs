@@ -179,7 +179,15 @@ pub fn batch_indices(train: &[usize], batch: usize, seed: u64, step: usize) -> V
 /// One optimizer step on a batch: forward, cross-entropy, backward, gradient norm (and
 /// clipping to `clip`), AdamW update. Returns (loss, gradient norm), or `None` without
 /// updating when the loss is NaN or infinite.
-pub fn train_step(model: &dyn Model, params: &Params, opt: &mut AdamW, x: &Tensor, y: &Tensor, lr: f64, clip: Option<f64>) -> Result<Option<(f64, f64)>> {
+pub fn train_step(
+    model: &dyn Model,
+    params: &Params,
+    opt: &mut AdamW,
+    x: &Tensor,
+    y: &Tensor,
+    lr: f64,
+    clip: Option<f64>,
+) -> Result<Option<(f64, f64)>> {
     let loss = cross_entropy(&model.forward(x, true)?, y)?;
     let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !loss_value.is_finite() {
@@ -469,7 +477,16 @@ fn fit_inner(
             x
         };
         let lr = config.schedule.lr(config.lr, step, config.steps);
-        let Some((loss_value, norm)) = train_step(model.as_ref(), &params, &mut opt, &x, &y, lr, config.grad_clip)? else {
+        let Some((loss_value, norm)) = train_step(
+            model.as_ref(),
+            &params,
+            &mut opt,
+            &x,
+            &y,
+            lr,
+            config.grad_clip,
+        )?
+        else {
             log(&mut writer, step, &[("train_loss", f64::NAN)])?;
             status = Status::Diverged;
             error = Some(format!("training loss became NaN or infinite at step {step}; lower the learning rate or clip gradients"));

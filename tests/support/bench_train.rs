@@ -18,14 +18,29 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
-const ROWS: [&str; 4] = ["mlp_train_b64", "mlp_train_b256", "mlp_forward_b64", "convnet_train_b64"];
+const ROWS: [&str; 4] = [
+    "mlp_train_b64",
+    "mlp_train_b256",
+    "mlp_forward_b64",
+    "convnet_train_b64",
+];
 
 fn steps_per_second(spec: ModelSpec, batch: usize, seconds: f64, train: bool) -> Result<f64> {
     let params = Params::new(0);
     let model = spec.build(&[1, 28, 28], 10, 0.0, 0, &params)?;
     let mut rng = recipe::Rng::stream(0, "bench");
-    let x = Tensor::from_vec((0..batch * 784).map(|_| rng.uniform() as f32).collect::<Vec<_>>(), (batch, 1, 28, 28), &Device::Cpu)?;
-    let y = Tensor::from_vec((0..batch).map(|_| rng.below(10) as u32).collect::<Vec<_>>(), batch, &Device::Cpu)?;
+    let x = Tensor::from_vec(
+        (0..batch * 784)
+            .map(|_| rng.uniform() as f32)
+            .collect::<Vec<_>>(),
+        (batch, 1, 28, 28),
+        &Device::Cpu,
+    )?;
+    let y = Tensor::from_vec(
+        (0..batch).map(|_| rng.below(10) as u32).collect::<Vec<_>>(),
+        batch,
+        &Device::Cpu,
+    )?;
     let mut opt = AdamW::new(0.9, 0.999, 1e-8, 0.0);
     let mut step = || -> Result<()> {
         if train {
@@ -72,7 +87,10 @@ fn child() -> Result<()> {
 fn run_json(cmd: &mut Command) -> Result<Value> {
     let out = cmd.output().context("starting a benchmark process")?;
     if !out.status.success() {
-        bail!("benchmark process failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "benchmark process failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -85,7 +103,14 @@ fn main() -> Result<()> {
         match flag.as_str() {
             "--child" => return child(),
             "--python" => python = args.next().context("--python PATH")?,
-            "--threads" => threads = args.next().context("--threads 1,2")?.split(',').map(|t| t.parse()).collect::<Result<_, _>>()?,
+            "--threads" => {
+                threads = args
+                    .next()
+                    .context("--threads 1,2")?
+                    .split(',')
+                    .map(|t| t.parse())
+                    .collect::<Result<_, _>>()?
+            }
             other => bail!("unknown flag {other}"),
         }
     }
@@ -94,10 +119,20 @@ fn main() -> Result<()> {
     let mut table: BTreeMap<(usize, &str), (f64, f64)> = BTreeMap::new();
     let mut memory = Vec::new();
     for &t in &threads {
-        let ours = run_json(Command::new(&me).arg("--child").env("RAYON_NUM_THREADS", t.to_string()))?;
+        let ours = run_json(
+            Command::new(&me)
+                .arg("--child")
+                .env("RAYON_NUM_THREADS", t.to_string()),
+        )?;
         let theirs = run_json(Command::new(&python).arg(script).arg(t.to_string()))?;
         for row in ROWS {
-            table.insert((t, row), (ours["rows"][row].as_f64().unwrap_or(f64::NAN), theirs["rows"][row].as_f64().unwrap_or(f64::NAN)));
+            table.insert(
+                (t, row),
+                (
+                    ours["rows"][row].as_f64().unwrap_or(f64::NAN),
+                    theirs["rows"][row].as_f64().unwrap_or(f64::NAN),
+                ),
+            );
         }
         memory.push(format!(
             "{t} thread(s): recipe {:.0} MiB, PyTorch {} {:.0} MiB",
@@ -109,7 +144,10 @@ fn main() -> Result<()> {
     println!("| row | threads | recipe steps/s | PyTorch steps/s | recipe / PyTorch |");
     println!("|---|---|---|---|---|");
     for ((t, row), (ours, theirs)) in &table {
-        println!("| {row} | {t} | {ours:.1} | {theirs:.1} | {:.2}x |", ours / theirs);
+        println!(
+            "| {row} | {t} | {ours:.1} | {theirs:.1} | {:.2}x |",
+            ours / theirs
+        );
     }
     println!("\npeak memory: {}", memory.join("; "));
     Ok(())
