@@ -102,6 +102,29 @@ fn main() -> Result<()> {
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--child" => return child(),
+            // One row alone, for profiling: --only mlp_train_b64
+            "--only" => {
+                let row = args.next().context("--only ROW")?;
+                let (spec, batch, train) = match row.as_str() {
+                    "mlp_train_b64" => (ModelSpec::Mlp { hidden: vec![256] }, 64, true),
+                    "mlp_train_b256" => (ModelSpec::Mlp { hidden: vec![256] }, 256, true),
+                    "mlp_forward_b64" => (ModelSpec::Mlp { hidden: vec![256] }, 64, false),
+                    "convnet_train_b64" => (
+                        ModelSpec::ConvNet {
+                            channels: [32, 64],
+                            hidden: 128,
+                        },
+                        64,
+                        true,
+                    ),
+                    other => bail!("unknown row {other}; rows: {}", ROWS.join(", ")),
+                };
+                println!(
+                    "{row}: {:.1} steps/s",
+                    steps_per_second(spec, batch, 5.0, train)?
+                );
+                return Ok(());
+            }
             "--python" => python = args.next().context("--python PATH")?,
             "--threads" => {
                 threads = args
