@@ -6,7 +6,7 @@ use crate::params::Params;
 use crate::rng::Rng;
 use crate::{Error, Result};
 use candle_core::{Module, Tensor, D};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{conv2d, linear, Conv2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
@@ -208,26 +208,187 @@ impl Model for Mlp {
     }
 }
 
+/// A 3x3 convolution (stride 1, padding 1) computed as one matrix product over im2col
+/// patches: forward and backward are then a GEMM each, where candle's own conv2d backward
+/// runs scalar dot-product loops. Parameters are candle-nn's
+/// (`weight` (O, C, 3, 3), `bias` (O)), drawn through the same `VarBuilder`.
+pub struct Conv3x3 {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv3x3 {
+    pub fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Conv3x3> {
+        let conv = conv2d(c_in, c_out, 3, SAME, vb)?;
+        let bias = conv
+            .bias()
+            .cloned()
+            .ok_or_else(|| Error::Invalid("conv2d made no bias".into()))?;
+        Ok(Conv3x3 {
+            weight: conv.weight().clone(),
+            bias,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let o = self.weight.dim(0)?;
+        let patches = x.contiguous()?.apply_op1(Im2Col3x3)?; // (B*H*W, C*9)
+        let kernel = self.weight.reshape((o, c * 9))?.t()?; // (C*9, O)
+        patches
+            .matmul(&kernel)? // (B*H*W, O)
+            .broadcast_add(&self.bias)?
+            .reshape((b, h, w, o))?
+            .permute((0, 3, 1, 2))? // (B, O, H, W)
+            .contiguous()
+    }
+}
+
+/// im2col for 3x3 windows with zero padding 1: (B, C, H, W) -> (B*H*W, C*9), row
+/// (b, y, x), column (c, dy, dx). Its backward (col2im) adds each patch's gradient back in
+/// one fixed loop order, so the result is the same bits on every run.
+struct Im2Col3x3;
+
+impl candle_core::CustomOp1 for Im2Col3x3 {
+    fn name(&self) -> &'static str {
+        "im2col3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("im2col3x3 needs a contiguous input");
+        };
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let mut out = vec![0f32; b * h * w * c * 9];
+        for (row, patch) in out.chunks_exact_mut(c * 9).enumerate() {
+            let (bi, y, xx) = (row / (h * w), (row / w) % h, row % w);
+            for ci in 0..c {
+                let plane = &x[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
+                for k in 0..9 {
+                    let (sy, sx) = ((y + k / 3) as isize - 1, (xx + k % 3) as isize - 1);
+                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                        patch[ci * 9 + k] = plane[sy as usize * w + sx as usize];
+                    }
+                }
+            }
+        }
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            candle_core::Shape::from((b * h * w, c * 9)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (b, c, h, w) = arg.dims4()?;
+        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; b * c * h * w];
+        for (row, patch) in g.chunks_exact(c * 9).enumerate() {
+            let (bi, y, xx) = (row / (h * w), (row / w) % h, row % w);
+            for ci in 0..c {
+                let plane = &mut dx[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
+                for k in 0..9 {
+                    let (sy, sx) = ((y + k / 3) as isize - 1, (xx + k % 3) as isize - 1);
+                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                        plane[sy as usize * w + sx as usize] += patch[ci * 9 + k];
+                    }
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(dx, (b, c, h, w), arg.device())?))
+    }
+}
+
 /// 2x2 max pooling, stride 2 (odd edges dropped, as `max_pool2d` does).
 ///
-/// Written as a reshape and two max reductions because candle 0.11's `max_pool2d` backward
-/// scales the gradient by 1/4 (it multiplies by the fraction of maxima in each window where
-/// it should divide by their count); the finite-difference test below caught it.
+/// A custom op rather than candle's `max_pool2d`, whose backward in candle 0.11 scales the
+/// gradient by 1/4 (it multiplies by the fraction of maxima in each window where it should
+/// divide by their count; the finite-difference test below caught it). Here the gradient goes
+/// to the first maximum of each window, in row-major order.
 pub fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (h2, w2) = (h / 2, w / 2);
-    let x = if h % 2 == 1 || w % 2 == 1 {
-        x.narrow(2, 0, h2 * 2)?.narrow(3, 0, w2 * 2)?
-    } else {
-        x.clone()
-    };
-    x.reshape((b, c, h2, 2, w2, 2))?.max(5)?.max(3) // (B, C, H/2, W/2)
+    x.contiguous()?.apply_op1(MaxPool2)
+}
+
+struct MaxPool2;
+
+impl MaxPool2 {
+    /// For each output cell (B, C, H/2, W/2), the flat input index of its window's maximum.
+    fn argmax(x: &[f32], (b, c, h, w): (usize, usize, usize, usize)) -> Vec<usize> {
+        let (h2, w2) = (h / 2, w / 2);
+        let mut out = Vec::with_capacity(b * c * h2 * w2);
+        for plane in 0..b * c {
+            let base = plane * h * w;
+            for y in 0..h2 {
+                for xx in 0..w2 {
+                    let first = base + 2 * y * w + 2 * xx;
+                    let window = [first, first + 1, first + w, first + w + 1];
+                    let best =
+                        window
+                            .into_iter()
+                            .fold(first, |best, i| if x[i] > x[best] { i } else { best });
+                    out.push(best);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl candle_core::CustomOp1 for MaxPool2 {
+    fn name(&self) -> &'static str {
+        "max_pool2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let dims = layout.shape().dims4()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("max_pool2 needs a contiguous input");
+        };
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let out: Vec<f32> = MaxPool2::argmax(x, dims)
+            .into_iter()
+            .map(|i| x[i])
+            .collect();
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            candle_core::Shape::from((dims.0, dims.1, dims.2 / 2, dims.3 / 2)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let dims = arg.dims4()?;
+        let x = arg.flatten_all()?.to_vec1::<f32>()?;
+        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; x.len()];
+        for (i, gi) in MaxPool2::argmax(&x, dims).into_iter().zip(g) {
+            dx[i] += gi;
+        }
+        Ok(Some(Tensor::from_vec(dx, dims, arg.device())?))
+    }
 }
 
 /// conv3x3 -> ReLU -> pool2 -> conv3x3 -> ReLU -> pool2 -> dense -> ReLU -> head.
 pub struct ConvNet {
-    conv1: Conv2d,
-    conv2: Conv2d,
+    conv1: Conv3x3,
+    conv2: Conv3x3,
     fc: Linear,
     head: Linear,
     dropout: Dropout,
@@ -250,8 +411,8 @@ impl ConvNet {
         dropout: Dropout,
         vb: VarBuilder,
     ) -> Result<ConvNet> {
-        let conv1 = conv2d(c, channels[0], 3, SAME, vb.pp("conv1"))?;
-        let conv2 = conv2d(channels[0], channels[1], 3, SAME, vb.pp("conv2"))?;
+        let conv1 = Conv3x3::new(c, channels[0], vb.pp("conv1"))?;
+        let conv2 = Conv3x3::new(channels[0], channels[1], vb.pp("conv2"))?;
         let flat = channels[1] * (h / 4) * (w / 4);
         if flat == 0 {
             return Err(Error::Invalid(format!(
@@ -286,8 +447,8 @@ impl Model for ConvNet {
 
 /// stem conv3x3 -> [x + conv(relu(conv(x)))] x blocks -> global average pool -> head.
 pub struct ResNet {
-    stem: Conv2d,
-    blocks: Vec<(Conv2d, Conv2d)>,
+    stem: Conv3x3,
+    blocks: Vec<(Conv3x3, Conv3x3)>,
     head: Linear,
     dropout: Dropout,
 }
@@ -301,13 +462,13 @@ impl ResNet {
         dropout: Dropout,
         vb: VarBuilder,
     ) -> Result<ResNet> {
-        let stem = conv2d(c, channels, 3, SAME, vb.pp("stem"))?;
+        let stem = Conv3x3::new(c, channels, vb.pp("stem"))?;
         let blocks = (0..blocks)
             .map(|i| {
                 let b = vb.pp(format!("block{}", i + 1));
                 Ok((
-                    conv2d(channels, channels, 3, SAME, b.pp("conv1"))?,
-                    conv2d(channels, channels, 3, SAME, b.pp("conv2"))?,
+                    Conv3x3::new(channels, channels, b.pp("conv1"))?,
+                    Conv3x3::new(channels, channels, b.pp("conv2"))?,
                 ))
             })
             .collect::<Result<_>>()?;
@@ -391,6 +552,41 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn conv3x3_matches_candle_conv2d() {
+        let params = Params::new(3);
+        let vb = params.builder();
+        let ours = Conv3x3::new(3, 5, vb.pp("c")).unwrap();
+        let theirs = conv2d(3, 5, 3, SAME, vb.pp("c")).unwrap();
+        let x = Tensor::from_vec(
+            (0..2 * 3 * 7 * 6)
+                .map(|i| ((i * 13) % 7) as f32 - 3.0)
+                .collect::<Vec<_>>(),
+            (2, 3, 7, 6),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = ours
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = theirs
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a.len(), b.len());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4),
+            "im2col conv differs from conv2d"
+        );
     }
 
     #[test]
