@@ -32,6 +32,13 @@ impl Archive {
     pub fn open(root: impl Into<PathBuf>) -> Result<Archive> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        // An archive inside a git work tree must not count as an uncommitted change: every run
+        // would then change the code identity of the next.
+        let ignore = root.join(".gitignore");
+        if !ignore.exists() {
+            fs::write(&ignore, "# recipe's run archive: not source code\n*\n")
+                .map_err(|e| Error::io(&ignore, e))?;
+        }
         Ok(Archive { root })
     }
 

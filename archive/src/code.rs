@@ -104,6 +104,21 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_inside_the_repository_is_not_a_code_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        fs::write(dir.path().join("train.rs"), "fn main() {}\n").unwrap();
+        commit_all(&repo);
+        let archive = crate::Archive::open(dir.path().join("runs")).unwrap();
+        archive.put_blob(b"a checkpoint").unwrap();
+        let (state, _) = CodeState::capture(dir.path()).unwrap();
+        assert!(
+            !state.dirty,
+            "the archive's own files made the work tree dirty"
+        );
+    }
+
+    #[test]
     fn outside_a_repository_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let (state, patch) = CodeState::capture(dir.path()).unwrap();

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `config` | the typed config as canonical JSON |
 //! | `seeds` | one seed per source of randomness (`init`, `data_order`, `dropout`, `augmentation`) |
-//! | `data` | the dataset fingerprint: blake3 of content, labels and split indices |
+//! | `data` | the dataset fingerprint: blake3 of content, labels and split indices (its name and where it was loaded from are kept, but only the fingerprint identifies it) |
 //! | `code` | git commit, dirty flag, blake3 of the uncommitted diff, cell source, runtime version |
 //! | `env` | rustc, crate versions, OS, CPU model and features, thread count, device |
 //!
@@ -73,6 +73,9 @@ impl Identity {
         for (slot, value) in components.iter_mut().zip(values.iter()) {
             *slot = Hash::of_json(value)?;
         }
+        // Data is identified by its content alone: the same examples loaded from another
+        // path, or under another name, are the same data. (Its details stay in the archive.)
+        components[2] = Hash::of_json(&json!({ "hash": self.data.hash }))?;
         let record = |skip_seeds: bool| {
             let mut map = serde_json::Map::new();
             for (name, hash) in COMPONENTS.iter().zip(components.iter()) {
@@ -125,6 +128,20 @@ mod tests {
         assert_eq!(ha.group_id, hb.group_id);
         assert_eq!(ha.components[0], hb.components[0]);
         assert_ne!(ha.components[1], hb.components[1]);
+    }
+
+    #[test]
+    fn data_is_identified_by_content_not_location() {
+        let a = sample();
+        let mut b = sample();
+        b.data.name = "digits (copy)".into();
+        b.data.details = json!({"spec": {"kind": "csv", "path": "/elsewhere/digits.csv"}});
+        assert_eq!(a.hashes().unwrap(), b.hashes().unwrap());
+        b.data.hash = "cd".into();
+        assert_ne!(
+            a.hashes().unwrap().components[2],
+            b.hashes().unwrap().components[2]
+        );
     }
 
     #[test]
