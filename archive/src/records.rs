@@ -565,7 +565,7 @@ mod tests {
                         name: "loss_at_init".into(),
                         passed: true,
                         measured: json!(2.3),
-                        expected: json!(2.302585),
+                        expected: json!(std::f64::consts::LN_10),
                         note: String::new(),
                     }],
                     artifacts: [("checkpoint".to_string(), "ab".to_string())].into(),

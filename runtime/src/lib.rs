@@ -43,7 +43,7 @@ pub mod prelude {
     pub use crate::optim::Schedule;
     pub use crate::show::{display, Show};
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
-    pub use crate::tune::{random_search, SearchSpace, Sweep};
+    pub use crate::tune::{random_search, Search, SearchSpace, Sweep};
     pub use crate::verify::{verify, Verification};
     pub use crate::{Error, Result, Rng, Seeds, TrainConfig};
     pub use recipe_archive::{Archive, RunRecord, Status};

@@ -59,19 +59,34 @@ impl Sweep {
     }
 }
 
-/// Random search: `trials` configs drawn from `space` with the search `seed`, each trained
-/// with `seeds` as a run of the sweep `options.sweep` (default: the run name). The best
-/// trial maximises `metric` if it reads as a score (accuracy...), else minimises it.
+/// A random search: how many trials, drawn from which space with which search seed, and the
+/// metric that picks the best.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Search {
+    pub space: SearchSpace,
+    pub trials: usize,
+    /// Seeds the draws of configs (not the training inside each trial).
+    pub seed: u64,
+    /// Maximised if it reads as a score (accuracy...), else minimised.
+    pub metric: String,
+}
+
+/// Random search: `search.trials` configs drawn from its space with its seed, each trained
+/// with `seeds` as a run of the sweep `options.sweep` (default: the run name).
 pub fn random_search(
     data: &Dataset,
     base: &TrainConfig,
-    space: &SearchSpace,
-    trials: usize,
-    seed: u64,
+    search: &Search,
     seeds: &Seeds,
-    metric: &str,
     options: &RunOptions,
 ) -> Result<Sweep> {
+    let Search {
+        space,
+        trials,
+        seed,
+        metric,
+    } = search;
+    let (trials, seed, metric) = (*trials, *seed, metric.as_str());
     if trials == 0 {
         return Err(Error::Invalid(
             "random search needs at least one trial".into(),
@@ -206,17 +221,13 @@ mod tests {
             quiet: true,
             ..RunOptions::default()
         };
-        let sweep = random_search(
-            &data,
-            &base,
-            &space,
-            3,
-            9,
-            &Seeds::all(1),
-            "val_acc",
-            &options,
-        )
-        .unwrap();
+        let search = Search {
+            space: space.clone(),
+            trials: 3,
+            seed: 9,
+            metric: "val_acc".into(),
+        };
+        let sweep = random_search(&data, &base, &search, &Seeds::all(1), &options).unwrap();
         assert_eq!(sweep.trials.len(), 3);
         let best = sweep.best().metric("val_acc").unwrap();
         assert!(sweep
