@@ -11,6 +11,8 @@
 //! Every public function returns [`Result`]; nothing a user can trigger panics.
 
 pub mod analysis;
+pub mod batches;
+mod checkpoint;
 pub mod checks;
 pub mod config;
 pub mod data;

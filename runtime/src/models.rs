@@ -608,3 +608,108 @@ mod tests {
         assert_eq!(eval.sum_all().unwrap().to_scalar::<f32>().unwrap(), 32.0);
     }
 }
+
+#[cfg(test)]
+mod gradient_tests {
+    //! Every layer's gradients against central finite differences (f32, so tolerances are
+    //! loose: 2% relative plus 1e-3 absolute).
+    use crate::models::ModelSpec;
+    use crate::params::Params;
+    use candle_core::{DType, Device, Tensor};
+
+    fn check(spec: ModelSpec, shape: &[usize]) {
+        let params = Params::new(5);
+        let model = spec.build(shape, 3, 0.0, 0, &params).unwrap();
+        let mut dims = vec![2];
+        dims.extend(shape);
+        let n: usize = dims.iter().product();
+        // Distinct, non-zero inputs: no ReLU or max-pool kink within eps of a sample point.
+        let x = Tensor::from_vec(
+            (0..n)
+                .map(|i| 0.05 + ((i * 37 % 101) as f32) / 101.0)
+                .collect::<Vec<_>>(),
+            dims,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+        let loss = |m: &dyn crate::models::Model| {
+            crate::train::cross_entropy(&m.forward(&x, false).unwrap(), &y)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let grads = crate::train::cross_entropy(&model.forward(&x, false).unwrap(), &y)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut bad = Vec::new();
+        for (name, var) in params.vars() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for k in [0, base.len() / 2, base.len() - 1] {
+                let eps = 1e-3f32;
+                let mut plus = base.clone();
+                plus[k] += eps;
+                var.set(&Tensor::from_vec(plus, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let lp = loss(model.as_ref());
+                let mut minus = base.clone();
+                minus[k] -= eps;
+                var.set(&Tensor::from_vec(minus, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let lm = loss(model.as_ref());
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let numeric = (lp - lm) / (2.0 * eps as f64);
+                let analytic = g[k] as f64;
+                if (numeric - analytic).abs() > 1e-3 + 0.02 * analytic.abs() {
+                    bad.push(format!(
+                        "{name}[{k}]: autograd {analytic}, finite differences {numeric}"
+                    ));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn mlp_gradients_match_finite_differences() {
+        check(ModelSpec::Mlp { hidden: vec![5, 4] }, &[6]);
+    }
+
+    #[test]
+    fn convnet_gradients_match_finite_differences() {
+        check(
+            ModelSpec::ConvNet {
+                channels: [2, 3],
+                hidden: 4,
+            },
+            &[1, 8, 8],
+        );
+    }
+
+    #[test]
+    fn resnet_gradients_match_finite_differences() {
+        check(
+            ModelSpec::ResNet {
+                channels: 2,
+                blocks: 1,
+            },
+            &[1, 6, 6],
+        );
+    }
+}

@@ -11,13 +11,14 @@
 //!    (interrupted) or on a NaN/inf loss (diverged);
 //! 4. evaluates on the whole test split and finishes the run.
 
+use crate::batches::augment;
+pub use crate::batches::batch_indices;
 use crate::checks::loss_at_init_check;
 use crate::config::{Seeds, TrainConfig};
 use crate::data::Dataset;
 use crate::models::Model;
 use crate::optim::{gradients, AdamW};
 use crate::params::Params;
-use crate::rng::Rng;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use recipe_archive::{Archive, Check, RunRecord, RunSpec, RunWriter, Status};
@@ -156,26 +157,6 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Te
     candle_nn::loss::cross_entropy(logits, labels)
 }
 
-/// The training examples of step `step`: a pure function of (seed, step), each epoch a fresh
-/// seeded permutation of the training split.
-pub fn batch_indices(train: &[usize], batch: usize, seed: u64, step: usize) -> Vec<usize> {
-    let n = train.len().max(1);
-    let mut out = Vec::with_capacity(batch);
-    let mut position = step * batch;
-    let mut epoch = usize::MAX;
-    let mut order: Vec<usize> = Vec::new();
-    while out.len() < batch {
-        if position / n != epoch {
-            epoch = position / n;
-            order = train.to_vec();
-            Rng::stream(seed, &format!("data_order/epoch{epoch}")).shuffle(&mut order);
-        }
-        out.push(order[position % n]);
-        position += 1;
-    }
-    out
-}
-
 /// One optimizer step on a batch: forward, cross-entropy, backward, gradient norm (and
 /// clipping to `clip`), AdamW update. Returns (loss, gradient norm), or `None` without
 /// updating when the loss is NaN or infinite.
@@ -245,35 +226,6 @@ pub fn should_stop_early(val_losses: &[f64], patience: usize) -> bool {
         return false;
     };
     val_losses.len() - 1 - best >= patience
-}
-
-/// Shift each image in a batch by up to one pixel in each direction (zero fill), with draws
-/// from the augmentation stream of this step.
-fn augment(x: &mut [f32], shape: &[usize], seed: u64, step: usize) {
-    let (h, w) = match shape {
-        [.., h, w] => (*h, *w),
-        _ => return,
-    };
-    let plane = h * w;
-    let per_example: usize = shape.iter().product();
-    let mut rng = Rng::stream(seed, &format!("augmentation/{step}"));
-    for example in x.chunks_mut(per_example) {
-        let (dy, dx) = (rng.below(3) as isize - 1, rng.below(3) as isize - 1);
-        for channel in example.chunks_mut(plane) {
-            let src = channel.to_vec();
-            for r in 0..h as isize {
-                for c in 0..w as isize {
-                    let (sr, sc) = (r - dy, c - dx);
-                    channel[(r * w as isize + c) as usize] =
-                        if sr >= 0 && sc >= 0 && sr < h as isize && sc < w as isize {
-                            src[(sr * w as isize + sc) as usize]
-                        } else {
-                            0.0
-                        };
-                }
-            }
-        }
-    }
 }
 
 /// Set a model's final bias to the log class priors of the training split (minus their
@@ -347,41 +299,6 @@ pub fn fit_unarchived_from(
     )
 }
 
-/// A checkpoint: params, optimizer moments and the step they were taken at.
-fn checkpoint_bytes(params: &Params, opt: &AdamW, step: usize) -> Result<Vec<u8>> {
-    let mut all = crate::params::tensors_from_safetensors(&params.to_safetensors()?)?
-        .into_iter()
-        .map(|(k, v)| (format!("param.{k}"), v))
-        .collect::<BTreeMap<_, _>>();
-    for (k, v) in crate::params::tensors_from_safetensors(&opt.state_safetensors()?)? {
-        all.insert(format!("opt.{k}"), v);
-    }
-    all.insert(
-        "step".into(),
-        Tensor::new(&[step as u32, opt.step as u32], &Device::Cpu)?,
-    );
-    crate::params::tensors_to_safetensors(all)
-}
-
-fn load_checkpoint(bytes: &[u8], params: &Params, opt: &mut AdamW) -> Result<usize> {
-    let all = crate::params::tensors_from_safetensors(bytes)?;
-    let pick = |prefix: &str| -> BTreeMap<String, Tensor> {
-        all.iter()
-            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
-            .collect()
-    };
-    params.load_safetensors(&crate::params::tensors_to_safetensors(pick("param."))?)?;
-    let steps = all
-        .get("step")
-        .ok_or_else(|| Error::Data("checkpoint has no step".into()))?
-        .to_vec1::<u32>()?;
-    opt.load_state(
-        &crate::params::tensors_to_safetensors(pick("opt."))?,
-        steps[1] as u64,
-    )?;
-    Ok(steps[0] as usize)
-}
-
 fn fit_inner(
     data: &Dataset,
     config: &TrainConfig,
@@ -425,7 +342,7 @@ fn fit_inner(
         let archive = resume_archive.or(options.archive.as_ref()).ok_or_else(|| {
             Error::Invalid("resuming needs the archive that holds the checkpoint".into())
         })?;
-        start = load_checkpoint(
+        start = crate::checkpoint::load_checkpoint(
             &archive.blob(&recipe_archive::canonical::Hash::from_hex(hash)?)?,
             &params,
             &mut opt,
@@ -526,8 +443,11 @@ fn fit_inner(
         if let (Some(every), Some(w)) = (config.checkpoint_every, writer.as_mut()) {
             if (step + 1) % every == 0 || last {
                 checkpoint = Some(
-                    w.put_artifact("checkpoint", &checkpoint_bytes(&params, &opt, step + 1)?)?
-                        .to_hex(),
+                    w.put_artifact(
+                        "checkpoint",
+                        &crate::checkpoint::checkpoint_bytes(&params, &opt, step + 1)?,
+                    )?
+                    .to_hex(),
                 );
             }
         }
@@ -641,25 +561,6 @@ const CANDLE_VERSION: &str = "0.11.1";
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch() {
-        let train: Vec<usize> = (100..110).collect();
-        let epoch: Vec<usize> = (0..5)
-            .flat_map(|s| batch_indices(&train, 2, 7, s))
-            .collect();
-        let mut sorted = epoch.clone();
-        sorted.sort();
-        assert_eq!(sorted, train);
-        assert_eq!(
-            batch_indices(&train, 4, 7, 3),
-            batch_indices(&train, 4, 7, 3)
-        );
-        assert_ne!(
-            batch_indices(&train, 10, 7, 0),
-            batch_indices(&train, 10, 8, 0)
-        );
-    }
 
     #[test]
     fn early_stopping_decides_from_val_losses() {
@@ -850,110 +751,5 @@ mod training_tests {
         let v = crate::verify::verify(&archive, t.run.as_ref().unwrap()).unwrap();
         assert!(v.reproduced, "{v:?}");
         assert!(v.points_compared > 400);
-    }
-}
-
-#[cfg(test)]
-mod gradient_tests {
-    //! Every layer's gradients against central finite differences (f32, so tolerances are
-    //! loose: 2% relative plus 1e-3 absolute).
-    use crate::models::ModelSpec;
-    use crate::params::Params;
-    use candle_core::{DType, Device, Tensor};
-
-    fn check(spec: ModelSpec, shape: &[usize]) {
-        let params = Params::new(5);
-        let model = spec.build(shape, 3, 0.0, 0, &params).unwrap();
-        let mut dims = vec![2];
-        dims.extend(shape);
-        let n: usize = dims.iter().product();
-        // Distinct, non-zero inputs: no ReLU or max-pool kink within eps of a sample point.
-        let x = Tensor::from_vec(
-            (0..n)
-                .map(|i| 0.05 + ((i * 37 % 101) as f32) / 101.0)
-                .collect::<Vec<_>>(),
-            dims,
-            &Device::Cpu,
-        )
-        .unwrap();
-        let y = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
-        let loss = |m: &dyn crate::models::Model| {
-            super::cross_entropy(&m.forward(&x, false).unwrap(), &y)
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
-        let grads = super::cross_entropy(&model.forward(&x, false).unwrap(), &y)
-            .unwrap()
-            .backward()
-            .unwrap();
-        let mut bad = Vec::new();
-        for (name, var) in params.vars() {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let base = var
-                .as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            for k in [0, base.len() / 2, base.len() - 1] {
-                let eps = 1e-3f32;
-                let mut plus = base.clone();
-                plus[k] += eps;
-                var.set(&Tensor::from_vec(plus, var.shape(), &Device::Cpu).unwrap())
-                    .unwrap();
-                let lp = loss(model.as_ref());
-                let mut minus = base.clone();
-                minus[k] -= eps;
-                var.set(&Tensor::from_vec(minus, var.shape(), &Device::Cpu).unwrap())
-                    .unwrap();
-                let lm = loss(model.as_ref());
-                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
-                    .unwrap();
-                let numeric = (lp - lm) / (2.0 * eps as f64);
-                let analytic = g[k] as f64;
-                if (numeric - analytic).abs() > 1e-3 + 0.02 * analytic.abs() {
-                    bad.push(format!(
-                        "{name}[{k}]: autograd {analytic}, finite differences {numeric}"
-                    ));
-                }
-            }
-        }
-        assert!(bad.is_empty(), "{}", bad.join("\n"));
-    }
-
-    #[test]
-    fn mlp_gradients_match_finite_differences() {
-        check(ModelSpec::Mlp { hidden: vec![5, 4] }, &[6]);
-    }
-
-    #[test]
-    fn convnet_gradients_match_finite_differences() {
-        check(
-            ModelSpec::ConvNet {
-                channels: [2, 3],
-                hidden: 4,
-            },
-            &[1, 8, 8],
-        );
-    }
-
-    #[test]
-    fn resnet_gradients_match_finite_differences() {
-        check(
-            ModelSpec::ResNet {
-                channels: 2,
-                blocks: 1,
-            },
-            &[1, 6, 6],
-        );
     }
 }
