@@ -1,7 +1,7 @@
 //! A toy trainer that writes real runs to an archive without the candle runtime: logistic
 //! regression by minibatch SGD on two seeded Gaussian blobs. The end-to-end tests use it as
-//! the process they kill, run side by side, and read back with other engines; the demo
-//! main job uses it to fill an archive.
+//! the process they kill, run side by side, and read back with other engines: it keeps those
+//! archive tests independent of the runtime.
 //!
 //! Usage: toy-trainer --archive DIR [--name N] [--lr F] [--steps N] [--batch N]
 //!                    [--seed-init N] [--seed-data N] [--sleep-ms N] [--commit-every N]
