@@ -580,12 +580,7 @@ mod tests {
     }
 
     fn archived(dir: &std::path::Path, name: &str) -> RunOptions {
-        RunOptions {
-            name: name.into(),
-            archive: Some(Archive::open(dir).unwrap()),
-            quiet: true,
-            ..RunOptions::default()
-        }
+        RunOptions::in_archive(Archive::open(dir).unwrap(), name).quiet()
     }
 
     #[test]

@@ -249,6 +249,27 @@ impl Conv3x3 {
 /// one fixed loop order, so the result is the same bits on every run.
 struct Im2Col3x3;
 
+/// Visit every (patch column, input pixel) pair of a 3x3, padding-1 im2col over a
+/// (B, C, H, W) input, in one fixed order: `column` indexes the (B*H*W, C*9) patch matrix,
+/// `pixel` the input. Taps that fall in the padding are skipped.
+fn for_each_tap((b, c, h, w): (usize, usize, usize, usize), mut visit: impl FnMut(usize, usize)) {
+    for row in 0..b * h * w {
+        let (bi, y, xx) = (row / (h * w), (row / w) % h, row % w);
+        for ci in 0..c {
+            let plane = (bi * c + ci) * h * w;
+            for k in 0..9 {
+                let (sy, sx) = ((y + k / 3) as isize - 1, (xx + k % 3) as isize - 1);
+                if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                    visit(
+                        row * c * 9 + ci * 9 + k,
+                        plane + sy as usize * w + sx as usize,
+                    );
+                }
+            }
+        }
+    }
+}
+
 impl candle_core::CustomOp1 for Im2Col3x3 {
     fn name(&self) -> &'static str {
         "im2col3x3"
@@ -265,18 +286,7 @@ impl candle_core::CustomOp1 for Im2Col3x3 {
         };
         let x = &storage.as_slice::<f32>()?[start..end];
         let mut out = vec![0f32; b * h * w * c * 9];
-        for (row, patch) in out.chunks_exact_mut(c * 9).enumerate() {
-            let (bi, y, xx) = (row / (h * w), (row / w) % h, row % w);
-            for ci in 0..c {
-                let plane = &x[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
-                for k in 0..9 {
-                    let (sy, sx) = ((y + k / 3) as isize - 1, (xx + k % 3) as isize - 1);
-                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                        patch[ci * 9 + k] = plane[sy as usize * w + sx as usize];
-                    }
-                }
-            }
-        }
+        for_each_tap((b, c, h, w), |column, pixel| out[column] = x[pixel]);
         Ok((
             candle_core::CpuStorage::F32(out),
             candle_core::Shape::from((b * h * w, c * 9)),
@@ -292,18 +302,7 @@ impl candle_core::CustomOp1 for Im2Col3x3 {
         let (b, c, h, w) = arg.dims4()?;
         let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let mut dx = vec![0f32; b * c * h * w];
-        for (row, patch) in g.chunks_exact(c * 9).enumerate() {
-            let (bi, y, xx) = (row / (h * w), (row / w) % h, row % w);
-            for ci in 0..c {
-                let plane = &mut dx[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
-                for k in 0..9 {
-                    let (sy, sx) = ((y + k / 3) as isize - 1, (xx + k % 3) as isize - 1);
-                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                        plane[sy as usize * w + sx as usize] += patch[ci * 9 + k];
-                    }
-                }
-            }
-        }
+        for_each_tap((b, c, h, w), |column, pixel| dx[pixel] += g[column]);
         Ok(Some(Tensor::from_vec(dx, (b, c, h, w), arg.device())?))
     }
 }

@@ -89,6 +89,15 @@ impl RunOptions {
         })
     }
 
+    /// A run named `name` archived in `archive`.
+    pub fn in_archive(archive: Archive, name: &str) -> RunOptions {
+        RunOptions {
+            name: name.into(),
+            archive: Some(archive),
+            ..RunOptions::default()
+        }
+    }
+
     pub fn step(mut self, recipe_step: &str) -> Self {
         self.recipe_step = Some(recipe_step.into());
         self
@@ -586,12 +595,7 @@ mod training_tests {
     }
 
     fn archived(dir: &std::path::Path, name: &str) -> RunOptions {
-        RunOptions {
-            name: name.into(),
-            archive: Some(Archive::open(dir).unwrap()),
-            quiet: true,
-            ..RunOptions::default()
-        }
+        RunOptions::in_archive(Archive::open(dir).unwrap(), name).quiet()
     }
 
     #[test]

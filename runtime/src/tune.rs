@@ -215,12 +215,9 @@ mod tests {
                 ModelSpec::Mlp { hidden: vec![64] },
             ],
         };
-        let options = RunOptions {
-            name: "search".into(),
-            archive: Some(recipe_archive::Archive::open(dir.path()).unwrap()),
-            quiet: true,
-            ..RunOptions::default()
-        };
+        let options =
+            RunOptions::in_archive(recipe_archive::Archive::open(dir.path()).unwrap(), "search")
+                .quiet();
         let search = Search {
             space: space.clone(),
             trials: 3,

@@ -10,21 +10,11 @@ use anyhow::{bail, Context, Result};
 use recipe_archive::diff::diff_runs;
 use recipe_archive::query::{filter_runs, Condition};
 use recipe_archive::{Archive, CodeState, DataFingerprint, Environment, Identity, RunSpec, Status};
+use recipe_tests::peak_rss_mib;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
-
-/// Peak resident memory of this process so far.
-fn peak_rss_mib() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    usage.ru_maxrss as f64 / 1024.0
-}
 
 fn main() -> Result<()> {
     let mut runs = 1000usize;

@@ -13,6 +13,7 @@ use recipe::models::ModelSpec;
 use recipe::optim::AdamW;
 use recipe::params::Params;
 use recipe::train::train_step;
+use recipe_tests::peak_rss_mib;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -59,16 +60,6 @@ fn steps_per_second(spec: ModelSpec, batch: usize, seconds: f64, train: bool) ->
         n += 1;
     }
     Ok(n as f64 / t0.elapsed().as_secs_f64())
-}
-
-fn peak_rss_mib() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    usage.ru_maxrss as f64 / 1024.0
 }
 
 /// The recipe side, in a child process whose RAYON_NUM_THREADS the parent set.

@@ -1,5 +1,5 @@
-//! Support for recipe's end-to-end tests: a seeded RNG for the toy trainer and helpers to
-//! find the built binaries and the test Python.
+//! Support for recipe's end-to-end tests and benchmarks: a seeded RNG for the toy trainer,
+//! and peak memory for the benchmarks.
 
 /// SplitMix64: a tiny seeded generator, identical on every platform.
 pub struct SplitMix(pub u64);
@@ -29,4 +29,15 @@ impl SplitMix {
         let v = self.uniform();
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
+}
+
+/// Peak resident memory of this process so far, in MiB (for the benchmarks).
+pub fn peak_rss_mib() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    usage.ru_maxrss as f64 / 1024.0
 }
