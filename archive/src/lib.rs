@@ -22,6 +22,7 @@ pub mod export;
 pub mod files;
 pub mod group;
 pub mod identity;
+pub mod plot;
 pub mod query;
 pub mod records;
 pub mod schema;

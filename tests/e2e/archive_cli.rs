@@ -92,6 +92,15 @@ fn issue_2_list_show_diff_export_from_a_shell() {
     }
     let tex = recipe_ok(dir.path(), &["runs", "export", "--format", "latex"]);
     assert!(tex.contains("\\toprule") && tex.contains("$\\pm$") && tex.contains("\\caption{"));
+    let svg = recipe_ok(dir.path(), &["runs", "plot", a, b, "--metric", "test_acc"]);
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    assert!(
+        svg.contains(&a[..12]) && svg.contains(&b[..12]),
+        "the caption names the runs"
+    );
+    let missing = crate::recipe(dir.path(), &["runs", "plot", a, "--metric", "nope"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("has no metric \"nope\""));
+
     let csv = recipe_ok(dir.path(), &["runs", "export", "--format", "csv"]);
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     assert_eq!(

@@ -76,6 +76,17 @@ enum RunsCommand {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
+    /// One metric of several runs as an SVG plot, the run ids in its caption.
+    Plot {
+        /// Runs to overlay (run id prefixes or names)
+        #[arg(required = true)]
+        runs: Vec<String>,
+        #[arg(long, short = 'm', default_value = "train_loss")]
+        metric: String,
+        /// Write to a file instead of stdout
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Re-run a run of the built-in trainer and compare every metric bit for bit.
     Verify { run: String },
     /// Merge small files; finalise runs whose writer died as interrupted.
@@ -176,6 +187,43 @@ pub fn run(args: RunsArgs) -> Result<()> {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),
+            }
+        }
+        RunsCommand::Plot {
+            runs: refs,
+            metric,
+            output,
+        } => {
+            let runs = load(archive.runs())?;
+            let mut series = Vec::new();
+            let mut ids = Vec::new();
+            for reference in &refs {
+                let run = find_in(&runs, reference)?;
+                let points: Vec<(f64, f64)> = load(archive.metrics(run))?
+                    .into_iter()
+                    .filter(|p| p.name == metric)
+                    .map(|p| (p.step as f64, p.value))
+                    .collect();
+                if points.is_empty() {
+                    bail!(
+                        "run {} has no metric {metric:?}; `recipe runs show {}` lists its curves",
+                        run.short(),
+                        run.short()
+                    );
+                }
+                series.push((format!("{} ({})", run.name, run.short()), points));
+                ids.push(run.short());
+            }
+            let svg = recipe_archive::plot::lines(
+                &series,
+                &metric,
+                "step",
+                Some(&format!("Runs: {}.", ids.join(", "))),
+            );
+            match output {
+                Some(path) => std::fs::write(&path, svg)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{svg}"),
             }
         }
         RunsCommand::Verify { run } => {
