@@ -456,3 +456,33 @@ pub fn find_in<'a>(runs: &'a [RunRecord], reference: &str) -> Result<&'a RunReco
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::test_run as run;
+
+    #[test]
+    fn references_resolve_by_prefix_attempt_or_latest_name() {
+        let mut runs = vec![
+            run("ab12", 1, None, 0.1),
+            run("ab34", 1, None, 0.2),
+            run("ab34", 2, Some(true), 0.2),
+        ];
+        runs[1].started_at = runs[0].started_at + chrono::Duration::seconds(1);
+        runs[2].started_at = runs[1].started_at + chrono::Duration::seconds(1);
+        assert!(find_in(&runs, "ab")
+            .unwrap_err()
+            .to_string()
+            .contains("give more digits"));
+        assert_eq!(find_in(&runs, "ab1").unwrap().run_id, "ab12");
+        assert_eq!(find_in(&runs, "ab34@2").unwrap().attempt, 2);
+        assert!(find_in(&runs, "ab34@x").is_err());
+        // Both are named "m": the latest run wins, as its first attempt.
+        assert_eq!(find_in(&runs, "m").unwrap().key(), "ab34@1");
+        assert!(find_in(&runs, "zz")
+            .unwrap_err()
+            .to_string()
+            .contains("no run matches"));
+    }
+}

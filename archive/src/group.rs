@@ -115,59 +115,7 @@ fn seeds_text(seeds: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(id: &str, attempt: u32, reproduced: Option<bool>, acc: f64) -> RunRecord {
-        RunRecord {
-            run_id: id.into(),
-            attempt,
-            name: "m".into(),
-            recipe_step: None,
-            parent_run: None,
-            sweep: None,
-            status: Status::Completed,
-            started_at: chrono::Utc::now(),
-            ended_at: None,
-            updated_at: chrono::Utc::now(),
-            last_step: None,
-            group_id: "g".into(),
-            component_hashes: Default::default(),
-            components: Default::default(),
-            summary: [("acc".to_string(), acc)].into(),
-            checks: vec![],
-            artifacts: Default::default(),
-            error: None,
-            reproduced,
-            diverged_step: None,
-            session_id: None,
-            cell_execution: None,
-            cell_history_hash: None,
-        }
-    }
-
-    #[test]
-    fn references_resolve_by_prefix_attempt_or_latest_name() {
-        use crate::archive::find_in;
-        let mut runs = vec![
-            run("ab12", 1, None, 0.1),
-            run("ab34", 1, None, 0.2),
-            run("ab34", 2, Some(true), 0.2),
-        ];
-        runs[1].started_at = runs[0].started_at + chrono::Duration::seconds(1);
-        runs[2].started_at = runs[1].started_at + chrono::Duration::seconds(1);
-        assert!(find_in(&runs, "ab")
-            .unwrap_err()
-            .to_string()
-            .contains("give more digits"));
-        assert_eq!(find_in(&runs, "ab1").unwrap().run_id, "ab12");
-        assert_eq!(find_in(&runs, "ab34@2").unwrap().attempt, 2);
-        assert!(find_in(&runs, "ab34@x").is_err());
-        // Both are named "m": the latest run wins, as its first attempt.
-        assert_eq!(find_in(&runs, "m").unwrap().key(), "ab34@1");
-        assert!(find_in(&runs, "zz")
-            .unwrap_err()
-            .to_string()
-            .contains("no run matches"));
-    }
+    use crate::records::test_run as run;
 
     #[test]
     fn replicates_count_once_unless_they_disagree() {

@@ -204,6 +204,36 @@ fn summary_from_json(text: &str) -> Result<BTreeMap<String, f64>> {
         .collect()
 }
 
+/// A completed run of group "g" named "m" with one summary metric `acc`, for tests.
+#[cfg(test)]
+pub(crate) fn test_run(id: &str, attempt: u32, reproduced: Option<bool>, acc: f64) -> RunRecord {
+    RunRecord {
+        run_id: id.into(),
+        attempt,
+        name: "m".into(),
+        recipe_step: None,
+        parent_run: None,
+        sweep: None,
+        status: Status::Completed,
+        started_at: chrono::Utc::now(),
+        ended_at: None,
+        updated_at: chrono::Utc::now(),
+        last_step: None,
+        group_id: "g".into(),
+        component_hashes: Default::default(),
+        components: Default::default(),
+        summary: [("acc".to_string(), acc)].into(),
+        checks: vec![],
+        artifacts: Default::default(),
+        error: None,
+        reproduced,
+        diverged_step: None,
+        session_id: None,
+        cell_execution: None,
+        cell_history_hash: None,
+    }
+}
+
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }

@@ -566,21 +566,11 @@ pub fn predictions_of_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::ModelSpec;
     use crate::train::fit;
+    use crate::train::testing::{archived, small_mlp};
 
     fn config() -> TrainConfig {
-        TrainConfig {
-            model: ModelSpec::Mlp { hidden: vec![32] },
-            lr: 1e-3,
-            steps: 300,
-            eval_every: 100,
-            ..TrainConfig::default()
-        }
-    }
-
-    fn archived(dir: &std::path::Path, name: &str) -> RunOptions {
-        RunOptions::in_archive(Archive::open(dir).unwrap(), name).quiet()
+        small_mlp(300, 100)
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod config;
 pub mod data;
 mod error;
 pub mod models;
+pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;

@@ -579,23 +579,36 @@ mod tests {
     }
 }
 
+/// What the runtime's tests share: a small MLP config and quiet archived runs.
 #[cfg(test)]
-mod training_tests {
+pub(crate) mod testing {
     use super::*;
     use crate::models::ModelSpec;
 
-    fn small() -> TrainConfig {
+    /// An MLP with 32 hidden units at lr 1e-3: learns the digits in a few hundred steps.
+    pub fn small_mlp(steps: usize, eval_every: usize) -> TrainConfig {
         TrainConfig {
             model: ModelSpec::Mlp { hidden: vec![32] },
             lr: 1e-3,
-            steps: 200,
-            eval_every: 50,
+            steps,
+            eval_every,
             ..TrainConfig::default()
         }
     }
 
-    fn archived(dir: &std::path::Path, name: &str) -> RunOptions {
+    /// A quiet run named `name` archived in `dir`.
+    pub fn archived(dir: &std::path::Path, name: &str) -> RunOptions {
         RunOptions::in_archive(Archive::open(dir).unwrap(), name).quiet()
+    }
+}
+
+#[cfg(test)]
+mod training_tests {
+    use super::testing::archived;
+    use super::*;
+
+    fn small() -> TrainConfig {
+        testing::small_mlp(200, 50)
     }
 
     #[test]
