@@ -5,12 +5,15 @@
 
 use candle_core::Tensor;
 
+/// (B, C, H, W).
+type Dims4 = (usize, usize, usize, usize);
+
 /// The f32 values of a contiguous CPU input and its (B, C, H, W) dims.
 fn contiguous_f32<'a>(
     op: &str,
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
-) -> candle_core::Result<(&'a [f32], (usize, usize, usize, usize))> {
+) -> candle_core::Result<(&'a [f32], Dims4)> {
     let dims = layout.shape().dims4()?;
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("{op} needs a contiguous input");
@@ -26,7 +29,7 @@ pub(crate) struct Im2Col3x3;
 /// Visit every (patch column, input pixel) pair of a 3x3, padding-1 im2col over a
 /// (B, C, H, W) input, in one fixed order: `column` indexes the (B*H*W, C*9) patch matrix,
 /// `pixel` the input. Taps that fall in the padding are skipped.
-fn for_each_tap((b, c, h, w): (usize, usize, usize, usize), mut visit: impl FnMut(usize, usize)) {
+fn for_each_tap((b, c, h, w): Dims4, mut visit: impl FnMut(usize, usize)) {
     for row in 0..b * h * w {
         let (bi, y, xx) = (row / (h * w), (row / w) % h, row % w);
         for ci in 0..c {
@@ -91,7 +94,7 @@ struct MaxPool2;
 
 impl MaxPool2 {
     /// For each output cell (B, C, H/2, W/2), the flat input index of its window's maximum.
-    fn argmax(x: &[f32], (b, c, h, w): (usize, usize, usize, usize)) -> Vec<usize> {
+    fn argmax(x: &[f32], (b, c, h, w): Dims4) -> Vec<usize> {
         let (h2, w2) = (h / 2, w / 2);
         let mut out = Vec::with_capacity(b * c * h2 * w2);
         for plane in 0..b * c {
