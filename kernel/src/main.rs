@@ -1,5 +1,7 @@
 //! `recipe`: the command-line face of recipe.
 //!
+//! - `recipe install`, `recipe kernel`: the Jupyter kernel "Rust (recipe)".
+//! - `recipe exec NOTEBOOK`: run a notebook headless.
 //! - `recipe runs list|show|diff|export|verify|compact`: the run archive from a shell.
 //! - `recipe train`: one run of the built-in trainer.
 //! - `recipe data`: a dataset's summary, duplicates, corrupt examples and fingerprint.
@@ -7,10 +9,18 @@
 //! Errors print one line (`error: ...`) and exit non-zero; usage errors exit 2.
 
 mod cli;
+mod exec;
+mod is_complete;
+mod jupyter;
+mod runtime_lib;
+mod session;
 
 use clap::Parser;
 
 fn main() {
+    // When evcxr starts this binary as the process that runs cells (or wraps rustc), control
+    // stays there and never comes back.
+    evcxr::runtime_hook();
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e:#}");

@@ -18,6 +18,7 @@ pub mod config;
 pub mod data;
 mod error;
 pub mod models;
+pub mod notebook;
 pub mod ops;
 pub mod optim;
 pub mod params;
@@ -43,8 +44,9 @@ pub mod prelude {
     pub use crate::checks::{registry, run_all, CheckContext, Finding, RecipeCheck};
     pub use crate::data::{DataSpec, Dataset};
     pub use crate::models::{Model, ModelSpec};
+    pub use crate::notebook::{clear_output, DisplayHandle};
     pub use crate::optim::Schedule;
-    pub use crate::show::{display, Show};
+    pub use crate::show::{display, Html, Show};
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
     pub use crate::tune::{random_search, Search, SearchSpace, Sweep};
     pub use crate::verify::{verify, Verification};

@@ -14,9 +14,31 @@ pub trait Show {
     }
 }
 
+/// Text shows as itself (preformatted in a notebook).
+impl Show for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+}
+
+/// HTML of your own, for [`display`] or a [`DisplayHandle`](crate::notebook::DisplayHandle).
+#[derive(Clone, Debug)]
+pub struct Html(pub String);
+
+impl Show for Html {
+    fn text(&self) -> String {
+        self.0.clone()
+    }
+    fn html(&self) -> String {
+        self.0.clone()
+    }
+}
+
 /// Send a value to the notebook now (mid-cell), or print its text outside one.
 pub fn display(value: &dyn Show) {
-    if in_notebook() {
+    if crate::notebook::attached() {
+        crate::notebook::display_now(value);
+    } else if in_notebook() {
         println!(
             "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
             value.html()

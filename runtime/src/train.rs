@@ -379,6 +379,7 @@ fn fit_inner(
     // 3. Train.
     let started = Instant::now();
     let mut last_print = Instant::now();
+    let mut progress = (!options.quiet).then(|| Progress::new(&options.name, config.steps));
     let mut val_losses = Vec::new();
     let mut status = Status::Completed;
     let mut error = None;
@@ -460,19 +461,17 @@ fn fit_inner(
                 );
             }
         }
-        if !options.quiet && (last_print.elapsed().as_millis() > 200 || last) {
-            last_print = Instant::now();
-            eprint!(
-                "\r{} step {}/{} train_loss {loss_value:.4}   ",
-                options.name,
-                step + 1,
-                config.steps
-            );
+        if let Some(p) = progress.as_mut() {
+            p.record(step, loss_value, val_losses.last().copied());
+            if last_print.elapsed().as_millis() > 250 || last {
+                last_print = Instant::now();
+                p.show();
+            }
         }
         step += 1;
     }
-    if !options.quiet {
-        eprintln!();
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
 
     // 4. Test, summarise, finish.
@@ -544,7 +543,12 @@ pub fn run_spec(
         "cargo_lock".into(),
         blake3::hash(CARGO_LOCK).to_hex().to_string(),
     );
-    code.cell_hash = options.cell_hash.clone();
+    // Inside the kernel, the cell running now; explicit options win.
+    let cell = crate::notebook::current_cell();
+    code.cell_hash = options
+        .cell_hash
+        .clone()
+        .or_else(|| cell.as_ref().map(|c| c.code_hash.clone()));
     spec.identity
         .env
         .crates
@@ -556,10 +560,106 @@ pub fn run_spec(
     spec.recipe_step = options.recipe_step.clone();
     spec.parent_run = options.parent.clone();
     spec.sweep = options.sweep.clone();
-    spec.session_id = options.session_id.clone();
-    spec.cell_execution = options.cell_execution;
-    spec.cell_history_hash = options.cell_history_hash.clone();
+    spec.session_id = options
+        .session_id
+        .clone()
+        .or_else(|| cell.as_ref().map(|c| c.session_id.clone()));
+    spec.cell_execution = options
+        .cell_execution
+        .or_else(|| cell.as_ref().map(|c| c.execution_count));
+    spec.cell_history_hash = options
+        .cell_history_hash
+        .clone()
+        .or_else(|| cell.as_ref().map(|c| c.history_hash.clone()));
     Ok(spec)
+}
+
+/// The progress of a fit: a live line and loss plot in a notebook, a `\r` line in a terminal.
+struct Progress {
+    name: String,
+    steps: usize,
+    step: usize,
+    train: Vec<(f64, f64)>,
+    val: Vec<(f64, f64)>,
+    handle: Option<crate::notebook::DisplayHandle>,
+}
+
+impl Progress {
+    fn new(name: &str, steps: usize) -> Progress {
+        Progress {
+            name: name.into(),
+            steps,
+            step: 0,
+            train: Vec::new(),
+            val: Vec::new(),
+            handle: None,
+        }
+    }
+
+    fn record(&mut self, step: usize, train_loss: f64, val_loss: Option<f64>) {
+        self.step = step + 1;
+        // Every step up to 2,000 points; beyond that the plot would not show more.
+        if self.steps <= 2000 || step % self.steps.div_ceil(2000) == 0 {
+            self.train.push((step as f64, train_loss));
+        }
+        if let Some(v) = val_loss {
+            if self.val.len() < self.step && self.val.last().is_none_or(|l| l.1 != v) {
+                self.val.push((step as f64, v));
+            }
+        }
+    }
+
+    fn line(&self) -> String {
+        let last = |s: &[(f64, f64)]| s.last().map_or("-".to_string(), |p| format!("{:.4}", p.1));
+        format!(
+            "{} step {}/{} train_loss {} val_loss {}",
+            self.name,
+            self.step,
+            self.steps,
+            last(&self.train),
+            last(&self.val)
+        )
+    }
+
+    fn show(&mut self) {
+        if !crate::notebook::attached() {
+            eprint!("\r{}   ", self.line());
+            return;
+        }
+        let view = ProgressView(self.line(), {
+            let series = vec![
+                ("train_loss".to_string(), self.train.clone()),
+                ("val_loss".to_string(), self.val.clone()),
+            ];
+            crate::show::svg_lines(&series, &self.name, "step")
+        });
+        match &self.handle {
+            Some(h) => h.update(&view),
+            None => self.handle = Some(crate::notebook::DisplayHandle::new(&view)),
+        }
+    }
+
+    fn finish(&mut self) {
+        if !crate::notebook::attached() {
+            eprintln!();
+        }
+    }
+}
+
+/// A progress line with its loss plot.
+struct ProgressView(String, String);
+
+impl crate::show::Show for ProgressView {
+    fn text(&self) -> String {
+        self.0.clone()
+    }
+    fn html(&self) -> String {
+        format!(
+            "<div><code>{}</code><br>{}</div>",
+            crate::show::escape(&self.0),
+            self.1
+        )
+    }
 }
 
 /// The workspace lock file the runtime was built with: part of the code identity.

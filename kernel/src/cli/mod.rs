@@ -4,6 +4,8 @@ mod data;
 mod runs;
 mod train;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -25,6 +27,49 @@ enum Command {
     Data(data::DataArgs),
     /// Train one run of the built-in trainer and archive it.
     Train(train::TrainArgs),
+    /// Build the runtime library and write the Jupyter kernelspec "Rust (recipe)".
+    Install(InstallArgs),
+    /// Serve a Jupyter kernel (what Jupyter runs, with its connection file).
+    Kernel(KernelArgs),
+    /// Run a notebook headless and write its outputs back.
+    Exec(ExecArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct InstallArgs {
+    /// Install under PREFIX (PREFIX/share/jupyter/kernels, PREFIX/share/recipe) instead of the
+    /// user's data folder.
+    #[arg(long)]
+    prefix: Option<PathBuf>,
+    /// The recipe workspace to build the runtime from (default: the one this binary was
+    /// built from).
+    #[arg(long)]
+    source: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct KernelArgs {
+    /// The connection file Jupyter wrote.
+    #[arg(long)]
+    connection_file: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    /// The notebook (.ipynb) to run.
+    notebook: PathBuf,
+    /// Override a parameter of the cell tagged `parameters`: -p steps=50 (repeatable).
+    #[arg(short = 'p', long = "parameter", value_parser = parse_key_value)]
+    parameters: Vec<(String, String)>,
+    /// Write the executed notebook here instead of over NOTEBOOK.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected key=value, got `{text}`"))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -32,5 +77,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(args) => runs::run(args),
         Command::Train(args) => train::run(args),
         Command::Data(args) => data::run(args),
+        Command::Install(args) => {
+            crate::runtime_lib::InstallPlan::new(args.prefix.as_deref(), args.source.as_deref())?
+                .run()
+        }
+        Command::Kernel(args) => crate::jupyter::serve(&args.connection_file),
+        Command::Exec(args) => {
+            crate::exec::run(&args.notebook, &args.parameters, args.output.as_deref())
+        }
     }
 }

@@ -1,0 +1,612 @@
+//! The Jupyter face of the kernel: the five sockets of a connection file, messages signed and
+//! verified by the protocol crates, and one [`Session`] running cells on its own thread.
+//!
+//! Shell requests that need the session (execute, inspect, complete when idle) queue for the
+//! session thread in arrival order. Requests that do not (kernel_info, is_complete, history,
+//! comm_info, and complete while a cell runs) are answered at once, so a busy kernel still
+//! answers them. Control requests (interrupt, shutdown) never wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use jupyter_protocol::{
+    ClearOutput, CommInfoReply, CompleteReply, CompleteRequest, ConnectionInfo, DisplayData,
+    ErrorOutput, ExecuteInput, ExecuteReply, ExecuteRequest, ExecuteResult, ExecutionCount,
+    HelpLink, HistoryEntry, HistoryReply, HistoryRequest, InspectReply, InterruptReply,
+    IsCompleteReply, IsCompleteReplyStatus, JupyterMessage, JupyterMessageContent, KernelInfoReply,
+    LanguageInfo, Media, ReplyError, ReplyStatus, ShutdownReply, Status, Stdio, StreamContent,
+    Transient, UpdateDisplayData,
+};
+use jupyter_zmq_client::{
+    create_kernel_control_connection, create_kernel_heartbeat_connection,
+    create_kernel_iopub_connection, create_kernel_shell_connection, create_kernel_stdin_connection,
+};
+use recipe::notebook::Io;
+use recipe_archive::Archive;
+use tokio::sync::mpsc;
+use zeromq::{SocketRecv, SocketSend};
+
+use crate::is_complete::{is_complete, Completeness};
+use crate::session::{Interrupter, Outcome, Session, Sink};
+
+/// Serve the kernel described by `connection_file` until a shutdown request.
+pub fn serve(connection_file: &Path) -> anyhow::Result<()> {
+    crate::session::check_runtime()?;
+    let text = std::fs::read_to_string(connection_file)
+        .with_context(|| format!("read the connection file {}", connection_file.display()))?;
+    let info: ConnectionInfo = serde_json::from_str(&text)
+        .with_context(|| format!("parse the connection file {}", connection_file.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(info))
+}
+
+/// What the socket tasks and the session thread share.
+struct Kernel {
+    iopub: mpsc::UnboundedSender<JupyterMessage>,
+    shell: mpsc::UnboundedSender<JupyterMessage>,
+    /// The request whose cell is running: iopub output is its child.
+    parent: Mutex<Option<JupyterMessage>>,
+    /// (execution count, code, text of its result) of cells stored in history.
+    history: Mutex<Vec<(i64, String, String)>>,
+    variables: Mutex<Vec<String>>,
+    interrupter: OnceLock<Interrupter>,
+    /// Becomes true once the session can run cells.
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Kernel {
+    fn publish(&self, content: impl Into<JupyterMessageContent>, parent: &JupyterMessage) {
+        let mut message = JupyterMessage::new(content, Some(parent));
+        message.zmq_identities = Vec::new();
+        let _ = self.iopub.send(message);
+    }
+
+    fn reply(&self, content: impl Into<JupyterMessageContent>, parent: &JupyterMessage) {
+        let _ = self.shell.send(JupyterMessage::new(content, Some(parent)));
+    }
+
+    /// Answer a request at once, with busy and idle around it.
+    fn answer(&self, content: impl Into<JupyterMessageContent>, request: &JupyterMessage) {
+        self.publish(Status::busy(), request);
+        self.reply(content, request);
+        self.publish(Status::idle(), request);
+    }
+
+    fn busy(&self) -> bool {
+        self.interrupter.get().is_none_or(Interrupter::busy)
+    }
+}
+
+async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
+    let session_id = blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes())
+        .to_hex()[..32]
+        .to_string();
+    let mut iopub = create_kernel_iopub_connection(&info, &session_id).await?;
+    let shell = create_kernel_shell_connection(&info, &session_id).await?;
+    let mut control = create_kernel_control_connection(&info, &session_id).await?;
+    let _stdin = create_kernel_stdin_connection(&info, &session_id).await?;
+    let mut heartbeat = create_kernel_heartbeat_connection(&info).await?;
+
+    let (iopub_tx, mut iopub_rx) = mpsc::unbounded_channel::<JupyterMessage>();
+    let (shell_tx, mut shell_rx) = mpsc::unbounded_channel::<JupyterMessage>();
+    let kernel = Arc::new(Kernel {
+        iopub: iopub_tx,
+        shell: shell_tx,
+        parent: Mutex::new(None),
+        history: Mutex::new(Vec::new()),
+        variables: Mutex::new(Vec::new()),
+        interrupter: OnceLock::new(),
+        ready: tokio::sync::watch::channel(false).0,
+    });
+
+    tokio::spawn(async move {
+        while let Some(message) = iopub_rx.recv().await {
+            if let Err(e) = iopub.send(message).await {
+                eprintln!("recipe kernel: iopub send failed: {e}");
+            }
+        }
+    });
+    let _ = kernel
+        .iopub
+        .send(JupyterMessage::new(Status::starting(), None));
+    tokio::spawn(async move {
+        loop {
+            let Ok(ping) = heartbeat.socket.recv().await else {
+                return;
+            };
+            if heartbeat.socket.send(ping).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let (mut shell_send, mut shell_recv) = shell.split();
+    tokio::spawn(async move {
+        while let Some(message) = shell_rx.recv().await {
+            if let Err(e) = shell_send.send(message).await {
+                eprintln!("recipe kernel: shell send failed: {e}");
+            }
+        }
+    });
+
+    let (work_tx, work_rx) = std_mpsc::channel::<JupyterMessage>();
+    {
+        let kernel = kernel.clone();
+        std::thread::Builder::new()
+            .name("recipe-session".into())
+            .spawn(move || session_thread(kernel, work_rx))?;
+    }
+
+    // Shell: answer what needs no session, queue the rest.
+    {
+        let kernel = kernel.clone();
+        let mut ready = kernel.ready.subscribe();
+        tokio::spawn(async move {
+            // Clients take the first kernel_info_reply to mean "ready to execute": the
+            // session (evcxr, the runtime library, the analyzer) starts first.
+            let _ = ready.wait_for(|r| *r).await;
+            loop {
+                let request = match shell_recv.read().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("recipe kernel: dropped a shell message: {e}");
+                        continue;
+                    }
+                };
+                match &request.content {
+                    JupyterMessageContent::KernelInfoRequest(_) => {
+                        kernel.answer(kernel_info(), &request)
+                    }
+                    JupyterMessageContent::IsCompleteRequest(r) => {
+                        kernel.answer(is_complete_reply(&r.code), &request)
+                    }
+                    JupyterMessageContent::CommInfoRequest(_) => {
+                        kernel.answer(CommInfoReply::default(), &request)
+                    }
+                    JupyterMessageContent::HistoryRequest(r) => {
+                        let history = kernel.history.lock().unwrap().clone();
+                        kernel.answer(history_reply(r, &history), &request)
+                    }
+                    JupyterMessageContent::CompleteRequest(r) if kernel.busy() => {
+                        let names = kernel.variables.lock().unwrap().clone();
+                        kernel.answer(word_completions(r, &names), &request)
+                    }
+                    JupyterMessageContent::ShutdownRequest(r) => {
+                        kernel.answer(shutdown_reply(r.restart), &request);
+                        shutdown().await;
+                    }
+                    JupyterMessageContent::ExecuteRequest(_)
+                    | JupyterMessageContent::InspectRequest(_)
+                    | JupyterMessageContent::CompleteRequest(_) => {
+                        let _ = work_tx.send(request);
+                    }
+                    JupyterMessageContent::CommOpen(_)
+                    | JupyterMessageContent::CommMsg(_)
+                    | JupyterMessageContent::CommClose(_) => {}
+                    other => {
+                        eprintln!(
+                            "recipe kernel: no handler for shell message {}",
+                            other.message_type()
+                        );
+                    }
+                }
+            }
+        });
+    }
+
+    // Control: interrupt and shutdown, never behind a running cell.
+    loop {
+        let request = match control.read().await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("recipe kernel: dropped a control message: {e}");
+                continue;
+            }
+        };
+        let reply: JupyterMessageContent = match &request.content {
+            JupyterMessageContent::InterruptRequest(_) => {
+                if let Some(i) = kernel.interrupter.get() {
+                    i.interrupt();
+                }
+                InterruptReply::new().into()
+            }
+            JupyterMessageContent::ShutdownRequest(r) => shutdown_reply(r.restart).into(),
+            JupyterMessageContent::KernelInfoRequest(_) => kernel_info().into(),
+            other => {
+                eprintln!(
+                    "recipe kernel: no handler for control message {}",
+                    other.message_type()
+                );
+                continue;
+            }
+        };
+        let shutting_down = matches!(reply, JupyterMessageContent::ShutdownReply(_));
+        kernel.publish(Status::busy(), &request);
+        control
+            .send(JupyterMessage::new(reply, Some(&request)))
+            .await?;
+        kernel.publish(Status::idle(), &request);
+        if shutting_down {
+            shutdown().await;
+        }
+    }
+}
+
+/// Give the last messages a moment to leave, then exit (the cell process ends with us).
+async fn shutdown() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::process::exit(0);
+}
+
+/// The thread that owns the session: starts it, then runs queued requests in order.
+fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>) {
+    let sink: Sink = {
+        let kernel = kernel.clone();
+        Arc::new(move |io: Io| {
+            let Some(parent) = kernel.parent.lock().unwrap().clone() else {
+                return;
+            };
+            publish_io(&kernel, io, &parent);
+        })
+    };
+    let archive = match Archive::open(Archive::default_root()) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            eprintln!("recipe kernel: cells will not be recorded: {e}");
+            None
+        }
+    };
+    let mut session = match Session::start(sink, archive) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("recipe kernel: could not start the session: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let _ = kernel.interrupter.set(session.interrupter());
+    kernel.ready.send_replace(true);
+
+    while let Ok(request) = work.recv() {
+        kernel.publish(Status::busy(), &request);
+        match &request.content {
+            JupyterMessageContent::ExecuteRequest(r) => {
+                let failed = execute(&kernel, &mut session, r, &request);
+                if failed && r.stop_on_error {
+                    abort_queued(&kernel, &mut session, &work);
+                }
+            }
+            JupyterMessageContent::CompleteRequest(r) => {
+                let reply = complete(&mut session, r);
+                kernel.reply(reply, &request);
+            }
+            JupyterMessageContent::InspectRequest(r) => {
+                let position = char_to_byte(&r.code, r.cursor_pos);
+                let reply = match session.inspect(&r.code, position) {
+                    Some((plain, html)) => InspectReply {
+                        found: true,
+                        data: media(&BTreeMap::from([
+                            ("text/plain".to_string(), plain),
+                            ("text/html".to_string(), html),
+                        ])),
+                        ..InspectReply::default()
+                    },
+                    None => InspectReply::default(),
+                };
+                kernel.reply(reply, &request);
+            }
+            _ => {}
+        }
+        kernel.publish(Status::idle(), &request);
+    }
+}
+
+/// Run one execute request; true when it failed.
+fn execute(
+    kernel: &Kernel,
+    session: &mut Session,
+    r: &ExecuteRequest,
+    request: &JupyterMessage,
+) -> bool {
+    let store = r.store_history && !r.silent;
+    let count = session.execution_count + i64::from(store);
+    if !r.silent {
+        kernel.publish(
+            ExecuteInput {
+                code: r.code.clone(),
+                execution_count: ExecutionCount::new(count as usize),
+            },
+            request,
+        );
+    }
+    *kernel.parent.lock().unwrap() = (!r.silent).then(|| request.clone());
+    let outcome = session.execute(&r.code, store);
+    *kernel.parent.lock().unwrap() = None;
+    if store {
+        let result = match &outcome {
+            Outcome::Ok { data } => data.get("text/plain").cloned().unwrap_or_default(),
+            Outcome::Error { .. } => String::new(),
+        };
+        let entry = (session.execution_count, r.code.clone(), result);
+        kernel.history.lock().unwrap().push(entry);
+    }
+    *kernel.variables.lock().unwrap() = session.variable_names();
+    let execution_count = ExecutionCount::new(session.execution_count as usize);
+    match outcome {
+        Outcome::Ok { data } => {
+            if !r.silent && !data.is_empty() {
+                let result = ExecuteResult {
+                    // An absent transient must be an empty object, not null.
+                    transient: Some(Transient { display_id: None }),
+                    ..ExecuteResult::new(execution_count, media(&data))
+                };
+                kernel.publish(result, request);
+            }
+            kernel.reply(
+                ExecuteReply {
+                    execution_count,
+                    user_expressions: Some(HashMap::new()),
+                    ..ExecuteReply::default()
+                },
+                request,
+            );
+            false
+        }
+        Outcome::Error {
+            ename,
+            evalue,
+            traceback,
+        } => {
+            kernel.publish(
+                ErrorOutput {
+                    ename: ename.clone(),
+                    evalue: evalue.clone(),
+                    traceback: traceback.clone(),
+                },
+                request,
+            );
+            kernel.reply(
+                ExecuteReply {
+                    status: ReplyStatus::Error,
+                    execution_count,
+                    user_expressions: Some(HashMap::new()),
+                    error: Some(Box::new(ReplyError {
+                        ename,
+                        evalue,
+                        traceback,
+                    })),
+                    ..ExecuteReply::default()
+                },
+                request,
+            );
+            true
+        }
+    }
+}
+
+/// After a failed cell with stop_on_error, answer the executes already queued as aborted.
+fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receiver<JupyterMessage>) {
+    std::thread::sleep(Duration::from_millis(50));
+    while let Ok(request) = work.try_recv() {
+        kernel.publish(Status::busy(), &request);
+        if let JupyterMessageContent::ExecuteRequest(r) = &request.content {
+            session.record_aborted(&r.code);
+            kernel.reply(
+                ExecuteReply {
+                    status: ReplyStatus::Aborted,
+                    execution_count: ExecutionCount::new(session.execution_count as usize),
+                    ..ExecuteReply::default()
+                },
+                &request,
+            );
+        } else if let JupyterMessageContent::CompleteRequest(r) = &request.content {
+            let reply = complete(session, r);
+            kernel.reply(reply, &request);
+        } else {
+            kernel.reply(InspectReply::default(), &request);
+        }
+        kernel.publish(Status::idle(), &request);
+    }
+}
+
+fn publish_io(kernel: &Kernel, io: Io, parent: &JupyterMessage) {
+    match io {
+        Io::Stream { name, text } => {
+            let name = if name == "stderr" {
+                Stdio::Stderr
+            } else {
+                Stdio::Stdout
+            };
+            kernel.publish(StreamContent { name, text }, parent);
+        }
+        Io::Display {
+            data,
+            display_id,
+            update,
+        } => match (display_id, update) {
+            (Some(id), true) => kernel.publish(UpdateDisplayData::new(media(&data), &id), parent),
+            (id, _) => kernel.publish(
+                DisplayData {
+                    data: media(&data),
+                    metadata: Default::default(),
+                    transient: id.map(|id| Transient {
+                        display_id: Some(id),
+                    }),
+                },
+                parent,
+            ),
+        },
+        Io::Clear { wait } => kernel.publish(ClearOutput { wait }, parent),
+        Io::Panic => {}
+    }
+}
+
+/// A MIME bundle in the protocol crate's type.
+fn media(data: &BTreeMap<String, String>) -> Media {
+    serde_json::to_value(data)
+        .and_then(serde_json::from_value)
+        .unwrap_or_default()
+}
+
+fn kernel_info() -> KernelInfoReply {
+    KernelInfoReply {
+        status: ReplyStatus::Ok,
+        protocol_version: "5.3".into(),
+        implementation: "recipe".into(),
+        implementation_version: env!("CARGO_PKG_VERSION").into(),
+        language_info: LanguageInfo {
+            name: "rust".into(),
+            version: crate::runtime_lib::rustc_version().unwrap_or_default(),
+            mimetype: Some("text/rust".into()),
+            file_extension: Some(".rs".into()),
+            pygments_lexer: Some("rust".into()),
+            codemirror_mode: Some(jupyter_protocol::CodeMirrorMode::Simple("rust".into())),
+            nbconvert_exporter: Some("rust".into()),
+        },
+        banner: format!(
+            "recipe {}: Rust with the recipe runtime preloaded (use recipe::prelude::*)",
+            env!("CARGO_PKG_VERSION")
+        ),
+        help_links: vec![HelpLink {
+            text: "A Recipe for Training Neural Networks".into(),
+            url: "https://karpathy.github.io/2019/04/25/recipe/".into(),
+        }],
+        debugger: false,
+        error: None,
+    }
+}
+
+fn is_complete_reply(code: &str) -> IsCompleteReply {
+    match is_complete(code) {
+        Completeness::Complete => {
+            IsCompleteReply::new(IsCompleteReplyStatus::Complete, String::new())
+        }
+        Completeness::Incomplete { indent } => {
+            IsCompleteReply::new(IsCompleteReplyStatus::Incomplete, indent)
+        }
+        Completeness::Invalid => {
+            IsCompleteReply::new(IsCompleteReplyStatus::Invalid, String::new())
+        }
+    }
+}
+
+fn history_reply(request: &HistoryRequest, history: &[(i64, String, String)]) -> HistoryReply {
+    let with_output = match request {
+        HistoryRequest::Tail { output, .. }
+        | HistoryRequest::Range { output, .. }
+        | HistoryRequest::Search { output, .. } => *output,
+    };
+    let entry = |(n, code, result): &(i64, String, String)| {
+        if with_output {
+            HistoryEntry::InputOutput(0, *n as usize, (code.clone(), result.clone()))
+        } else {
+            HistoryEntry::Input(0, *n as usize, code.clone())
+        }
+    };
+    let entries: Vec<HistoryEntry> = match request {
+        HistoryRequest::Tail { n, .. } => {
+            let skip = history.len().saturating_sub((*n).max(0) as usize);
+            history[skip..].iter().map(entry).collect()
+        }
+        HistoryRequest::Range { start, stop, .. } => history
+            .iter()
+            .filter(|(n, ..)| *n >= i64::from(*start) && (*stop <= 0 || *n < i64::from(*stop)))
+            .map(entry)
+            .collect(),
+        HistoryRequest::Search {
+            pattern, n, unique, ..
+        } => {
+            let mut matching: Vec<_> = history
+                .iter()
+                .filter(|(_, code, _)| glob_match(pattern, code))
+                .collect();
+            if *unique {
+                // The latest entry of each distinct code.
+                let mut seen = std::collections::BTreeSet::new();
+                matching.reverse();
+                matching.retain(|(_, code, _)| seen.insert(code.clone()));
+                matching.reverse();
+            }
+            let skip = matching.len().saturating_sub((*n).max(0) as usize);
+            matching[skip..].iter().map(|e| entry(e)).collect()
+        }
+    };
+    HistoryReply::new(entries)
+}
+
+/// IPython's history search pattern: `*` any text, `?` one character.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    go(&p, &t)
+}
+
+fn shutdown_reply(restart: bool) -> ShutdownReply {
+    ShutdownReply {
+        restart,
+        status: ReplyStatus::Ok,
+        error: None,
+    }
+}
+
+fn complete(session: &mut Session, r: &CompleteRequest) -> CompleteReply {
+    let position = char_to_byte(&r.code, r.cursor_pos);
+    let (start, end, matches) = session.complete(&r.code, position);
+    CompleteReply {
+        matches,
+        cursor_start: byte_to_char(&r.code, start),
+        cursor_end: byte_to_char(&r.code, end),
+        status: ReplyStatus::Ok,
+        ..CompleteReply::default()
+    }
+}
+
+/// While a cell runs: the session's variables, the prelude's names and Rust keywords that
+/// start with the word before the cursor.
+fn word_completions(r: &CompleteRequest, variables: &[String]) -> CompleteReply {
+    let position = char_to_byte(&r.code, r.cursor_pos);
+    let before = &r.code[..position];
+    let start = before
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let word = &before[start..];
+    let mut matches: Vec<String> = variables
+        .iter()
+        .map(String::as_str)
+        .chain(crate::is_complete::KNOWN_NAMES.iter().copied())
+        .filter(|name| !word.is_empty() && name.starts_with(word))
+        .map(String::from)
+        .collect();
+    matches.sort();
+    matches.dedup();
+    CompleteReply {
+        matches,
+        cursor_start: byte_to_char(&r.code, start),
+        cursor_end: r.cursor_pos,
+        status: ReplyStatus::Ok,
+        ..CompleteReply::default()
+    }
+}
+
+/// Jupyter counts cursor positions in characters (code points); Rust strings in bytes.
+fn char_to_byte(code: &str, chars: usize) -> usize {
+    code.char_indices()
+        .nth(chars)
+        .map_or(code.len(), |(i, _)| i)
+}
+
+fn byte_to_char(code: &str, bytes: usize) -> usize {
+    code[..bytes.min(code.len())].chars().count()
+}

@@ -1,0 +1,343 @@
+//! The runtime as one shared library (the `recipe-cells` crate), built once at install and
+//! linked by every cell.
+//!
+//! An installed runtime is a folder holding `librecipe_cells.so`, the metadata of every crate
+//! inside it (rustc reads it to type-check cells) and `manifest.json` (the rustc that built
+//! it). Cells are compiled with `--extern recipe=<folder>/librecipe_cells.so` and an rpath to
+//! the folder, so the cell process loads the library once and every cell shares its statics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The library file name.
+pub const LIB: &str = "librecipe_cells.so";
+/// The environment variable that points the kernel at an installed runtime.
+pub const RUNTIME_ENV: &str = "RECIPE_RUNTIME";
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    rustc: String,
+    recipe: String,
+    files: Vec<String>,
+}
+
+/// An installed runtime.
+pub struct RuntimeLib {
+    pub dir: PathBuf,
+}
+
+impl RuntimeLib {
+    /// The runtime named by `$RECIPE_RUNTIME`, else the one `recipe install` put in the user's
+    /// data folder. Fails with what to run when it is missing or was built by another rustc.
+    pub fn locate() -> anyhow::Result<RuntimeLib> {
+        let dir = std::env::var_os(RUNTIME_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_home().join("recipe").join("runtime"));
+        let manifest = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&manifest).map_err(|_| {
+            anyhow::anyhow!(
+                "no recipe runtime at {}: run `recipe install` first",
+                dir.display()
+            )
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged: run `recipe install` again",
+                manifest.display()
+            )
+        })?;
+        let rustc = rustc_version()?;
+        if manifest.rustc != rustc {
+            bail!(
+                "the recipe runtime in {} was built with {} but cells would be compiled with {}: \
+                 run `recipe install` again",
+                dir.display(),
+                manifest.rustc,
+                rustc
+            );
+        }
+        if !dir.join(LIB).is_file() {
+            bail!(
+                "{} is missing: run `recipe install` again",
+                dir.join(LIB).display()
+            );
+        }
+        Ok(RuntimeLib { dir })
+    }
+
+    /// The dependency line that shows the runtime's source to evcxr's analyzer (which infers
+    /// the types of cell variables) without cargo building it: a dev-dependency, after which
+    /// an always-true target table takes any later `:dep` lines as ordinary dependencies.
+    /// evcxr writes its dependencies as `name = config` lines under `[dependencies]`.
+    pub fn analyzer_dependency(&self) -> (String, String) {
+        let cells = self.dir.join("source").join("cells");
+        (
+            "[dev-dependencies]\nrecipe".to_string(),
+            format!(
+                "{{ package = \"recipe-cells\", path = {:?} }}\n[target.'cfg(all())'.dependencies]",
+                cells.display().to_string()
+            ),
+        )
+    }
+
+    /// The lock file the runtime was built with, so the analyzer sees the same versions.
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("source").join("Cargo.lock")
+    }
+
+    /// rustc flags for compiling a cell against this runtime, in cargo's encoded form.
+    pub fn rustflags(&self) -> String {
+        let dir = self.dir.display();
+        [
+            "-L".to_string(),
+            format!("dependency={dir}"),
+            "--extern".to_string(),
+            format!("recipe={dir}/{LIB}"),
+            "-C".to_string(),
+            "prefer-dynamic".to_string(),
+            "-C".to_string(),
+            format!("link-arg=-Wl,-rpath,{dir}"),
+        ]
+        .join("\x1f")
+    }
+}
+
+/// `rustc --version` of the rustc on PATH (the one evcxr compiles cells with).
+pub fn rustc_version() -> anyhow::Result<String> {
+    let out = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .context("run rustc (is a Rust toolchain on PATH?)")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The runtime's source, for the analyzer that infers the types of cell variables and
+/// completes names (it reads source, not compiled metadata): the three crates of the runtime
+/// and a workspace manifest naming just them, with the lock file that pins their dependencies.
+fn copy_source(workspace: &Path, to: &Path) -> anyhow::Result<()> {
+    for member in ["archive", "runtime", "cells"] {
+        copy_tree(&workspace.join(member), &to.join(member))?;
+    }
+    let manifest = std::fs::read_to_string(workspace.join("Cargo.toml"))?;
+    let members = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .context("the workspace manifest has no members line")?;
+    let manifest = manifest.replace(members, r#"members = ["archive", "runtime", "cells"]"#);
+    std::fs::write(to.join("Cargo.toml"), manifest)?;
+    std::fs::copy(workspace.join("Cargo.lock"), to.join("Cargo.lock"))?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("list {}", from.display()))? {
+        let entry = entry?;
+        let (path, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() != "target" {
+                copy_tree(&path, &target)?;
+            }
+        } else {
+            std::fs::copy(&path, &target).with_context(|| format!("copy {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The toolchain's `libstd-*.so`, which the library and every cell load.
+fn std_library() -> anyhow::Result<PathBuf> {
+    let out = Command::new("rustc")
+        .args(["--print", "target-libdir"])
+        .output()
+        .context("run rustc")?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::read_dir(&dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("libstd-") && name.ends_with(".so")
+        })
+        .with_context(|| format!("no libstd-*.so in {}", dir.display()))
+}
+
+/// `$XDG_DATA_HOME` or `~/.local/share`.
+pub fn data_home() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+        })
+}
+
+/// Where `recipe install` puts things.
+pub struct InstallPlan {
+    /// The workspace holding the runtime's source.
+    pub source: PathBuf,
+    /// `<prefix>/share` (or the user's data folder).
+    pub share: PathBuf,
+    /// The kernelspec folder Jupyter reads.
+    pub kernelspec: PathBuf,
+}
+
+impl InstallPlan {
+    pub fn new(prefix: Option<&Path>, source: Option<&Path>) -> anyhow::Result<InstallPlan> {
+        let source = match source {
+            Some(s) => s.to_path_buf(),
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        if !source.join("cells").join("Cargo.toml").is_file() {
+            bail!(
+                "{} is not the recipe workspace (no cells/Cargo.toml): pass --source DIR",
+                source.display()
+            );
+        }
+        // Paths written into the kernelspec must not depend on the folder Jupyter starts in.
+        let prefix = prefix.map(std::path::absolute).transpose()?;
+        let prefix = prefix.as_deref();
+        let share = match prefix {
+            Some(p) => p.join("share"),
+            None => data_home(),
+        };
+        let kernels = match (prefix, std::env::var_os("JUPYTER_DATA_DIR")) {
+            (None, Some(d)) => PathBuf::from(d),
+            _ => share.join("jupyter"),
+        };
+        Ok(InstallPlan {
+            source,
+            kernelspec: kernels.join("kernels").join("recipe"),
+            share,
+        })
+    }
+
+    /// Build the runtime library, copy it with what rustc needs, write the kernelspec.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        eprintln!(
+            "building the recipe runtime library (release) in {}",
+            self.source.display()
+        );
+        let files = build_runtime(&self.source)?;
+        let built = started.elapsed();
+
+        let root = self.share.join("recipe");
+        let dir = root.join("runtime");
+        let staging = root.join("runtime.new");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)?;
+        let mut names = Vec::new();
+        let mut bytes = 0u64;
+        for file in &files {
+            let name = file.file_name().context("artifact without a name")?;
+            bytes += std::fs::copy(file, staging.join(name))
+                .with_context(|| format!("copy {}", file.display()))?;
+            names.push(name.to_string_lossy().into_owned());
+        }
+        names.sort();
+        let manifest = Manifest {
+            rustc: rustc_version()?,
+            recipe: env!("CARGO_PKG_VERSION").into(),
+            files: names,
+        };
+        std::fs::write(
+            staging.join("manifest.json"),
+            serde_json::to_vec_pretty(&manifest)?,
+        )?;
+        copy_source(&self.source, &staging.join("source"))?;
+        // The kernel binary travels with its runtime, so one install is one consistent pair.
+        let exe = std::env::current_exe()?;
+        std::fs::copy(&exe, staging.join("recipe"))
+            .with_context(|| format!("copy {}", exe.display()))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&staging, &dir)?;
+
+        std::fs::create_dir_all(&self.kernelspec)?;
+        let spec = serde_json::json!({
+            "argv": [dir.join("recipe"), "kernel", "--connection-file", "{connection_file}"],
+            "display_name": "Rust (recipe)",
+            "language": "rust",
+            "interrupt_mode": "message",
+            "env": { RUNTIME_ENV: dir },
+            "metadata": { "debugger": false },
+        });
+        std::fs::write(
+            self.kernelspec.join("kernel.json"),
+            serde_json::to_vec_pretty(&spec)?,
+        )?;
+        println!(
+            "installed kernel \"Rust (recipe)\": kernelspec {}, runtime {} ({} files, {} MiB); \
+             build {:.1} s",
+            self.kernelspec.display(),
+            dir.display(),
+            manifest.files.len(),
+            bytes / (1 << 20),
+            built.as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+/// `cargo build --release -p recipe-cells`; the library and the metadata of every crate in it.
+fn build_runtime(source: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(source)
+        .args([
+            "rustc",
+            "--release",
+            "-p",
+            "recipe-cells",
+            "--lib",
+            "--message-format=json-render-diagnostics",
+            "--",
+            // Cells link std dynamically (evcxr's default), so the library must too: one
+            // std for the library and every cell. It finds std next to itself.
+            "-C",
+            "prefer-dynamic",
+            "-C",
+            "link-arg=-Wl,-rpath,$ORIGIN",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run cargo (is a Rust toolchain on PATH?)")?;
+    if !out.status.success() {
+        bail!("building the runtime library failed (see cargo's output above)");
+    }
+    let mut files = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let kinds = message["target"]["kind"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if kinds.iter().any(|k| k == "custom-build") {
+            continue;
+        }
+        for file in message["filenames"].as_array().into_iter().flatten() {
+            let Some(path) = file.as_str() else { continue };
+            // Cells link the library itself; of the crates inside it rustc needs only their
+            // metadata. Proc macros are shared objects of their own.
+            if [".rmeta", ".so"].iter().any(|ext| path.ends_with(ext)) {
+                files.push(PathBuf::from(path));
+            }
+        }
+    }
+    if !files.iter().any(|f| f.ends_with(LIB)) {
+        bail!("cargo did not report {LIB}; is `cells` a member of the workspace?");
+    }
+    files.push(std_library()?);
+    Ok(files)
+}

@@ -1,0 +1,555 @@
+//! One kernel session: evcxr compiling cells against the shared runtime library, live output,
+//! interrupts that keep the session, and every cell recorded in the archive.
+//!
+//! Both faces of the kernel use it: the Jupyter server ([`crate::jupyter`]) and the headless
+//! notebook runner ([`crate::exec`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use evcxr::{CommandContext, CompilationError, EvalContext};
+use recipe::notebook::{CellContext, Io, CELL_FILE_ENV};
+use recipe_archive::{Archive, CellRecord};
+
+use crate::runtime_lib::RuntimeLib;
+
+/// How long code that ignores an interrupt may keep running before its process is killed.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// Where a session's output goes: the Jupyter iopub channel or a notebook's outputs.
+pub type Sink = Arc<dyn Fn(Io) + Send + Sync>;
+
+/// The result of one cell.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The cell ran; `data` is its final value by MIME type (empty when there is none).
+    Ok { data: BTreeMap<String, String> },
+    /// Compilation failed, the cell panicked or returned an error, or its process died.
+    Error {
+        ename: String,
+        evalue: String,
+        traceback: Vec<String>,
+    },
+}
+
+/// A running session.
+pub struct Session {
+    ctx: CommandContext,
+    pub id: String,
+    /// The count of the last cell executed with `store_history`.
+    pub execution_count: i64,
+    code_hashes: Vec<blake3::Hash>,
+    archive: Option<Archive>,
+    cell_file: PathBuf,
+    /// How cells link the runtime library (cargo's encoded form).
+    rustflags: String,
+    interrupter: Interrupter,
+    panicked: Arc<AtomicBool>,
+    /// What the running cell wrote to stderr (for a panic's message).
+    stderr_tail: Arc<Mutex<String>>,
+    pumps: Vec<Pump>,
+    needs_init: bool,
+    /// The session's own folder (evcxr's crate, the current-cell file); removed at the end.
+    dir: PathBuf,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The code every session runs first, hidden: the prelude and the output forwarder.
+const INIT: &str = "use recipe::prelude::*;\nrecipe::notebook::attach().expect(\"recipe: attach the notebook's output\");";
+
+impl Session {
+    /// Start a session whose output goes to `sink`. `archive` records every cell (None: the
+    /// cells are not recorded).
+    pub fn start(sink: Sink, archive: Option<Archive>) -> anyhow::Result<Session> {
+        let clock = std::time::Instant::now();
+        let timing = std::env::var_os("RECIPE_TIMING").is_some();
+        let mark = |what: &str| {
+            if timing {
+                eprintln!(
+                    "recipe timing: {what} at {:.3} s",
+                    clock.elapsed().as_secs_f64()
+                );
+            }
+        };
+        let runtime = RuntimeLib::locate()?;
+        let id = new_session_id();
+        let dir = std::env::temp_dir().join(format!("recipe-session-{id}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let cell_file = dir.join("cell.json");
+
+        // evcxr's crate lives in the session folder, with the runtime's lock file.
+        let crate_dir = dir.join("evcxr");
+        std::fs::create_dir_all(&crate_dir)?;
+        std::fs::copy(runtime.lock_file(), crate_dir.join("Cargo.lock"))
+            .context("copy the runtime's Cargo.lock: run `recipe install` again")?;
+        std::env::set_var("EVCXR_TMPDIR", &crate_dir);
+
+        let mut runner = std::process::Command::new(std::env::current_exe()?);
+        runner.env(CELL_FILE_ENV, &cell_file);
+        let (mut eval, outputs) = EvalContext::with_subprocess_command(runner)
+            .map_err(|e| anyhow::anyhow!("start the cell runner: {e}"))?;
+        mark("evcxr started");
+        let mut state = eval.state();
+        let (name, config) = runtime.analyzer_dependency();
+        state
+            .add_dep(&name, &config)
+            .map_err(|e| anyhow::anyhow!("show the runtime's source to the analyzer: {e}"))?;
+        eval.eval_with_state("", state)
+            .map_err(|e| anyhow::anyhow!("show the runtime's source to the analyzer: {e}"))?;
+        mark("analyzer dependency added");
+        let ctx = CommandContext::with_eval_context(eval);
+
+        let panicked = Arc::new(AtomicBool::new(false));
+        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let route: Sink = {
+            let (panicked, tail) = (panicked.clone(), stderr_tail.clone());
+            Arc::new(move |io: Io| {
+                if let Io::Stream { name, text } = &io {
+                    if name == "stderr" {
+                        let mut tail = tail.lock().unwrap();
+                        tail.push_str(text);
+                        let cut = tail.len().saturating_sub(16_384);
+                        let cut = (cut..tail.len()).find(|&i| tail.is_char_boundary(i));
+                        tail.drain(..cut.unwrap_or(0));
+                    }
+                }
+                if io == Io::Panic {
+                    panicked.store(true, Ordering::SeqCst);
+                    return;
+                }
+                sink(io);
+            })
+        };
+        let pumps = vec![
+            Pump::start(outputs.stdout, "stdout", route.clone()),
+            Pump::start(outputs.stderr, "stderr", route),
+        ];
+        let pid = ctx.process_handle().lock().unwrap().id() as i32;
+        let mut session = Session {
+            ctx,
+            id,
+            execution_count: 0,
+            code_hashes: Vec::new(),
+            archive,
+            cell_file,
+            rustflags: runtime.rustflags(),
+            interrupter: Interrupter::new(pid),
+            panicked,
+            stderr_tail,
+            pumps,
+            needs_init: true,
+            dir,
+        };
+        session.init()?;
+        mark("runtime attached");
+        Ok(session)
+    }
+
+    /// Run the hidden first cell (again after the cell process was replaced).
+    fn init(&mut self) -> anyhow::Result<()> {
+        let init = format!(
+            ":build_env CARGO_ENCODED_RUSTFLAGS={}\n{INIT}",
+            self.rustflags
+        );
+        self.ctx
+            .execute(&init)
+            .map_err(|e| anyhow::anyhow!("load the recipe runtime into the session: {e}"))?;
+        self.drain();
+        self.interrupter.pid.store(
+            self.ctx.process_handle().lock().unwrap().id() as i32,
+            Ordering::SeqCst,
+        );
+        self.needs_init = false;
+        Ok(())
+    }
+
+    /// A handle that interrupts the running cell from another thread.
+    pub fn interrupter(&self) -> Interrupter {
+        self.interrupter.clone()
+    }
+
+    /// Execute one cell. `store_history` counts it and keeps it in the history.
+    pub fn execute(&mut self, code: &str, store_history: bool) -> Outcome {
+        if store_history {
+            self.execution_count += 1;
+        }
+        let started = recipe_archive::records::now();
+        let code_hash = blake3::hash(code.as_bytes());
+        let history_hash = self.history_hash();
+        let outcome = self.run(code, &code_hash, &history_hash);
+        self.code_hashes.push(code_hash);
+        let status = match &outcome {
+            Outcome::Ok { .. } => "ok",
+            Outcome::Error { .. } => "error",
+        };
+        let error = match &outcome {
+            Outcome::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
+            Outcome::Ok { .. } => None,
+        };
+        self.record(code, code_hash, history_hash, status, started, error);
+        outcome
+    }
+
+    /// Record a cell that was not run because an earlier one failed (stop_on_error).
+    pub fn record_aborted(&mut self, code: &str) {
+        let now = recipe_archive::records::now();
+        let code_hash = blake3::hash(code.as_bytes());
+        let history_hash = self.history_hash();
+        self.record(code, code_hash, history_hash, "aborted", now, None);
+    }
+
+    fn run(&mut self, code: &str, code_hash: &blake3::Hash, history_hash: &str) -> Outcome {
+        if self.needs_init {
+            if let Err(e) = self.init() {
+                return error_outcome("SessionError", &format!("{e:#}"), Vec::new());
+            }
+        }
+        let cell = CellContext {
+            session_id: self.id.clone(),
+            execution_count: self.execution_count,
+            code_hash: code_hash.to_hex().to_string(),
+            history_hash: history_hash.to_string(),
+        };
+        if let Err(e) = write_cell_file(&self.cell_file, &cell) {
+            return error_outcome("SessionError", &format!("{e:#}"), Vec::new());
+        }
+        self.panicked.store(false, Ordering::SeqCst);
+        self.stderr_tail.lock().unwrap().clear();
+        let killed_before = self.interrupter.killed.load(Ordering::SeqCst);
+        self.interrupter.begin();
+        let result = self.ctx.execute(code);
+        self.interrupter.end();
+        self.drain();
+        match result {
+            Ok(outputs) if self.panicked.load(Ordering::SeqCst) => {
+                let _ = outputs;
+                let tail = self.stderr_tail.lock().unwrap().clone();
+                let (evalue, traceback) = panic_message(&tail);
+                error_outcome("panic", &evalue, traceback)
+            }
+            Ok(outputs) => {
+                if std::env::var_os("RECIPE_TIMING").is_some() {
+                    for phase in &outputs.phases {
+                        eprintln!(
+                            "recipe timing: {} {:.3} s",
+                            phase.name,
+                            phase.duration.as_secs_f64()
+                        );
+                    }
+                }
+                let data = outputs
+                    .content_by_mime_type
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>();
+                Outcome::Ok { data }
+            }
+            Err(evcxr::Error::CompilationErrors(errors)) => compile_error(code, &errors),
+            Err(evcxr::Error::SubprocessTerminated(message)) => {
+                self.needs_init = true;
+                let killed = self.interrupter.killed.load(Ordering::SeqCst) != killed_before;
+                let evalue = if killed {
+                    format!(
+                        "the cell ignored the interrupt for {} s, so its process was killed. \
+                         Every variable of this session is gone: re-run the cells you need.",
+                        INTERRUPT_GRACE.as_secs()
+                    )
+                } else {
+                    format!(
+                        "the process running the cells died ({}). Every variable of this \
+                         session is gone: re-run the cells you need.",
+                        message.trim()
+                    )
+                };
+                error_outcome("SessionLost", &evalue, Vec::new())
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let ename = if text.contains("Error:") || text.starts_with("Err(") {
+                    "Error"
+                } else {
+                    "EvalError"
+                };
+                error_outcome(ename, text.trim(), text.lines().map(String::from).collect())
+            }
+        }
+    }
+
+    /// Wait until every output line of the finished cell has reached the sink.
+    fn drain(&self) {
+        for pump in &self.pumps {
+            pump.drain();
+        }
+    }
+
+    /// blake3 over the hashes of the session's cells so far.
+    fn history_hash(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for c in &self.code_hashes {
+            h.update(c.as_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    fn record(
+        &self,
+        code: &str,
+        code_hash: blake3::Hash,
+        history_hash: String,
+        status: &str,
+        started: chrono::DateTime<chrono::Utc>,
+        error: Option<String>,
+    ) {
+        let Some(archive) = &self.archive else { return };
+        let cell = CellRecord {
+            session_id: self.id.clone(),
+            execution_count: self.execution_count,
+            code: code.to_string(),
+            code_hash: code_hash.to_hex().to_string(),
+            history_hash,
+            status: status.into(),
+            started_at: started,
+            ended_at: recipe_archive::records::now(),
+            error,
+        };
+        if let Err(e) = archive.record_cell(&cell) {
+            eprintln!("recipe: could not record the cell in the archive: {e}");
+        }
+    }
+
+    /// Completions at byte `position` of `code`: (start, end, matches).
+    pub fn complete(&mut self, code: &str, position: usize) -> (usize, usize, Vec<String>) {
+        match self.ctx.completions(code, position) {
+            Ok(c) => {
+                let mut matches: Vec<String> = c.completions.into_iter().map(|c| c.code).collect();
+                matches.dedup();
+                (c.start_offset, c.end_offset, matches)
+            }
+            Err(_) => (position, position, Vec::new()),
+        }
+    }
+
+    /// What is known about the name at byte `position`: (plain text, HTML).
+    pub fn inspect(&mut self, code: &str, position: usize) -> Option<(String, String)> {
+        let position = position.min(code.len());
+        let (plain, html) = self.ctx.hover_at(code, position).ok()?;
+        (!plain.trim().is_empty()).then_some((plain, html))
+    }
+
+    /// Names of the session's variables, for completion while a cell runs.
+    pub fn variable_names(&self) -> Vec<String> {
+        self.ctx
+            .variables_and_types()
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+}
+
+fn write_cell_file(path: &Path, cell: &CellContext) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(cell)?)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
+}
+
+fn new_session_id() -> String {
+    let seed = format!(
+        "{}-{}-{:?}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
+        std::thread::current().id()
+    );
+    blake3::hash(seed.as_bytes()).to_hex()[..16].to_string()
+}
+
+fn error_outcome(ename: &str, evalue: &str, mut traceback: Vec<String>) -> Outcome {
+    if traceback.is_empty() {
+        traceback.push(format!("{ename}: {evalue}"));
+    }
+    Outcome::Error {
+        ename: ename.into(),
+        evalue: evalue.into(),
+        traceback,
+    }
+}
+
+/// A panic's message and the lines around it, from what the cell wrote to stderr.
+fn panic_message(stderr: &str) -> (String, Vec<String>) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines.iter().rposition(|l| l.contains("panicked at"));
+    match at {
+        Some(i) => {
+            let message: Vec<&str> = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with("note:"))
+                .copied()
+                .collect();
+            let message = message.join("\n");
+            let message = if message.is_empty() {
+                lines[i].to_string()
+            } else {
+                message
+            };
+            let mut traceback = vec![format!("panic: {message}")];
+            traceback.push(lines[i].to_string());
+            (message, traceback)
+        }
+        None => ("the cell panicked".into(), Vec::new()),
+    }
+}
+
+/// rustc's errors, each pointing at the cell's own lines.
+fn compile_error(code: &str, errors: &[CompilationError]) -> Outcome {
+    let source: Vec<&str> = code.lines().collect();
+    let mut traceback = Vec::new();
+    for error in errors {
+        let head = match error.code() {
+            Some(c) => format!("\x1b[1;31merror[{c}]\x1b[0m: {}", error.message()),
+            None => format!("\x1b[1;31merror\x1b[0m: {}", error.message()),
+        };
+        traceback.push(head);
+        for spanned in error.spanned_messages() {
+            let Some(span) = &spanned.span else {
+                if !spanned.label.is_empty() {
+                    traceback.push(format!("  = {}", spanned.label));
+                }
+                continue;
+            };
+            let line = source.get(span.start_line - 1).copied().unwrap_or("");
+            let width = if span.end_line == span.start_line {
+                span.end_column.saturating_sub(span.start_column).max(1)
+            } else {
+                line.chars()
+                    .count()
+                    .saturating_sub(span.start_column - 1)
+                    .max(1)
+            };
+            traceback.push(format!(
+                "  --> cell line {}, column {}",
+                span.start_line, span.start_column
+            ));
+            traceback.push(format!("{:>4} | {line}", span.start_line));
+            traceback.push(format!(
+                "     | {}\x1b[1;31m{}\x1b[0m {}",
+                " ".repeat(span.start_column.saturating_sub(1)),
+                "^".repeat(width),
+                spanned.label
+            ));
+        }
+        for help in error.help() {
+            traceback.push(format!("  = help: {help}"));
+        }
+    }
+    let evalue = errors
+        .first()
+        .map(|e| e.message())
+        .unwrap_or_else(|| "compilation failed".into());
+    error_outcome("CompilationError", &evalue, traceback)
+}
+
+/// Interrupts the running cell: SIGINT to the cell process (the runtime stops at its next
+/// step), then SIGKILL if the cell has not finished after [`INTERRUPT_GRACE`].
+#[derive(Clone)]
+pub struct Interrupter {
+    pid: Arc<AtomicI32>,
+    /// The number of the running cell; 0 when none runs.
+    running: Arc<AtomicU64>,
+    next: Arc<AtomicU64>,
+    killed: Arc<AtomicU64>,
+}
+
+impl Interrupter {
+    fn new(pid: i32) -> Interrupter {
+        Interrupter {
+            pid: Arc::new(AtomicI32::new(pid)),
+            running: Arc::new(AtomicU64::new(0)),
+            next: Arc::new(AtomicU64::new(1)),
+            killed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn begin(&self) {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        self.running.store(n, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.running.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether a cell is running now.
+    pub fn busy(&self) -> bool {
+        self.running.load(Ordering::SeqCst) != 0
+    }
+
+    /// Interrupt the running cell, if any.
+    pub fn interrupt(&self) {
+        let cell = self.running.load(Ordering::SeqCst);
+        if cell == 0 {
+            return;
+        }
+        let pid = self.pid.load(Ordering::SeqCst);
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let this = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(INTERRUPT_GRACE);
+            if this.running.load(Ordering::SeqCst) == cell {
+                this.killed.fetch_add(1, Ordering::SeqCst);
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
+    }
+}
+
+/// Moves one of evcxr's output channels to the sink on its own thread.
+struct Pump {
+    /// Held while a line is being handled, so [`Pump::drain`] can wait for it.
+    busy: Arc<Mutex<()>>,
+    lines: crossbeam_channel::Receiver<String>,
+}
+
+impl Pump {
+    fn start(lines: crossbeam_channel::Receiver<String>, name: &'static str, sink: Sink) -> Pump {
+        let busy = Arc::new(Mutex::new(()));
+        let (b, rx) = (busy.clone(), lines.clone());
+        std::thread::spawn(move || loop {
+            let guard = b.lock().unwrap();
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => {
+                    let io = Io::parse(&line).unwrap_or(Io::Stream {
+                        name: name.into(),
+                        text: format!("{line}\n"),
+                    });
+                    sink(io);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+            drop(guard);
+        });
+        Pump { busy, lines }
+    }
+
+    fn drain(&self) {
+        loop {
+            let _guard = self.busy.lock().unwrap();
+            if self.lines.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+/// Fail early with a message naming what to run, before any Jupyter socket is opened.
+pub fn check_runtime() -> anyhow::Result<()> {
+    RuntimeLib::locate().map(|_| ())
+}
