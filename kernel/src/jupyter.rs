@@ -21,6 +21,7 @@ use jupyter_protocol::{
     Transient, UpdateDisplayData,
 };
 use jupyter_zmq_client::{
+    connection::{Connection, RawMessage},
     create_kernel_control_connection, create_kernel_heartbeat_connection,
     create_kernel_iopub_connection, create_kernel_shell_connection, create_kernel_stdin_connection,
 };
@@ -152,10 +153,10 @@ async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
             // session (evcxr, the runtime library, the analyzer) starts first.
             let _ = ready.wait_for(|r| *r).await;
             loop {
-                let request = match shell_recv.read().await {
+                let request = match read_request(&mut shell_recv).await {
                     Ok(r) => r,
                     Err(e) => {
-                        eprintln!("recipe kernel: dropped a shell message: {e}");
+                        eprintln!("recipe kernel: dropped a shell message: {e:#}");
                         continue;
                     }
                 };
@@ -202,10 +203,10 @@ async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
 
     // Control: interrupt and shutdown, never behind a running cell.
     loop {
-        let request = match control.read().await {
+        let request = match read_request(&mut control).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("recipe kernel: dropped a control message: {e}");
+                eprintln!("recipe kernel: dropped a control message: {e:#}");
                 continue;
             }
         };
@@ -236,6 +237,44 @@ async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
             shutdown().await;
         }
     }
+}
+
+/// Read one request: signature verified by the protocol crate (a message with a bad or
+/// missing signature is an error, never a request), then parsed. Optional fields that the
+/// protocol crate's types require are filled in first (jupyter_client leaves out `n` and
+/// `unique` of a history search, for one).
+async fn read_request<S: SocketRecv>(connection: &mut Connection<S>) -> anyhow::Result<JupyterMessage> {
+    let frames = connection.socket.recv().await?;
+    let raw = RawMessage::from_multipart(frames, &connection.mac)
+        .context("signature or framing rejected")?;
+    let header: jupyter_protocol::Header =
+        serde_json::from_slice(&raw.jparts[0]).context("bad header")?;
+    let mut content: serde_json::Value =
+        serde_json::from_slice(&raw.jparts[3]).context("bad content")?;
+    if header.msg_type == "history_request" {
+        let defaults = serde_json::json!({
+            "output": false, "raw": true, "unique": false, "n": i32::MAX,
+            "start": 0, "stop": 0, "session": null, "pattern": "*",
+        });
+        if let (Some(content), Some(defaults)) = (content.as_object_mut(), defaults.as_object()) {
+            for (key, value) in defaults {
+                if content.get(key).is_none_or(serde_json::Value::is_null) && key != "session" {
+                    content.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    let content = JupyterMessageContent::from_type_and_content(&header.msg_type, content)
+        .with_context(|| format!("unreadable {}", header.msg_type))?;
+    Ok(JupyterMessage {
+        zmq_identities: raw.zmq_identities,
+        parent_header: serde_json::from_slice(&raw.jparts[1]).ok(),
+        metadata: serde_json::from_slice(&raw.jparts[2]).unwrap_or_default(),
+        buffers: raw.jparts[4..].to_vec(),
+        header,
+        content,
+        channel: None,
+    })
 }
 
 /// Give the last messages a moment to leave, then exit (the cell process ends with us).
@@ -325,7 +364,11 @@ fn execute(
         );
     }
     *kernel.parent.lock().unwrap() = (!r.silent).then(|| request.clone());
+    let clock = std::time::Instant::now();
     let outcome = session.execute(&r.code, store);
+    if std::env::var_os("RECIPE_TIMING").is_some() {
+        eprintln!("recipe timing: cell {:.3} s", clock.elapsed().as_secs_f64());
+    }
     *kernel.parent.lock().unwrap() = None;
     if store {
         let result = match &outcome {

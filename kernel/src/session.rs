@@ -226,9 +226,18 @@ impl Session {
         self.stderr_tail.lock().unwrap().clear();
         let killed_before = self.interrupter.killed.load(Ordering::SeqCst);
         self.interrupter.begin();
+        let clock = std::time::Instant::now();
         let result = self.ctx.execute(code);
+        let ran = clock.elapsed();
         self.interrupter.end();
         self.drain();
+        if std::env::var_os("RECIPE_TIMING").is_some() {
+            eprintln!(
+                "recipe timing: evcxr {:.3} s, output drained {:.3} s",
+                ran.as_secs_f64(),
+                clock.elapsed().as_secs_f64()
+            );
+        }
         match result {
             Ok(outputs) if self.panicked.load(Ordering::SeqCst) => {
                 let _ = outputs;
@@ -512,18 +521,25 @@ impl Interrupter {
 
 /// Moves one of evcxr's output channels to the sink on its own thread.
 struct Pump {
-    /// Held while a line is being handled, so [`Pump::drain`] can wait for it.
+    /// Held while the pump waits for a line and handles it, so that whoever holds it knows
+    /// no line is half-way through.
     busy: Arc<Mutex<()>>,
+    /// Set by [`Pump::drain`] so the pump lets go of `busy` for it (a mutex is not fair).
+    draining: Arc<AtomicBool>,
     lines: crossbeam_channel::Receiver<String>,
 }
 
 impl Pump {
     fn start(lines: crossbeam_channel::Receiver<String>, name: &'static str, sink: Sink) -> Pump {
         let busy = Arc::new(Mutex::new(()));
-        let (b, rx) = (busy.clone(), lines.clone());
+        let draining = Arc::new(AtomicBool::new(false));
+        let (b, d, rx) = (busy.clone(), draining.clone(), lines.clone());
         std::thread::spawn(move || loop {
+            if d.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let guard = b.lock().unwrap();
-            match rx.recv_timeout(Duration::from_millis(20)) {
+            match rx.recv_timeout(Duration::from_millis(10)) {
                 Ok(line) => {
                     let io = Io::parse(&line).unwrap_or(Io::Stream {
                         name: name.into(),
@@ -536,16 +552,23 @@ impl Pump {
             }
             drop(guard);
         });
-        Pump { busy, lines }
+        Pump {
+            busy,
+            draining,
+            lines,
+        }
     }
 
+    /// Wait until every line sent so far has been handled.
     fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         loop {
             let _guard = self.busy.lock().unwrap();
             if self.lines.is_empty() {
-                return;
+                break;
             }
         }
+        self.draining.store(false, Ordering::SeqCst);
     }
 }
 

@@ -30,7 +30,7 @@ class RecipeKernelTests(jkt.KernelTests):
         {"code": 'display(&Html("<b>test</b>".into()));', "mime": "text/html"},
         {"code": 'display(&"plain text".to_string());', "mime": "text/plain"},
     ]
-    code_history_pattern = "1 + *"
+    code_history_pattern = "1 + 2*"
     supported_history_operations = ("tail", "range", "search")
 
     code_inspect_sample = "Dataset"
