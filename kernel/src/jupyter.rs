@@ -432,9 +432,9 @@ fn execute(
     }
 }
 
-/// After a failed cell with stop_on_error, answer the executes already queued as aborted.
+/// After a failed cell with stop_on_error, answer the executes already queued as aborted
+/// (those sent after the client saw the error are not: it sent them knowing).
 fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receiver<JupyterMessage>) {
-    std::thread::sleep(Duration::from_millis(50));
     while let Ok(request) = work.try_recv() {
         kernel.publish(Status::busy(), &request);
         if let JupyterMessageContent::ExecuteRequest(r) = &request.content {

@@ -63,8 +63,10 @@ impl Drop for Session {
     }
 }
 
-/// The code every session runs first, hidden: the prelude and the output forwarder.
-const INIT: &str = "use recipe::prelude::*;\nrecipe::notebook::attach().expect(\"recipe: attach the notebook's output\");";
+/// The code every session runs first, hidden: the prelude and the output forwarder. Its `?`
+/// makes evcxr allow `?` in every cell from the start (it learns that from the first cell
+/// that uses one, and displays that cell's value as Debug text).
+const INIT: &str = "use recipe::prelude::*;\nrecipe::notebook::attach()?;";
 
 impl Session {
     /// Start a session whose output goes to `sink`. `archive` records every cell (None: the
