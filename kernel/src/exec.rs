@@ -176,13 +176,21 @@ fn inject_parameters(notebook: &mut Value, parameters: &[(String, String)]) -> a
     let defaults = parse_parameters(&source_text(&cells[at]["source"]));
     let mut lines = vec!["// Parameters injected by `recipe exec -p`.".to_string()];
     for (name, value) in parameters {
-        let Some(default) = defaults.get(name) else {
+        let Some((ty, default)) = defaults.get(name) else {
             bail!(
                 "no parameter `{name}` in the parameters cell (it has: {})",
                 defaults.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         };
-        lines.push(format!("let {name} = {};", literal_like(default, value)));
+        let ty = if ty.is_empty() {
+            String::new()
+        } else {
+            format!(": {ty}")
+        };
+        lines.push(format!(
+            "let {name}{ty} = {};",
+            literal_like(default, value)
+        ));
     }
     let cell = json!({
         "cell_type": "code",
@@ -195,8 +203,9 @@ fn inject_parameters(notebook: &mut Value, parameters: &[(String, String)]) -> a
     Ok(())
 }
 
-/// `let name = value;` lines of a parameters cell: name -> default value's text.
-fn parse_parameters(source: &str) -> BTreeMap<String, String> {
+/// `let name[: type] = value;` lines of a parameters cell: name -> (type annotation or "",
+/// default value's text).
+fn parse_parameters(source: &str) -> BTreeMap<String, (String, String)> {
     let mut found = BTreeMap::new();
     for line in source.lines() {
         let line = line.trim();
@@ -207,11 +216,12 @@ fn parse_parameters(source: &str) -> BTreeMap<String, String> {
         let Some((left, right)) = rest.split_once('=') else {
             continue;
         };
-        let name = left.split(':').next().unwrap_or("").trim();
-        let value = right.trim().trim_end_matches(';').trim();
-        let value = value.split("//").next().unwrap_or(value).trim();
+        let (name, ty) = left.split_once(':').unwrap_or((left, ""));
+        let name = name.trim();
+        let value = right.split("//").next().unwrap_or(right);
+        let value = value.trim().trim_end_matches(';').trim();
         if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-            found.insert(name.to_string(), value.to_string());
+            found.insert(name.to_string(), (ty.trim().to_string(), value.to_string()));
         }
     }
     found
@@ -346,28 +356,28 @@ mod tests {
     #[test]
     fn parameters_keep_their_kind() {
         let defaults = parse_parameters(
-            "let steps = 1500;\nlet lr: f64 = 3e-4; // Adam\nlet data = \"digits\";",
+            "let steps: usize = 1500;\nlet lr: f64 = 3e-4; // Adam\nlet data = \"digits\";",
         );
-        assert_eq!(defaults["steps"], "1500");
-        assert_eq!(defaults["lr"], "3e-4");
-        assert_eq!(literal_like(&defaults["lr"], "1"), "1.0");
+        assert_eq!(defaults["steps"], ("usize".to_string(), "1500".to_string()));
+        assert_eq!(defaults["lr"].1, "3e-4");
+        assert_eq!(literal_like(&defaults["lr"].1, "1"), "1.0");
         assert_eq!(
-            literal_like(&defaults["data"], "fashion-mnist"),
+            literal_like(&defaults["data"].1, "fashion-mnist"),
             "\"fashion-mnist\""
         );
-        assert_eq!(literal_like(&defaults["steps"], "20"), "20");
+        assert_eq!(literal_like(&defaults["steps"].1, "20"), "20");
     }
 
     #[test]
     fn unknown_parameter_is_an_error() {
         let mut nb = json!({"nbformat": 4, "cells": [
-            {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "let steps = 10;", "outputs": []}
+            {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "let steps: usize = 10;", "outputs": []}
         ]});
         let err = inject_parameters(&mut nb, &[("stepz".into(), "3".into())]).unwrap_err();
         assert!(err.to_string().contains("it has: steps"), "{err}");
         inject_parameters(&mut nb, &[("steps".into(), "3".into())]).unwrap();
         assert_eq!(nb["cells"][1]["metadata"]["tags"][0], "injected-parameters");
-        assert!(source_text(&nb["cells"][1]["source"]).contains("let steps = 3;"));
+        assert!(source_text(&nb["cells"][1]["source"]).contains("let steps: usize = 3;"));
     }
 
     #[test]

@@ -243,7 +243,9 @@ async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
 /// missing signature is an error, never a request), then parsed. Optional fields that the
 /// protocol crate's types require are filled in first (jupyter_client leaves out `n` and
 /// `unique` of a history search, for one).
-async fn read_request<S: SocketRecv>(connection: &mut Connection<S>) -> anyhow::Result<JupyterMessage> {
+async fn read_request<S: SocketRecv>(
+    connection: &mut Connection<S>,
+) -> anyhow::Result<JupyterMessage> {
     let frames = connection.socket.recv().await?;
     let raw = RawMessage::from_multipart(frames, &connection.mac)
         .context("signature or framing rejected")?;

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Every kernel these tests start writes to one throwaway archive.
 ARCHIVE = Path(tempfile.mkdtemp(prefix="recipe-kernel-tests-")) / "runs"
 os.environ["RECIPE_ARCHIVE"] = str(ARCHIVE)
+# `recipe exec` uses the runtime the test script installed into the venv.
+os.environ.setdefault("RECIPE_RUNTIME", str(ROOT / ".venv" / "share" / "recipe" / "runtime"))
 
 
 def recipe_binary() -> Path:
