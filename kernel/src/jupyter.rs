@@ -282,6 +282,7 @@ async fn read_request<S: SocketRecv>(
 /// Give the last messages a moment to leave, then exit (the cell process ends with us).
 async fn shutdown() {
     tokio::time::sleep(Duration::from_millis(100)).await;
+    crate::session::remove_own_sessions();
     std::process::exit(0);
 }
 

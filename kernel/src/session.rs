@@ -84,7 +84,8 @@ impl Session {
         };
         let runtime = RuntimeLib::locate()?;
         let id = new_session_id();
-        let dir = std::env::temp_dir().join(format!("recipe-session-{id}"));
+        remove_abandoned_sessions();
+        let dir = std::env::temp_dir().join(format!("recipe-session-{}-{id}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let cell_file = dir.join("cell.json");
 
@@ -361,6 +362,40 @@ impl Session {
             .variables_and_types()
             .map(|(name, _)| name.to_string())
             .collect()
+    }
+}
+
+/// Remove the folders of sessions whose kernel process is gone (killed, or exited without
+/// unwinding): each holds evcxr's build of its cells, tens of MiB.
+fn remove_abandoned_sessions() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("recipe-session-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Remove this process's session folders (on shutdown, where no destructor runs).
+pub fn remove_own_sessions() {
+    let prefix = format!("recipe-session-{}-", std::process::id());
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
