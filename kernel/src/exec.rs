@@ -50,7 +50,7 @@ pub fn run(
         outputs.lock().unwrap().begin(index);
         let cell_started = Instant::now();
         let outcome = session.execute(&source, true);
-        let mut cell_outputs = outputs.lock().unwrap().take(index);
+        let mut cell_outputs = outputs.lock().unwrap().take();
         cell["execution_count"] = json!(session.execution_count);
         match outcome {
             Outcome::Ok { data } => {
@@ -267,7 +267,7 @@ impl CellOutputs {
         self.clear_pending = false;
     }
 
-    fn take(&mut self, _cell: usize) -> Vec<Value> {
+    fn take(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.current)
     }
 
@@ -403,7 +403,7 @@ mod tests {
             display_id: Some("p".into()),
             update: true,
         });
-        let cell = out.take(0);
+        let cell = out.take();
         assert_eq!(cell.len(), 2);
         assert_eq!(cell[0]["text"], "ab\n");
         assert_eq!(cell[1]["data"]["text/plain"], "100%");

@@ -85,9 +85,7 @@ impl Kernel {
 }
 
 async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
-    let session_id = blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes())
-        .to_hex()[..32]
-        .to_string();
+    let session_id = crate::session::fresh_id();
     let mut iopub = create_kernel_iopub_connection(&info, &session_id).await?;
     let shell = create_kernel_shell_connection(&info, &session_id).await?;
     let mut control = create_kernel_control_connection(&info, &session_id).await?;
@@ -367,11 +365,7 @@ fn execute(
         );
     }
     *kernel.parent.lock().unwrap() = (!r.silent).then(|| request.clone());
-    let clock = std::time::Instant::now();
     let outcome = session.execute(&r.code, store);
-    if std::env::var_os("RECIPE_TIMING").is_some() {
-        eprintln!("recipe timing: cell {:.3} s", clock.elapsed().as_secs_f64());
-    }
     *kernel.parent.lock().unwrap() = None;
     if store {
         let result = match &outcome {

@@ -106,13 +106,17 @@ impl RuntimeLib {
     }
 }
 
-/// `rustc --version` of the rustc on PATH (the one evcxr compiles cells with).
+/// `rustc --version` of the rustc on PATH (the one evcxr compiles cells with), asked once per
+/// process: kernel_info replies carry it.
 pub fn rustc_version() -> anyhow::Result<String> {
-    let out = Command::new("rustc")
-        .arg("--version")
-        .output()
-        .context("run rustc (is a Rust toolchain on PATH?)")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    static VERSION: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let out = Command::new("rustc").arg("--version").output().ok()?;
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .clone()
+        .context("could not run rustc (is a Rust toolchain on PATH?)")
 }
 
 /// The runtime's source, for the analyzer that infers the types of cell variables and

@@ -45,8 +45,6 @@ pub struct Session {
     code_hashes: Vec<blake3::Hash>,
     archive: Option<Archive>,
     cell_file: PathBuf,
-    /// How cells link the runtime library (cargo's encoded form).
-    rustflags: String,
     interrupter: Interrupter,
     panicked: Arc<AtomicBool>,
     /// What the running cell wrote to stderr (for a panic's message).
@@ -73,17 +71,8 @@ impl Session {
     /// cells are not recorded).
     pub fn start(sink: Sink, archive: Option<Archive>) -> anyhow::Result<Session> {
         let clock = std::time::Instant::now();
-        let timing = std::env::var_os("RECIPE_TIMING").is_some();
-        let mark = |what: &str| {
-            if timing {
-                eprintln!(
-                    "recipe timing: {what} at {:.3} s",
-                    clock.elapsed().as_secs_f64()
-                );
-            }
-        };
         let runtime = RuntimeLib::locate()?;
-        let id = new_session_id();
+        let id = fresh_id();
         remove_abandoned_sessions();
         let dir = std::env::temp_dir().join(format!("recipe-session-{}-{id}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -100,15 +89,18 @@ impl Session {
         runner.env(CELL_FILE_ENV, &cell_file);
         let (mut eval, outputs) = EvalContext::with_subprocess_command(runner)
             .map_err(|e| anyhow::anyhow!("start the cell runner: {e}"))?;
-        mark("evcxr started");
+        timing(|| format!("evcxr started at {:.3} s", clock.elapsed().as_secs_f64()));
+        // Link the runtime library, show its source to the analyzer, and run the hidden first
+        // cell, in one compile. The build env and the dependency stay in evcxr's state, so a
+        // replaced cell process needs only the first cell again (`init`).
         let mut state = eval.state();
+        state.set_build_env("CARGO_ENCODED_RUSTFLAGS", &runtime.rustflags());
         let (name, config) = runtime.analyzer_dependency();
         state
             .add_dep(&name, &config)
             .map_err(|e| anyhow::anyhow!("show the runtime's source to the analyzer: {e}"))?;
-        eval.eval_with_state("", state)
-            .map_err(|e| anyhow::anyhow!("show the runtime's source to the analyzer: {e}"))?;
-        mark("analyzer dependency added");
+        eval.eval_with_state(INIT, state)
+            .map_err(|e| anyhow::anyhow!("load the recipe runtime into the session: {e}"))?;
         let ctx = CommandContext::with_eval_context(eval);
 
         let panicked = Arc::new(AtomicBool::new(false));
@@ -137,34 +129,29 @@ impl Session {
             Pump::start(outputs.stderr, "stderr", route),
         ];
         let pid = ctx.process_handle().lock().unwrap().id() as i32;
-        let mut session = Session {
+        let session = Session {
             ctx,
             id,
             execution_count: 0,
             code_hashes: Vec::new(),
             archive,
             cell_file,
-            rustflags: runtime.rustflags(),
             interrupter: Interrupter::new(pid),
             panicked,
             stderr_tail,
             pumps,
-            needs_init: true,
+            needs_init: false,
             dir,
         };
-        session.init()?;
-        mark("runtime attached");
+        session.drain();
+        timing(|| format!("runtime attached at {:.3} s", clock.elapsed().as_secs_f64()));
         Ok(session)
     }
 
     /// Run the hidden first cell (again after the cell process was replaced).
     fn init(&mut self) -> anyhow::Result<()> {
-        let init = format!(
-            ":build_env CARGO_ENCODED_RUSTFLAGS={}\n{INIT}",
-            self.rustflags
-        );
         self.ctx
-            .execute(&init)
+            .execute(INIT)
             .map_err(|e| anyhow::anyhow!("load the recipe runtime into the session: {e}"))?;
         self.drain();
         self.interrupter.pid.store(
@@ -234,29 +221,22 @@ impl Session {
         let ran = clock.elapsed();
         self.interrupter.end();
         self.drain();
-        if std::env::var_os("RECIPE_TIMING").is_some() {
-            eprintln!(
-                "recipe timing: evcxr {:.3} s, output drained {:.3} s",
+        timing(|| {
+            format!(
+                "evcxr {:.3} s, output drained {:.3} s",
                 ran.as_secs_f64(),
                 clock.elapsed().as_secs_f64()
-            );
-        }
+            )
+        });
         match result {
-            Ok(outputs) if self.panicked.load(Ordering::SeqCst) => {
-                let _ = outputs;
+            Ok(_) if self.panicked.load(Ordering::SeqCst) => {
                 let tail = self.stderr_tail.lock().unwrap().clone();
                 let (evalue, traceback) = panic_message(&tail);
                 error_outcome("panic", &evalue, traceback)
             }
             Ok(outputs) => {
-                if std::env::var_os("RECIPE_TIMING").is_some() {
-                    for phase in &outputs.phases {
-                        eprintln!(
-                            "recipe timing: {} {:.3} s",
-                            phase.name,
-                            phase.duration.as_secs_f64()
-                        );
-                    }
+                for phase in &outputs.phases {
+                    timing(|| format!("{} {:.3} s", phase.name, phase.duration.as_secs_f64()));
                 }
                 let data = outputs
                     .content_by_mime_type
@@ -283,14 +263,14 @@ impl Session {
                 };
                 error_outcome("SessionLost", &evalue, Vec::new())
             }
+            // A cell's `?` returned an error, or evcxr refused the cell.
             Err(e) => {
                 let text = e.to_string();
-                let ename = if text.contains("Error:") || text.starts_with("Err(") {
-                    "Error"
-                } else {
-                    "EvalError"
-                };
-                error_outcome(ename, text.trim(), text.lines().map(String::from).collect())
+                error_outcome(
+                    "Error",
+                    text.trim(),
+                    text.lines().map(String::from).collect(),
+                )
             }
         }
     }
@@ -405,7 +385,8 @@ fn write_cell_file(path: &Path, cell: &CellContext) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
 }
 
-fn new_session_id() -> String {
+/// A new id, unique across processes and time: 16 hex digits.
+pub fn fresh_id() -> String {
     let seed = format!(
         "{}-{}-{:?}",
         std::process::id(),
@@ -413,6 +394,14 @@ fn new_session_id() -> String {
         std::thread::current().id()
     );
     blake3::hash(seed.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// With `RECIPE_TIMING` set, say where a cell's (or the start's) time went, on stderr.
+pub fn timing(what: impl FnOnce() -> String) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("RECIPE_TIMING").is_some()) {
+        eprintln!("recipe timing: {}", what());
+    }
 }
 
 fn error_outcome(ename: &str, evalue: &str, mut traceback: Vec<String>) -> Outcome {

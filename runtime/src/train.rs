@@ -462,7 +462,7 @@ fn fit_inner(
             }
         }
         if let Some(p) = progress.as_mut() {
-            p.record(step, loss_value, val_losses.last().copied());
+            p.record(step, loss_value, &val_losses);
             if last_print.elapsed().as_millis() > 250 || last {
                 last_print = Instant::now();
                 p.show();
@@ -596,14 +596,15 @@ impl Progress {
         }
     }
 
-    fn record(&mut self, step: usize, train_loss: f64, val_loss: Option<f64>) {
+    /// One step's training loss; `val_losses` so far (a new one when it grew).
+    fn record(&mut self, step: usize, train_loss: f64, val_losses: &[f64]) {
         self.step = step + 1;
         // Every step up to 2,000 points; beyond that the plot would not show more.
         if self.steps <= 2000 || step % self.steps.div_ceil(2000) == 0 {
             self.train.push((step as f64, train_loss));
         }
-        if let Some(v) = val_loss {
-            if self.val.len() < self.step && self.val.last().is_none_or(|l| l.1 != v) {
+        if val_losses.len() > self.val.len() {
+            if let Some(&v) = val_losses.last() {
                 self.val.push((step as f64, v));
             }
         }
