@@ -25,6 +25,7 @@ pub mod identity;
 pub mod plot;
 pub mod query;
 pub mod records;
+pub mod report;
 pub mod schema;
 pub mod writer;
 

@@ -22,6 +22,7 @@ pub mod notebook;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod reports;
 pub mod rng;
 pub mod show;
 pub mod train;
@@ -46,6 +47,7 @@ pub mod prelude {
     pub use crate::models::{Model, ModelSpec};
     pub use crate::notebook::{clear_output, DisplayHandle};
     pub use crate::optim::Schedule;
+    pub use crate::reports::{curves, diff, results, run_report, Runs};
     pub use crate::show::{display, Html, Show};
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
     pub use crate::tune::{random_search, Search, SearchSpace, Sweep};

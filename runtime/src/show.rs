@@ -218,3 +218,5 @@ pub fn svg_image_grid(
     }
     svg + "</svg>"
 }
+
+crate::show_in_jupyter!(Html);

@@ -1,0 +1,85 @@
+"""The eight recipe notebooks, executed by nbclient through the installed kernel with small
+settings, twice: the second pass must reproduce every run bit for bit."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pyarrow.dataset as ds
+import pytest
+from nbclient import NotebookClient
+
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+SMALL = {"data_name": '"digits"', "steps": "60", "trials": "3", "seeds_n": "3"}
+
+
+def with_small_parameters(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for name, value in SMALL.items():
+        cell.source = re.sub(rf"let {name}(: \w+)? = [^;]+;", rf"let {name}\1 = {value};", cell.source)
+    return nb
+
+
+def execute_all():
+    executed = []
+    for path in NOTEBOOKS:
+        nb = with_small_parameters(path)
+        NotebookClient(nb, kernel_name="recipe", timeout=600, startup_timeout=300).execute()
+        executed.append(nb)
+    return executed
+
+
+def runs(archive):
+    return ds.dataset(str(archive / "runs"), format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+@pytest.fixture(scope="module")
+def executed_twice(archive):
+    before = {(r["run_id"], r["attempt"]) for r in runs(archive)}
+    first = execute_all()
+    after_first = [r for r in runs(archive) if (r["run_id"], r["attempt"]) not in before]
+    second = execute_all()
+    return first, after_first, second, runs(archive)
+
+
+def test_there_are_eight_notebooks_with_parameters_cells():
+    assert len(NOTEBOOKS) == 8
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path.name
+
+
+def test_every_notebook_runs_without_errors(executed_twice):
+    first, _, second, _ = executed_twice
+    for nb in first + second:
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                assert output["output_type"] != "error", output
+
+
+def test_the_archive_holds_the_recipe_runs_with_their_checks(executed_twice):
+    _, rows, _, _ = executed_twice
+    by_step = {}
+    for r in rows:
+        by_step.setdefault(r["recipe_step"], set()).add(r["name"])
+    assert {"input-independent", "skeleton"} <= by_step["baselines"]
+    assert {"mlp-64", "mlp-256", "convnet"} <= by_step["overfit"]
+    assert {"reg-none", "reg-dropout", "reg-weight-decay", "reg-augment", "reg-early-stopping"} <= by_step["regularize"]
+    assert "tune" in by_step and "squeeze" in by_step and "paper" in by_step
+    skeleton = [r for r in rows if r["name"] == "skeleton"][0]
+    assert "loss_at_init" in skeleton["checks"]
+    mlp256 = [r for r in rows if r["name"] == "mlp-256"][0]
+    mlp64 = [r for r in rows if r["name"] == "mlp-64"][0]
+    assert mlp256["parent_run"].startswith(mlp64["run_id"])
+
+
+def test_a_second_execution_reproduces_every_run_bit_for_bit(executed_twice):
+    _, first_rows, _, rows = executed_twice
+    first_ids = {r["run_id"] for r in first_rows}
+    assert first_ids and all(r["attempt"] == 1 for r in first_rows)
+    replicas = [r for r in rows if r["attempt"] == 2 and r["run_id"] in first_ids]
+    assert {r["run_id"] for r in replicas} == first_ids, "the second pass made runs with other ids"
+    assert all(r["reproduced"] for r in replicas), [r["name"] for r in replicas if not r["reproduced"]]
