@@ -179,8 +179,7 @@ pub fn run_text(run: &RunRecord, points: &[crate::MetricPoint]) -> String {
             );
         }
     }
-    let mut curves: std::collections::BTreeMap<&str, Vec<&crate::MetricPoint>> =
-        Default::default();
+    let mut curves: std::collections::BTreeMap<&str, Vec<&crate::MetricPoint>> = Default::default();
     for p in points {
         curves.entry(&p.name).or_default().push(p);
     }

@@ -58,7 +58,10 @@ pub struct RunReport(pub String);
 
 /// The report of `run`.
 pub fn run_report(archive: &Archive, run: &RunRecord) -> Result<RunReport> {
-    Ok(RunReport(report::run_text(run, &loaded(archive.metrics(run))?)))
+    Ok(RunReport(report::run_text(
+        run,
+        &loaded(archive.metrics(run))?,
+    )))
 }
 
 impl Show for RunReport {

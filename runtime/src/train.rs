@@ -283,6 +283,13 @@ pub fn resume(
             from.short()
         ))
     })?;
+    let done = from.last_step.map_or(0, |s| s as usize + 1);
+    if steps <= done {
+        return Err(Error::Invalid(format!(
+            "resume run {} to {steps} steps: it has trained {done} already; `steps` is the new total",
+            from.short()
+        )));
+    }
     config.steps = steps;
     config.resume_from = Some(checkpoint.clone());
     let seeds = Seeds::from_json(&from.components[1]);
@@ -775,6 +782,18 @@ mod training_tests {
             &archived(dir.path(), "resumed"),
         )
         .unwrap();
+        let too_few = resume(
+            &data,
+            half.run.as_ref().unwrap(),
+            &archive,
+            100,
+            &archived(dir.path(), "not-longer"),
+        );
+        assert!(
+            matches!(&too_few, Err(Error::Invalid(m)) if m.contains("the new total")),
+            "{:?}",
+            too_few.map(|t| t.status)
+        );
         let tail = |t: &Trained| {
             t.curves["train_loss"]
                 .iter()
