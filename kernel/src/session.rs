@@ -185,7 +185,9 @@ impl Session {
             Outcome::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
             Outcome::Ok { .. } => None,
         };
+        let clock = std::time::Instant::now();
         self.record(code, code_hash, history_hash, status, started, error);
+        timing(|| format!("cell recorded in {:.3} s", clock.elapsed().as_secs_f64()));
         outcome
     }
 
@@ -547,54 +549,45 @@ impl Interrupter {
 
 /// Moves one of evcxr's output channels to the sink on its own thread.
 struct Pump {
-    /// Held while the pump waits for a line and handles it, so that whoever holds it knows
-    /// no line is half-way through.
-    busy: Arc<Mutex<()>>,
-    /// Set by [`Pump::drain`] so the pump lets go of `busy` for it (a mutex is not fair).
-    draining: Arc<AtomicBool>,
-    lines: crossbeam_channel::Receiver<String>,
+    /// Drain requests: the pump handles every line it has, then answers on the sender given.
+    drains: crossbeam_channel::Sender<crossbeam_channel::Sender<()>>,
 }
 
 impl Pump {
     fn start(lines: crossbeam_channel::Receiver<String>, name: &'static str, sink: Sink) -> Pump {
-        let busy = Arc::new(Mutex::new(()));
-        let draining = Arc::new(AtomicBool::new(false));
-        let (b, d, rx) = (busy.clone(), draining.clone(), lines.clone());
+        let (drains, requests) = crossbeam_channel::unbounded::<crossbeam_channel::Sender<()>>();
+        let handle = move |line: String| {
+            sink(Io::parse(&line).unwrap_or(Io::Stream {
+                name: name.into(),
+                text: format!("{line}\n"),
+            }))
+        };
         std::thread::spawn(move || loop {
-            if d.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let guard = b.lock().unwrap();
-            match rx.recv_timeout(Duration::from_millis(10)) {
-                Ok(line) => {
-                    let io = Io::parse(&line).unwrap_or(Io::Stream {
-                        name: name.into(),
-                        text: format!("{line}\n"),
-                    });
-                    sink(io);
+            crossbeam_channel::select! {
+                recv(lines) -> line => match line {
+                    Ok(line) => handle(line),
+                    Err(_) => return,
+                },
+                recv(requests) -> done => {
+                    // Lines can be waiting too (select picks either): handle them first.
+                    while let Ok(line) = lines.try_recv() {
+                        handle(line);
+                    }
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             }
-            drop(guard);
         });
-        Pump {
-            busy,
-            draining,
-            lines,
-        }
+        Pump { drains }
     }
 
     /// Wait until every line sent so far has been handled.
     fn drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-        loop {
-            let _guard = self.busy.lock().unwrap();
-            if self.lines.is_empty() {
-                break;
-            }
+        let (done, wait) = crossbeam_channel::bounded(1);
+        if self.drains.send(done).is_ok() {
+            let _ = wait.recv();
         }
-        self.draining.store(false, Ordering::SeqCst);
     }
 }
 
