@@ -24,6 +24,17 @@ pub struct Loaded<T> {
     pub damaged: Vec<Error>,
 }
 
+impl<T> Loaded<T> {
+    /// The value, with each damaged file named on stderr: what a person reading the archive
+    /// from a shell or a notebook wants.
+    pub fn warn_damaged(self) -> T {
+        for damaged in &self.damaged {
+            eprintln!("warning: {damaged}");
+        }
+        self.value
+    }
+}
+
 /// The environment variable that names the default archive.
 pub const ARCHIVE_ENV: &str = "RECIPE_ARCHIVE";
 

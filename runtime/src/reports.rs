@@ -4,19 +4,10 @@
 
 use recipe_archive::diff::{diff_runs, RunDiff};
 use recipe_archive::export::{results_table, TextTable};
-use recipe_archive::{group, report, Archive, Loaded, RunRecord};
+use recipe_archive::{group, report, Archive, RunRecord};
 
 use crate::show::{escape, html_table, Html, Show};
 use crate::Result;
-
-/// The value of a read; damaged files are named on stderr and the rest is used.
-fn loaded<T>(read: recipe_archive::Result<Loaded<T>>) -> Result<T> {
-    let read = read?;
-    for damaged in &read.damaged {
-        eprintln!("warning: {damaged}");
-    }
-    Ok(read.value)
-}
 
 fn table_html(table: &TextTable) -> String {
     html_table(&table.headers, &table.rows)
@@ -29,7 +20,7 @@ pub struct Runs(pub Vec<RunRecord>);
 impl Runs {
     /// Every run in `archive`, oldest first.
     pub fn of(archive: &Archive) -> Result<Runs> {
-        Ok(Runs(loaded(archive.runs())?))
+        Ok(Runs(archive.runs()?.warn_damaged()))
     }
 
     /// The runs whose name is `name` (every attempt and seed).
@@ -60,7 +51,7 @@ pub struct RunReport(pub String);
 pub fn run_report(archive: &Archive, run: &RunRecord) -> Result<RunReport> {
     Ok(RunReport(report::run_text(
         run,
-        &loaded(archive.metrics(run))?,
+        &archive.metrics(run)?.warn_damaged(),
     )))
 }
 
@@ -76,7 +67,10 @@ pub struct Diff(pub RunDiff);
 
 /// Compare run `a` with run `b`.
 pub fn diff(archive: &Archive, a: &RunRecord, b: &RunRecord) -> Result<Diff> {
-    let (pa, pb) = (loaded(archive.metrics(a))?, loaded(archive.metrics(b))?);
+    let (pa, pb) = (
+        archive.metrics(a)?.warn_damaged(),
+        archive.metrics(b)?.warn_damaged(),
+    );
     Ok(Diff(diff_runs(a, &pa, b, &pb)))
 }
 
@@ -93,7 +87,7 @@ impl Show for Diff {
 pub fn curves(archive: &Archive, runs: &[RunRecord], metric: &str) -> Result<Html> {
     let mut with_points = Vec::new();
     for run in runs {
-        with_points.push((run, loaded(archive.metrics(run))?));
+        with_points.push((run, archive.metrics(run)?.warn_damaged()));
     }
     Ok(Html(report::curves_svg(&with_points, metric)?))
 }

@@ -7,7 +7,7 @@ use recipe_archive::archive::find_in;
 use recipe_archive::diff::diff_runs;
 use recipe_archive::export::{results_table, TextTable};
 use recipe_archive::query::{filter_runs, sort_runs, Condition};
-use recipe_archive::{compact, group, report, Archive, Loaded, RunRecord};
+use recipe_archive::{compact, group, report, Archive, RunRecord};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -126,9 +126,9 @@ pub fn run(args: RunsArgs) -> Result<()> {
             }
         }
         RunsCommand::Show { run, json } => {
-            let runs = load(archive.runs())?;
+            let runs = archive.runs()?.warn_damaged();
             let run = find_in(&runs, &run)?;
-            let points = load(archive.metrics(run))?;
+            let points = archive.metrics(run)?.warn_damaged();
             if json {
                 let mut value = run_json(run);
                 value["metrics"] = json!(points
@@ -141,7 +141,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
             }
         }
         RunsCommand::Diff { a, b, json } => {
-            let runs = load(archive.runs())?;
+            let runs = archive.runs()?.warn_damaged();
             let (ra, rb) = match b {
                 Some(b) => (find_in(&runs, &a)?, find_in(&runs, &b)?),
                 None => {
@@ -157,9 +157,9 @@ pub fn run(args: RunsArgs) -> Result<()> {
             };
             let diff = diff_runs(
                 ra,
-                &load(archive.metrics(ra))?,
+                &archive.metrics(ra)?.warn_damaged(),
                 rb,
-                &load(archive.metrics(rb))?,
+                &archive.metrics(rb)?.warn_damaged(),
             );
             if json {
                 println!("{}", serde_json::to_string_pretty(&diff)?);
@@ -194,11 +194,11 @@ pub fn run(args: RunsArgs) -> Result<()> {
             metric,
             output,
         } => {
-            let runs = load(archive.runs())?;
+            let runs = archive.runs()?.warn_damaged();
             let mut curves = Vec::new();
             for reference in &refs {
                 let run = find_in(&runs, reference)?;
-                curves.push((run, load(archive.metrics(run))?));
+                curves.push((run, archive.metrics(run)?.warn_damaged()));
             }
             let svg = report::curves_svg(&curves, &metric)?;
             match output {
@@ -208,7 +208,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
             }
         }
         RunsCommand::Verify { run } => {
-            let runs = load(archive.runs())?;
+            let runs = archive.runs()?.warn_damaged();
             let run = find_in(&runs, &run)?;
             let verdict = recipe::verify::verify(&archive, run)?;
             print!("{}", recipe::show::Show::text(&verdict));
@@ -244,21 +244,13 @@ pub fn run(args: RunsArgs) -> Result<()> {
 }
 
 /// The value of a read, with damaged files reported on stderr.
-fn load<T>(loaded: recipe_archive::Result<Loaded<T>>) -> Result<T> {
-    let loaded = loaded?;
-    for damaged in &loaded.damaged {
-        eprintln!("warning: {damaged}");
-    }
-    Ok(loaded.value)
-}
-
 fn select(archive: &Archive, selection: &Selection) -> Result<Vec<RunRecord>> {
     let conditions = selection
         .conditions
         .iter()
         .map(|c| Condition::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut runs = filter_runs(load(archive.runs())?, &conditions);
+    let mut runs = filter_runs(archive.runs()?.warn_damaged(), &conditions);
     if let Some(key) = &selection.sort {
         sort_runs(&mut runs, key);
     }
