@@ -10,6 +10,7 @@
 //!
 //! Every public function returns [`Result`]; nothing a user can trigger panics.
 
+pub mod alloc;
 pub mod analysis;
 pub mod batches;
 mod checkpoint;

@@ -5,8 +5,8 @@
 use crate::params::Params;
 use crate::rng::Rng;
 use crate::{Error, Result};
-use candle_core::{Module, Tensor, D};
-use candle_nn::{conv2d, linear, Conv2dConfig, Linear, VarBuilder};
+use candle_core::{Tensor, D};
+use candle_nn::{conv2d, linear, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
@@ -159,10 +159,36 @@ impl Dropout {
     }
 }
 
+/// A dense layer with candle-nn's parameters and init (`weight` (out, in), `bias` (out)),
+/// computed by [`crate::ops::linear`]: one GEMM forward, a backward that skips the gradient
+/// of the images.
+pub struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
+        let layer = linear(in_dim, out_dim, vb)?;
+        let bias = layer
+            .bias()
+            .cloned()
+            .ok_or_else(|| Error::Invalid("linear made no bias".into()))?;
+        Ok(Dense {
+            weight: layer.weight().clone(),
+            bias,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::linear(x, &self.weight, &self.bias)
+    }
+}
+
 /// Fully connected layers: in -> hidden... -> classes.
 pub struct Mlp {
-    layers: Vec<Linear>,
-    head: Linear,
+    layers: Vec<Dense>,
+    head: Dense,
     dropout: Dropout,
 }
 
@@ -177,12 +203,12 @@ impl Mlp {
         let mut layers = Vec::new();
         let mut width = in_dim;
         for (i, &h) in hidden.iter().enumerate() {
-            layers.push(linear(width, h, vb.pp(format!("fc{}", i + 1)))?);
+            layers.push(Dense::new(width, h, vb.pp(format!("fc{}", i + 1)))?);
             width = h;
         }
         Ok(Mlp {
             layers,
-            head: linear(width, classes, vb.pp("head"))?,
+            head: Dense::new(width, classes, vb.pp("head"))?,
             dropout,
         })
     }
@@ -234,10 +260,8 @@ impl Conv3x3 {
         let (b, c, h, w) = x.dims4()?;
         let o = self.weight.dim(0)?;
         let patches = x.contiguous()?.apply_op1(crate::ops::Im2Col3x3)?; // (B*H*W, C*9)
-        let kernel = self.weight.reshape((o, c * 9))?.t()?; // (C*9, O)
-        patches
-            .matmul(&kernel)? // (B*H*W, O)
-            .broadcast_add(&self.bias)?
+        let kernel = self.weight.reshape((o, c * 9))?; // (O, C*9)
+        crate::ops::linear(&patches, &kernel, &self.bias)? // (B*H*W, O)
             .reshape((b, h, w, o))?
             .permute((0, 3, 1, 2))? // (B, O, H, W)
             .contiguous()
@@ -248,8 +272,8 @@ impl Conv3x3 {
 pub struct ConvNet {
     conv1: Conv3x3,
     conv2: Conv3x3,
-    fc: Linear,
-    head: Linear,
+    fc: Dense,
+    head: Dense,
     dropout: Dropout,
 }
 
@@ -281,8 +305,8 @@ impl ConvNet {
         Ok(ConvNet {
             conv1,
             conv2,
-            fc: linear(flat, hidden, vb.pp("fc"))?,
-            head: linear(hidden, classes, vb.pp("head"))?,
+            fc: Dense::new(flat, hidden, vb.pp("fc"))?,
+            head: Dense::new(hidden, classes, vb.pp("head"))?,
             dropout,
         })
     }
@@ -308,7 +332,7 @@ impl Model for ConvNet {
 pub struct ResNet {
     stem: Conv3x3,
     blocks: Vec<(Conv3x3, Conv3x3)>,
-    head: Linear,
+    head: Dense,
     dropout: Dropout,
 }
 
@@ -334,7 +358,7 @@ impl ResNet {
         Ok(ResNet {
             stem,
             blocks,
-            head: linear(channels, classes, vb.pp("head"))?,
+            head: Dense::new(channels, classes, vb.pp("head"))?,
             dropout,
         })
     }
@@ -362,7 +386,7 @@ impl Model for ResNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Module};
 
     fn check_shapes(spec: ModelSpec) {
         let params = Params::new(0);

@@ -7,8 +7,9 @@
 use crate::params::{tensors_from_safetensors, tensors_to_safetensors};
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor, Var};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// How the learning rate moves over training. Constant unless said otherwise: any decay is
@@ -44,11 +45,11 @@ impl Schedule {
     }
 }
 
-/// The gradients of one step, copied out of candle's store in parameter-name order, with
-/// their global L2 norm (summed in that order, in f64).
+/// The gradients of one step, taken from candle's store in parameter-name order (read in
+/// place, never copied), with their global L2 norm (summed in that order, in f64).
 pub struct Gradients {
-    /// (index into the parameter list, gradient values).
-    values: Vec<(usize, Vec<f32>)>,
+    /// (index into the parameter list, contiguous f32 gradient).
+    values: Vec<(usize, Tensor)>,
     pub norm: f64,
 }
 
@@ -58,8 +59,8 @@ pub fn gradients(params: &[(String, Var)], grads: &GradStore) -> Result<Gradient
     let mut sum = 0f64;
     for (k, (_, var)) in params.iter().enumerate() {
         if let Some(g) = grads.get(var.as_tensor()) {
-            let g = g.flatten_all()?.to_vec1::<f32>()?;
-            sum += sum_of_squares(&g);
+            let g = g.to_dtype(DType::F32)?.contiguous()?;
+            sum += crate::ops::with_f32(&g, sum_of_squares)?;
             values.push((k, g));
         }
     }
@@ -117,26 +118,24 @@ impl AdamW {
             let Some((name, var)) = params.get(*k) else {
                 continue;
             };
-            let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let w = var.as_tensor();
             let m = self
                 .m
                 .entry(name.clone())
-                .or_insert_with(|| vec![0.0; w.len()]);
+                .or_insert_with(|| vec![0.0; w.elem_count()]);
             let v = self
                 .v
                 .entry(name.clone())
-                .or_insert_with(|| vec![0.0; w.len()]);
-            if m.len() != w.len() || g.len() != w.len() {
+                .or_insert_with(|| vec![0.0; w.elem_count()]);
+            if m.len() != w.elem_count() || g.elem_count() != w.elem_count() {
                 return Err(Error::Invalid(format!(
                     "optimizer state for {name:?} does not match the parameter's size"
                 )));
             }
-            adamw_kernel(
-                &mut w,
-                m,
-                v,
-                g,
-                Step {
+            let update = Update {
+                m: RefCell::new(m),
+                v: RefCell::new(v),
+                step: Step {
                     b1,
                     b2,
                     eps,
@@ -145,8 +144,8 @@ impl AdamW {
                     decay,
                     scale,
                 },
-            );
-            var.set(&Tensor::from_vec(w, var.shape(), var.device())?)?;
+            };
+            w.inplace_op2(g, &update)?;
         }
         Ok(())
     }
@@ -204,6 +203,40 @@ fn sum_of_squares(values: &[f32]) -> f64 {
         }
     }
     lanes.iter().sum::<f64>() + tail
+}
+
+/// The AdamW update of one parameter, applied to the parameter's own storage: no copy of
+/// the weights out of their tensor and back.
+struct Update<'a> {
+    m: RefCell<&'a mut Vec<f32>>,
+    v: RefCell<&'a mut Vec<f32>>,
+    step: Step,
+}
+
+impl InplaceOp2 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        w: &mut CpuStorage,
+        w_layout: &Layout,
+        g: &CpuStorage,
+        g_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(w), CpuStorage::F32(g), Some((w0, w1)), Some((g0, g1))) = (
+            w,
+            g,
+            w_layout.contiguous_offsets(),
+            g_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("adamw: parameters and gradients must be contiguous f32");
+        };
+        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
+        adamw_kernel(&mut w[w0..w1], &mut m, &mut v, &g[g0..g1], self.step);
+        Ok(())
+    }
 }
 
 /// The per-step constants of the AdamW update.

@@ -178,6 +178,7 @@ pub fn train_step(
     lr: f64,
     clip: Option<f64>,
 ) -> Result<Option<(f64, f64)>> {
+    crate::alloc::keep_freed_memory();
     let loss = cross_entropy(&model.forward(x, true)?, y)?;
     let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !loss_value.is_finite() {
@@ -200,6 +201,7 @@ pub fn evaluate(
     split: &str,
     zero_inputs: bool,
 ) -> Result<(f64, f64)> {
+    crate::alloc::keep_freed_memory();
     let indices = data.split(split)?;
     let (mut loss_sum, mut correct) = (0f64, 0usize);
     for chunk in indices.chunks(512) {
