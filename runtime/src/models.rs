@@ -234,9 +234,8 @@ impl Model for Mlp {
     }
 }
 
-/// A 3x3 convolution (stride 1, padding 1) computed as one matrix product over im2col
-/// patches: forward and backward are then a GEMM each, where candle's own conv2d backward
-/// runs scalar dot-product loops. Parameters are candle-nn's
+/// A 3x3 convolution (stride 1, padding 1), computed by [`crate::ops::conv3x3`] (a GEMM per
+/// image over its im2col patches, forward and backward). Parameters are candle-nn's
 /// (`weight` (O, C, 3, 3), `bias` (O)), drawn through the same `VarBuilder`.
 pub struct Conv3x3 {
     weight: Tensor,
@@ -257,14 +256,12 @@ impl Conv3x3 {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let o = self.weight.dim(0)?;
-        let patches = x.contiguous()?.apply_op1(crate::ops::Im2Col3x3)?; // (B*H*W, C*9)
-        let kernel = self.weight.reshape((o, c * 9))?; // (O, C*9)
-        crate::ops::linear(&patches, &kernel, &self.bias)? // (B*H*W, O)
-            .reshape((b, h, w, o))?
-            .permute((0, 3, 1, 2))? // (B, O, H, W)
-            .contiguous()
+        crate::ops::conv3x3(x, &self.weight, &self.bias, false)
+    }
+
+    /// The convolution with a ReLU after it, fused into one operation.
+    pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::conv3x3(x, &self.weight, &self.bias, true)
     }
 }
 
@@ -314,9 +311,9 @@ impl ConvNet {
 
 impl Model for ConvNet {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let h = crate::ops::max_pool2(&self.conv1.forward(x)?.relu()?)?; // (B, C1, H/2, W/2)
+        let h = crate::ops::max_pool2(&self.conv1.forward_relu(x)?)?; // (B, C1, H/2, W/2)
         let h = self.dropout.forward_spatial(&h, train)?;
-        let h = crate::ops::max_pool2(&self.conv2.forward(&h)?.relu()?)?; // (B, C2, H/4, W/4)
+        let h = crate::ops::max_pool2(&self.conv2.forward_relu(&h)?)?; // (B, C2, H/4, W/4)
         let h = self.fc.forward(&h.flatten_from(1)?)?.relu()?; // (B, hidden)
         self.head.forward(&self.dropout.forward(&h, train)?) // (B, classes)
     }
@@ -366,9 +363,9 @@ impl ResNet {
 
 impl Model for ResNet {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = self.stem.forward(x)?.relu()?; // (B, C, H, W)
+        let mut h = self.stem.forward_relu(x)?; // (B, C, H, W)
         for (a, b) in &self.blocks {
-            let r = b.forward(&a.forward(&h)?.relu()?)?;
+            let r = b.forward(&a.forward_relu(&h)?)?;
             h = (h + r)?.relu()?;
             h = self.dropout.forward_spatial(&h, train)?;
         }

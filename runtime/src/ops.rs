@@ -4,6 +4,7 @@
 //! same bits on every run.
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// (B, C, H, W).
 type Dims4 = (usize, usize, usize, usize);
@@ -23,13 +24,14 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_cor
 struct Operand<'a>(&'a [f32], usize, usize);
 
 /// `dst (m, n) = lhs (m, k) @ rhs (k, n)`, or `dst += ...` when `accumulate`, with candle's
-/// GEMM on candle's thread count; row-major `dst`.
+/// GEMM, on candle's thread count when `parallel`; row-major `dst`.
 fn matmul_into(
     dst: &mut [f32],
     accumulate: bool,
     (m, n, k): (usize, usize, usize),
     lhs: Operand,
     rhs: Operand,
+    parallel: bool,
 ) {
     let last = |Operand(values, rs, cs): &Operand, rows: usize, cols: usize| {
         assert!(
@@ -41,7 +43,7 @@ fn matmul_into(
     last(&rhs, k, n);
     assert_eq!(dst.len(), m * n, "matmul destination size");
     let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
+    let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -121,7 +123,14 @@ impl candle_core::CustomOp3 for Linear {
         for _ in 0..n {
             y.extend_from_slice(b);
         }
-        matmul_into(&mut y, true, (n, o, k), Operand(x, k, 1), Operand(w, 1, k));
+        matmul_into(
+            &mut y,
+            true,
+            (n, o, k),
+            Operand(x, k, 1),
+            Operand(w, 1, k),
+            true,
+        );
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 
@@ -150,6 +159,7 @@ impl candle_core::CustomOp3 for Linear {
                     (o, k, n),
                     Operand(dy, 1, o),
                     Operand(x, k, 1),
+                    true,
                 )
             })?;
             if self.input_grad {
@@ -160,6 +170,7 @@ impl candle_core::CustomOp3 for Linear {
                         (n, k, o),
                         Operand(dy, o, 1),
                         Operand(w, k, 1),
+                        true,
                     )
                 })?;
             }
@@ -197,59 +208,235 @@ fn contiguous_f32<'a>(
     Ok((contiguous(op, storage, layout)?, layout.shape().dims4()?))
 }
 
-/// im2col for 3x3 windows with zero padding 1: (B, C, H, W) -> (B*H*W, C*9), row
-/// (b, y, x), column (c, dy, dx). Its backward (col2im) adds each patch's gradient back in
-/// one fixed loop order, so the result is the same bits on every run.
-pub(crate) struct Im2Col3x3;
-
-/// Visit every (patch column, input pixel) pair of a 3x3, padding-1 im2col over a
-/// (B, C, H, W) input, in one fixed order: `column` indexes the (B*H*W, C*9) patch matrix,
-/// `pixel` the input. Taps that fall in the padding are skipped.
-fn for_each_tap((b, c, h, w): Dims4, mut visit: impl FnMut(usize, usize)) {
-    for row in 0..b * h * w {
-        let (bi, y, xx) = (row / (h * w), (row / w) % h, row % w);
-        for ci in 0..c {
-            let plane = (bi * c + ci) * h * w;
-            for k in 0..9 {
-                let (sy, sx) = ((y + k / 3) as isize - 1, (xx + k % 3) as isize - 1);
-                if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                    visit(
-                        row * c * 9 + ci * 9 + k,
-                        plane + sy as usize * w + sx as usize,
-                    );
-                }
+/// Visit every (patch row segment, image row segment) pair of a 3x3, padding-1 im2col over
+/// one (C, H, W) image, in one fixed order. The patch matrix is (C*9, H*W): row (c, dy, dx)
+/// is the image plane c shifted by (dy - 1, dx - 1), so each segment is a contiguous run of
+/// `len` values starting at `patch` in the patches and at `pixel` in the image. Taps that
+/// fall in the padding are never visited (they stay zero).
+fn for_each_segment((c, h, w): (usize, usize, usize), mut visit: impl FnMut(usize, usize, usize)) {
+    for ci in 0..c {
+        for k in 0..9 {
+            let (ky, kx) = (k / 3, k % 3);
+            let row = (ci * 9 + k) * h * w;
+            // Output columns [x0, x1) read source columns [x0 + kx - 1, x1 + kx - 1).
+            let x0 = usize::from(kx == 0);
+            let x1 = if kx == 2 { w.saturating_sub(1) } else { w };
+            if x1 <= x0 {
+                continue;
+            }
+            for y in 0..h {
+                let Some(sy) = (y + ky).checked_sub(1).filter(|&sy| sy < h) else {
+                    continue;
+                };
+                visit(row + y * w + x0, ci * h * w + sy * w + x0 + kx - 1, x1 - x0);
             }
         }
     }
 }
 
-impl candle_core::CustomOp1 for Im2Col3x3 {
+/// One image's (C*9, H*W) patch matrix, written over `patches`.
+fn im2col(image: &[f32], dims: (usize, usize, usize), patches: &mut [f32]) {
+    patches.fill(0.0);
+    for_each_segment(dims, |patch, pixel, len| {
+        patches[patch..patch + len].copy_from_slice(&image[pixel..pixel + len])
+    });
+}
+
+/// Add each patch's gradient back to the pixels it came from (the adjoint of [`im2col`]).
+fn col2im(dpatches: &[f32], dims: (usize, usize, usize), dimage: &mut [f32]) {
+    for_each_segment(dims, |patch, pixel, len| {
+        add_into(
+            &mut dimage[pixel..pixel + len],
+            &dpatches[patch..patch + len],
+        )
+    });
+}
+
+/// Gradients of a sum over images are added in this many fixed groups of images, in group
+/// order, whatever the thread count: the same bits on 1 thread or 16.
+const GROUPS: usize = 8;
+
+/// A 3x3 convolution, stride 1, zero padding 1, with a ReLU after it when `relu`:
+/// x (B, C, H, W), w (O, C, 3, 3), b (O) -> (B, O, H, W).
+///
+/// Each image is one GEMM of the weights against its im2col patches (kept per thread, the
+/// size of one image's patches), written straight into the output's layout, bias first;
+/// images run in parallel. Where candle's conv2d backward runs scalar dot products, this one
+/// is a GEMM per image for the weights (added in [`GROUPS`] fixed groups) and, only when
+/// something upstream needs it, a GEMM and col2im per image for the input.
+pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let op = Conv3x3 {
+        relu,
+        input_grad: x.track_op(),
+    };
+    x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+}
+
+struct Conv3x3 {
+    relu: bool,
+    input_grad: bool,
+}
+
+impl candle_core::CustomOp3 for Conv3x3 {
     fn name(&self) -> &'static str {
-        "im2col3x3"
+        "conv3x3"
     }
 
     fn cpu_fwd(
         &self,
-        storage: &CpuStorage,
-        layout: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, (b, c, h, w)) = contiguous_f32(self.name(), storage, layout)?;
-        let mut out = vec![0f32; b * h * w * c * 9];
-        for_each_tap((b, c, h, w), |column, pixel| out[column] = x[pixel]);
-        Ok((CpuStorage::F32(out), Shape::from((b * h * w, c * 9))))
+        let (x, (n, c, h, w)) = contiguous_f32(self.name(), xs, xl)?;
+        let (o, c_w, kh, kw) = wl.shape().dims4()?;
+        if (c_w, kh, kw) != (c, 3, 3) || bl.shape().dims1()? != o {
+            candle_core::bail!(
+                "conv3x3: input {:?}, weight {:?}, bias {:?} do not fit",
+                xl.dims(),
+                wl.dims(),
+                bl.dims()
+            );
+        }
+        let (weights, bias) = (
+            contiguous(self.name(), ws, wl)?,
+            contiguous(self.name(), bs, bl)?,
+        );
+        let (hw, c9) = (h * w, c * 9);
+        let mut y = vec![0f32; n * o * hw];
+        y.par_chunks_mut(o * hw)
+            .zip(x.par_chunks(c * hw))
+            .for_each_init(
+                || vec![0f32; c9 * hw],
+                |patches, (out, image)| {
+                    im2col(image, (c, h, w), patches);
+                    for (row, &b) in out.chunks_exact_mut(hw).zip(bias) {
+                        row.fill(b);
+                    }
+                    // out (O, H*W) += weights (O, C*9) @ patches (C*9, H*W)
+                    matmul_into(
+                        out,
+                        true,
+                        (o, hw, c9),
+                        Operand(weights, c9, 1),
+                        Operand(patches, hw, 1),
+                        false,
+                    );
+                    if self.relu {
+                        relu_in_place(out);
+                    }
+                },
+            );
+        Ok((CpuStorage::F32(y), Shape::from((n, o, h, w))))
     }
 
     fn bwd(
         &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let (b, c, h, w) = arg.dims4()?;
-        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut dx = vec![0f32; b * c * h * w];
-        for_each_tap((b, c, h, w), |column, pixel| dx[pixel] += g[column]);
-        Ok(Some(Tensor::from_vec(dx, (b, c, h, w), arg.device())?))
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let ((n, c, h, wd), o) = (x.dims4()?, w.dim(0)?);
+        let (hw, c9) = (h * wd, c * 9);
+        // The gradient before the ReLU: zero where the output was clamped.
+        let mut dz = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        if self.relu {
+            with_f32(res, |out| {
+                for (d, &v) in dz.iter_mut().zip(out) {
+                    *d = if v > 0.0 { *d } else { 0.0 };
+                }
+            })?;
+        }
+        let per_group = n.div_ceil(GROUPS).max(1);
+        let (dw, db, dx) = with_f32(x, |x| {
+            let partial: Vec<(Vec<f32>, Vec<f32>)> = dz
+                .par_chunks(per_group * o * hw)
+                .zip(x.par_chunks(per_group * c * hw))
+                .map(|(dz, x)| {
+                    let (mut dw, mut db) = (vec![0f32; o * c9], vec![0f32; o]);
+                    let mut patches = vec![0f32; c9 * hw];
+                    for (dz, image) in dz.chunks_exact(o * hw).zip(x.chunks_exact(c * hw)) {
+                        im2col(image, (c, h, wd), &mut patches);
+                        // dw (O, C*9) += dz (O, H*W) @ patches^T (H*W, C*9)
+                        matmul_into(
+                            &mut dw,
+                            true,
+                            (o, c9, hw),
+                            Operand(dz, hw, 1),
+                            Operand(&patches, 1, hw),
+                            false,
+                        );
+                        for (d, row) in db.iter_mut().zip(dz.chunks_exact(hw)) {
+                            *d += row.iter().sum::<f32>();
+                        }
+                    }
+                    (dw, db)
+                })
+                .collect();
+            let (mut dw, mut db) = (vec![0f32; o * c9], vec![0f32; o]);
+            for (pw, pb) in &partial {
+                add_into(&mut dw, pw);
+                add_into(&mut db, pb);
+            }
+            let dx = self
+                .input_grad
+                .then(|| with_f32(w, |weights| col2im_input(&dz, weights, (n, c, h, wd), o)))
+                .transpose()?;
+            Ok::<_, candle_core::Error>((dw, db, dx))
+        })??;
+        let device = x.device();
+        Ok((
+            dx.map(|dx| Tensor::from_vec(dx, (n, c, h, wd), device))
+                .transpose()?,
+            Some(Tensor::from_vec(dw, (o, c, 3, 3), device)?),
+            Some(Tensor::from_vec(db, o, device)?),
+        ))
+    }
+}
+
+/// The input gradient of [`conv3x3`]: per image, dpatches (C*9, H*W) = weights^T @ dz,
+/// then [`col2im`].
+fn col2im_input(dz: &[f32], weights: &[f32], (n, c, h, w): Dims4, o: usize) -> Vec<f32> {
+    let (hw, c9) = (h * w, c * 9);
+    let mut dx = vec![0f32; n * c * hw];
+    dx.par_chunks_mut(c * hw)
+        .zip(dz.par_chunks(o * hw))
+        .for_each_init(
+            || vec![0f32; c9 * hw],
+            |dpatches, (dx, dz)| {
+                // dpatches (C*9, H*W) = weights^T (C*9, O) @ dz (O, H*W)
+                matmul_into(
+                    dpatches,
+                    false,
+                    (c9, hw, o),
+                    Operand(weights, 1, c9),
+                    Operand(dz, hw, 1),
+                    false,
+                );
+                col2im(dpatches, (c, h, w), dx);
+            },
+        );
+    dx
+}
+
+fn add_into(sum: &mut [f32], part: &[f32]) {
+    for (s, p) in sum.iter_mut().zip(part) {
+        *s += p;
+    }
+}
+
+/// max(x, 0) that keeps NaN a NaN (a diverging run must still be seen diverging).
+fn relu_in_place(values: &mut [f32]) {
+    for v in values {
+        if *v < 0.0 {
+            *v = 0.0;
+        }
     }
 }
 
@@ -260,32 +447,14 @@ impl candle_core::CustomOp1 for Im2Col3x3 {
 /// divide by their count; the finite-difference test below caught it). Here the gradient goes
 /// to the first maximum of each window, in row-major order.
 pub fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(MaxPool2)
+    x.contiguous()?.apply_op1(MaxPool2::default())
 }
 
-struct MaxPool2;
-
-impl MaxPool2 {
-    /// For each output cell (B, C, H/2, W/2), the flat input index of its window's maximum.
-    fn argmax(x: &[f32], (b, c, h, w): Dims4) -> Vec<usize> {
-        let (h2, w2) = (h / 2, w / 2);
-        let mut out = Vec::with_capacity(b * c * h2 * w2);
-        for plane in 0..b * c {
-            let base = plane * h * w;
-            for y in 0..h2 {
-                for xx in 0..w2 {
-                    let first = base + 2 * y * w + 2 * xx;
-                    let window = [first, first + 1, first + w, first + w + 1];
-                    let best =
-                        window
-                            .into_iter()
-                            .fold(first, |best, i| if x[i] > x[best] { i } else { best });
-                    out.push(best);
-                }
-            }
-        }
-        out
-    }
+/// Remembers, from the forward pass, which of its window's four inputs each output took
+/// (0..4, row-major), so the backward pass routes gradients without searching again.
+#[derive(Default)]
+struct MaxPool2 {
+    choices: std::sync::Mutex<Vec<u8>>,
 }
 
 impl candle_core::CustomOp1 for MaxPool2 {
@@ -298,15 +467,34 @@ impl candle_core::CustomOp1 for MaxPool2 {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, dims) = contiguous_f32(self.name(), storage, layout)?;
-        let out: Vec<f32> = MaxPool2::argmax(x, dims)
-            .into_iter()
-            .map(|i| x[i])
-            .collect();
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((dims.0, dims.1, dims.2 / 2, dims.3 / 2)),
-        ))
+        let (x, (b, c, h, w)) = contiguous_f32(self.name(), storage, layout)?;
+        let (h2, w2) = (h / 2, w / 2);
+        let mut out = Vec::with_capacity(b * c * h2 * w2);
+        let mut choices = Vec::with_capacity(b * c * h2 * w2);
+        for plane in x.chunks_exact(h * w) {
+            for y in 0..h2 {
+                let (top, bottom) = (&plane[2 * y * w..][..w], &plane[(2 * y + 1) * w..][..w]);
+                for xx in 0..w2 {
+                    let window = [
+                        top[2 * xx],
+                        top[2 * xx + 1],
+                        bottom[2 * xx],
+                        bottom[2 * xx + 1],
+                    ];
+                    // The first maximum; a NaN first stays (nothing compares greater).
+                    let mut best = 0;
+                    for k in 1..4 {
+                        if window[k] > window[best] {
+                            best = k;
+                        }
+                    }
+                    out.push(window[best]);
+                    choices.push(best as u8);
+                }
+            }
+        }
+        *self.choices.lock().unwrap_or_else(|e| e.into_inner()) = choices;
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h2, w2))))
     }
 
     fn bwd(
@@ -315,14 +503,21 @@ impl candle_core::CustomOp1 for MaxPool2 {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let dims = arg.dims4()?;
-        let x = arg.flatten_all()?.to_vec1::<f32>()?;
-        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut dx = vec![0f32; x.len()];
-        for (i, gi) in MaxPool2::argmax(&x, dims).into_iter().zip(g) {
-            dx[i] += gi;
-        }
-        Ok(Some(Tensor::from_vec(dx, dims, arg.device())?))
+        let (b, c, h, w) = arg.dims4()?;
+        let (h2, w2) = (h / 2, w / 2);
+        let choices = self.choices.lock().unwrap_or_else(|e| e.into_inner());
+        let grad = grad_res.contiguous()?;
+        let mut dx = vec![0f32; b * c * h * w];
+        with_f32(&grad, |g| {
+            let cells = g.chunks_exact(h2 * w2).zip(choices.chunks_exact(h2 * w2));
+            for ((g, choice), plane) in cells.zip(dx.chunks_exact_mut(h * w)) {
+                for (i, (&gi, &k)) in g.iter().zip(choice).enumerate() {
+                    let (y, xx, k) = (i / w2, i % w2, k as usize);
+                    plane[(2 * y + k / 2) * w + 2 * xx + k % 2] += gi;
+                }
+            }
+        })?;
+        Ok(Some(Tensor::from_vec(dx, (b, c, h, w), arg.device())?))
     }
 }
 
@@ -409,5 +604,62 @@ mod tests {
         let plain = x.as_tensor().detach();
         let grads = loss(linear(&plain, &w, &b).unwrap()).backward().unwrap();
         assert!(grads.get(&plain).is_none() && grads.get(w.as_tensor()).is_some());
+    }
+
+    /// Forward values and the gradients of x, w, b through `conv`, for a loss that weights
+    /// every output differently.
+    fn conv_values_and_grads(conv: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor) -> Vec<Vec<f32>> {
+        let mut rng = crate::Rng::stream(4, "t");
+        let mut draw = |dims: &[usize]| {
+            let n = dims.iter().product();
+            let values = (0..n).map(|_| rng.normal() as f32).collect();
+            candle_core::Var::from_tensor(&Tensor::from_vec(values, dims, &Device::Cpu).unwrap())
+                .unwrap()
+        };
+        // 11 images: more than GROUPS, and not a multiple of it.
+        let (x, w, b) = (draw(&[11, 2, 5, 4]), draw(&[3, 2, 3, 3]), draw(&[3]));
+        let weights = draw(&[11, 3, 5, 4]);
+        let y = conv(&x, &w, &b);
+        let grads = (&y * weights.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut out = vec![values(&y)];
+        for v in [&x, &w, &b] {
+            out.push(values(grads.get(v.as_tensor()).unwrap()));
+        }
+        out
+    }
+
+    #[test]
+    fn conv3x3_matches_candle_conv2d_forward_and_backward() {
+        let ours = conv_values_and_grads(|x, w, b| conv3x3(x, w, b, false).unwrap());
+        let theirs = conv_values_and_grads(|x, w, b| {
+            x.conv2d(w, 1, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap())
+                .unwrap()
+        });
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_close(a, b);
+        }
+        let fused = conv_values_and_grads(|x, w, b| conv3x3(x, w, b, true).unwrap());
+        let separate =
+            conv_values_and_grads(|x, w, b| conv3x3(x, w, b, false).unwrap().relu().unwrap());
+        assert_eq!(fused, separate);
+    }
+
+    #[test]
+    fn conv3x3_bits_do_not_depend_on_the_thread_count() {
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| conv_values_and_grads(|x, w, b| conv3x3(x, w, b, true).unwrap()))
+        };
+        assert_eq!(on(1), on(3));
     }
 }
