@@ -10,7 +10,6 @@
 //!
 //! Every public function returns [`Result`]; nothing a user can trigger panics.
 
-pub mod alloc;
 pub mod analysis;
 pub mod batches;
 mod checkpoint;
@@ -23,6 +22,7 @@ pub mod notebook;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod process;
 pub mod reports;
 pub mod rng;
 pub mod show;

@@ -181,7 +181,12 @@ impl Dense {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::linear(x, &self.weight, &self.bias)
+        crate::ops::linear(x, &self.weight, &self.bias, false)
+    }
+
+    /// The layer with a ReLU after it, fused into one operation.
+    pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::linear(x, &self.weight, &self.bias, true)
     }
 }
 
@@ -218,7 +223,7 @@ impl Model for Mlp {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = x.flatten_from(1)?; // (B, D)
         for layer in &self.layers {
-            h = self.dropout.forward(&layer.forward(&h)?.relu()?, train)?;
+            h = self.dropout.forward(&layer.forward_relu(&h)?, train)?;
         }
         self.head.forward(&h) // (B, C)
     }
@@ -314,7 +319,7 @@ impl Model for ConvNet {
         let h = crate::ops::max_pool2(&self.conv1.forward_relu(x)?)?; // (B, C1, H/2, W/2)
         let h = self.dropout.forward_spatial(&h, train)?;
         let h = crate::ops::max_pool2(&self.conv2.forward_relu(&h)?)?; // (B, C2, H/4, W/4)
-        let h = self.fc.forward(&h.flatten_from(1)?)?.relu()?; // (B, hidden)
+        let h = self.fc.forward_relu(&h.flatten_from(1)?)?; // (B, hidden)
         self.head.forward(&self.dropout.forward(&h, train)?) // (B, classes)
     }
     fn first_weight(&self) -> &str {

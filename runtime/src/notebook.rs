@@ -74,6 +74,7 @@ pub fn attach() -> Result<()> {
     if ATTACHED.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
+    crate::process::prepare();
     let _ = std::io::stdout().flush();
     // SAFETY: plain POSIX calls on descriptors this function owns; the handler only does an
     // atomic add, which is async-signal-safe.

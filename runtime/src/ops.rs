@@ -75,21 +75,37 @@ fn matmul_into(
     }
 }
 
-/// `x @ w^T + b` for x (N, in), w (out, in), b (out): candle-nn's `Linear`, as one GEMM that
-/// starts from the bias. Its backward writes the weight's gradient in the weight's own
-/// layout (candle's comes through a transposed view that it then adds with strides, element
-/// by element) and computes the input's gradient only when something upstream needs it
-/// (never for the images themselves).
-pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+/// `x @ w^T + b` for x (N, in), w (out, in), b (out), with a ReLU after it when `relu`:
+/// candle-nn's `Linear`, as one GEMM that starts from the bias. Its backward writes the
+/// weight's gradient in the weight's own layout (candle's comes through a transposed view
+/// that it then adds with strides, element by element) and computes the input's gradient
+/// only when something upstream needs it (never for the images themselves).
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
     let x = x.contiguous()?;
     let op = Linear {
+        relu,
         input_grad: x.track_op(),
     };
     x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
 struct Linear {
+    relu: bool,
     input_grad: bool,
+}
+
+/// The gradient before a fused ReLU (zero where the output `res` was clamped), or `dy`
+/// itself without one, as values.
+fn before_relu(dy: &Tensor, res: &Tensor, relu: bool) -> candle_core::Result<Vec<f32>> {
+    let mut dz = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    if relu {
+        with_f32(res, |out| {
+            for (d, &v) in dz.iter_mut().zip(out) {
+                *d = if v > 0.0 { *d } else { 0.0 };
+            }
+        })?;
+    }
+    Ok(dz)
 }
 
 impl candle_core::CustomOp3 for Linear {
@@ -131,6 +147,9 @@ impl candle_core::CustomOp3 for Linear {
             Operand(w, 1, k),
             true,
         );
+        if self.relu {
+            relu_in_place(&mut y);
+        }
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 
@@ -139,14 +158,15 @@ impl candle_core::CustomOp3 for Linear {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let ((n, k), o) = (x.dims2()?, w.dim(0)?);
-        let dy = dy.contiguous()?;
+        let dy = before_relu(dy, res, self.relu)?;
         let (mut dw, mut db) = (vec![0f32; o * k], vec![0f32; o]);
         let mut dx = vec![0f32; if self.input_grad { n * k } else { 0 }];
-        with_f32(&dy, |dy| {
+        {
+            let dy = &dy[..];
             for row in dy.chunks_exact(o) {
                 for (d, g) in db.iter_mut().zip(row) {
                     *d += g;
@@ -174,8 +194,7 @@ impl candle_core::CustomOp3 for Linear {
                     )
                 })?;
             }
-            Ok::<_, candle_core::Error>(())
-        })??;
+        }
         let device = x.device();
         Ok((
             self.input_grad
@@ -344,15 +363,7 @@ impl candle_core::CustomOp3 for Conv3x3 {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let ((n, c, h, wd), o) = (x.dims4()?, w.dim(0)?);
         let (hw, c9) = (h * wd, c * 9);
-        // The gradient before the ReLU: zero where the output was clamped.
-        let mut dz = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        if self.relu {
-            with_f32(res, |out| {
-                for (d, &v) in dz.iter_mut().zip(out) {
-                    *d = if v > 0.0 { *d } else { 0.0 };
-                }
-            })?;
-        }
+        let dz = before_relu(dy, res, self.relu)?;
         let per_group = n.div_ceil(GROUPS).max(1);
         let (dw, db, dx) = with_f32(x, |x| {
             let partial: Vec<(Vec<f32>, Vec<f32>)> = dz
@@ -585,7 +596,7 @@ mod tests {
         // The same loss through both, weighted per output so every gradient entry differs.
         let weights = draw((7, 3));
         let loss = |y: Tensor| (y * &weights).unwrap().sum_all().unwrap();
-        let ours = linear(&x, &w, &b).unwrap();
+        let ours = linear(&x, &w, &b, false).unwrap();
         let theirs = x
             .matmul(&w.t().unwrap())
             .unwrap()
@@ -600,9 +611,22 @@ mod tests {
             let grad = |g: &candle_core::backprop::GradStore| values(g.get(v.as_tensor()).unwrap());
             assert_close(&grad(&g1), &grad(&g2));
         }
+        // The fused ReLU gives what a separate one gives, forward and backward.
+        let relu_grads = |y: Tensor| {
+            let g = loss(y.clone()).backward().unwrap();
+            let mut out = vec![values(&y)];
+            out.extend([&x, &w, &b].map(|v| values(g.get(v.as_tensor()).unwrap())));
+            out
+        };
+        assert_eq!(
+            relu_grads(linear(&x, &w, &b, true).unwrap()),
+            relu_grads(linear(&x, &w, &b, false).unwrap().relu().unwrap())
+        );
         // Plain inputs get no gradient, and cost none.
         let plain = x.as_tensor().detach();
-        let grads = loss(linear(&plain, &w, &b).unwrap()).backward().unwrap();
+        let grads = loss(linear(&plain, &w, &b, false).unwrap())
+            .backward()
+            .unwrap();
         assert!(grads.get(&plain).is_none() && grads.get(w.as_tensor()).is_some());
     }
 

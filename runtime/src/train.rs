@@ -178,7 +178,19 @@ pub fn train_step(
     lr: f64,
     clip: Option<f64>,
 ) -> Result<Option<(f64, f64)>> {
-    crate::alloc::keep_freed_memory();
+    crate::process::prepare();
+    crate::process::on_worker(|| train_step_here(model, params, opt, x, y, lr, clip))
+}
+
+fn train_step_here(
+    model: &dyn Model,
+    params: &Params,
+    opt: &mut AdamW,
+    x: &Tensor,
+    y: &Tensor,
+    lr: f64,
+    clip: Option<f64>,
+) -> Result<Option<(f64, f64)>> {
     let loss = cross_entropy(&model.forward(x, true)?, y)?;
     let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !loss_value.is_finite() {
@@ -201,7 +213,7 @@ pub fn evaluate(
     split: &str,
     zero_inputs: bool,
 ) -> Result<(f64, f64)> {
-    crate::alloc::keep_freed_memory();
+    crate::process::prepare();
     let indices = data.split(split)?;
     let (mut loss_sum, mut correct) = (0f64, 0usize);
     for chunk in indices.chunks(512) {
