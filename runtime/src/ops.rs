@@ -42,7 +42,7 @@ fn matmul_into(
     last(&lhs, m, k);
     last(&rhs, k, n);
     assert_eq!(dst.len(), m * n, "matmul destination size");
-    let threads = candle_core::utils::get_num_threads();
+    let threads = crate::process::threads();
     let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

@@ -43,12 +43,20 @@ pub fn prepare() {
     });
 }
 
+/// The number of threads training splits its work over (candle's count: `RAYON_NUM_THREADS`,
+/// else the physical cores), read once: candle reads `/proc/cpuinfo` every time it is asked,
+/// which cost more than the small GEMMs of a convolution on 8x8 images.
+pub fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+}
+
 /// Run `f` on one of the worker threads of the pool that the GEMMs and convolutions split
 /// their work over, when there are several: the calling thread would otherwise sit idle
 /// beside them while the pool's threads did the work (ConvNet on 2 threads: 38 -> 52 steps
 /// per second). With one thread, `f` runs here, with no hand-over.
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if candle_core::utils::get_num_threads() > 1 && rayon::current_thread_index().is_none() {
+    if threads() > 1 && rayon::current_thread_index().is_none() {
         rayon::scope(|_| f())
     } else {
         f()
