@@ -81,17 +81,34 @@ fn matmul_into(
 /// that it then adds with strides, element by element) and computes the input's gradient
 /// only when something upstream needs it (never for the images themselves).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-    let x = x.contiguous()?;
-    let op = Linear {
-        relu,
-        input_grad: x.track_op(),
-    };
-    x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    apply_layer(x, w, b, relu, Linear)
 }
 
-struct Linear {
+struct Linear(Layer);
+
+/// What a fused layer operation knows besides its operands.
+#[derive(Clone, Copy)]
+struct Layer {
+    /// A ReLU follows the layer, inside the same operation.
     relu: bool,
+    /// Something upstream of the input needs its gradient.
     input_grad: bool,
+}
+
+/// `op` over (x, w, b), each made contiguous.
+fn apply_layer<C: candle_core::CustomOp3 + Send + Sync + 'static>(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    relu: bool,
+    op: impl FnOnce(Layer) -> C,
+) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let op = op(Layer {
+        relu,
+        input_grad: x.track_op(),
+    });
+    x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
 /// The gradient before a fused ReLU (zero where the output `res` was clamped), or `dy`
@@ -147,7 +164,7 @@ impl candle_core::CustomOp3 for Linear {
             Operand(w, 1, k),
             true,
         );
-        if self.relu {
+        if self.0.relu {
             relu_in_place(&mut y);
         }
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
@@ -162,9 +179,9 @@ impl candle_core::CustomOp3 for Linear {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let ((n, k), o) = (x.dims2()?, w.dim(0)?);
-        let dy = before_relu(dy, res, self.relu)?;
+        let dy = before_relu(dy, res, self.0.relu)?;
         let (mut dw, mut db) = (vec![0f32; o * k], vec![0f32; o]);
-        let mut dx = vec![0f32; if self.input_grad { n * k } else { 0 }];
+        let mut dx = vec![0f32; if self.0.input_grad { n * k } else { 0 }];
         {
             let dy = &dy[..];
             for row in dy.chunks_exact(o) {
@@ -182,7 +199,7 @@ impl candle_core::CustomOp3 for Linear {
                     true,
                 )
             })?;
-            if self.input_grad {
+            if self.0.input_grad {
                 with_f32(w, |w| {
                     matmul_into(
                         &mut dx,
@@ -197,7 +214,8 @@ impl candle_core::CustomOp3 for Linear {
         }
         let device = x.device();
         Ok((
-            self.input_grad
+            self.0
+                .input_grad
                 .then(|| Tensor::from_vec(dx, (n, k), device))
                 .transpose()?,
             Some(Tensor::from_vec(dw, (o, k), device)?),
@@ -284,18 +302,10 @@ const GROUPS: usize = 8;
 /// is a GEMM per image for the weights (added in [`GROUPS`] fixed groups) and, only when
 /// something upstream needs it, a GEMM and col2im per image for the input.
 pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-    let x = x.contiguous()?;
-    let op = Conv3x3 {
-        relu,
-        input_grad: x.track_op(),
-    };
-    x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    apply_layer(x, w, b, relu, Conv3x3)
 }
 
-struct Conv3x3 {
-    relu: bool,
-    input_grad: bool,
-}
+struct Conv3x3(Layer);
 
 impl candle_core::CustomOp3 for Conv3x3 {
     fn name(&self) -> &'static str {
@@ -345,7 +355,7 @@ impl candle_core::CustomOp3 for Conv3x3 {
                         Operand(patches, hw, 1),
                         false,
                     );
-                    if self.relu {
+                    if self.0.relu {
                         relu_in_place(out);
                     }
                 },
@@ -363,7 +373,7 @@ impl candle_core::CustomOp3 for Conv3x3 {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let ((n, c, h, wd), o) = (x.dims4()?, w.dim(0)?);
         let (hw, c9) = (h * wd, c * 9);
-        let dz = before_relu(dy, res, self.relu)?;
+        let dz = before_relu(dy, res, self.0.relu)?;
         let per_group = n.div_ceil(GROUPS).max(1);
         let (dw, db, dx) = with_f32(x, |x| {
             let partial: Vec<(Vec<f32>, Vec<f32>)> = dz
@@ -396,6 +406,7 @@ impl candle_core::CustomOp3 for Conv3x3 {
                 add_into(&mut db, pb);
             }
             let dx = self
+                .0
                 .input_grad
                 .then(|| with_f32(w, |weights| col2im_input(&dz, weights, (n, c, h, wd), o)))
                 .transpose()?;

@@ -179,31 +179,21 @@ pub fn train_step(
     clip: Option<f64>,
 ) -> Result<Option<(f64, f64)>> {
     crate::process::prepare();
-    crate::process::on_worker(|| train_step_here(model, params, opt, x, y, lr, clip))
-}
-
-fn train_step_here(
-    model: &dyn Model,
-    params: &Params,
-    opt: &mut AdamW,
-    x: &Tensor,
-    y: &Tensor,
-    lr: f64,
-    clip: Option<f64>,
-) -> Result<Option<(f64, f64)>> {
-    let loss = cross_entropy(&model.forward(x, true)?, y)?;
-    let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if !loss_value.is_finite() {
-        return Ok(None);
-    }
-    let vars = params.vars();
-    let grads = gradients(&vars, &loss.backward()?)?;
-    let scale = match clip {
-        Some(max) if grads.norm > max => max / grads.norm,
-        _ => 1.0,
-    };
-    opt.update(&vars, &grads, lr, scale)?;
-    Ok(Some((loss_value, grads.norm)))
+    crate::process::on_worker(|| {
+        let loss = cross_entropy(&model.forward(x, true)?, y)?;
+        let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !loss_value.is_finite() {
+            return Ok(None);
+        }
+        let vars = params.vars();
+        let grads = gradients(&vars, &loss.backward()?)?;
+        let scale = match clip {
+            Some(max) if grads.norm > max => max / grads.norm,
+            _ => 1.0,
+        };
+        opt.update(&vars, &grads, lr, scale)?;
+        Ok(Some((loss_value, grads.norm)))
+    })
 }
 
 /// Loss and accuracy of a model on a whole split, in chunks.
