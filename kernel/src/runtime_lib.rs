@@ -66,6 +66,10 @@ impl RuntimeLib {
                 dir.join(LIB).display()
             );
         }
+        // Cells compile in the session's own folder: a relative path would point elsewhere.
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("resolve the runtime folder {}", dir.display()))?;
         Ok(RuntimeLib { dir })
     }
 

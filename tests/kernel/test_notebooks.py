@@ -1,6 +1,8 @@
 """Notebooks run headless by `recipe exec` and by nbclient through the installed kernel."""
 
 import json
+import os
+from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
@@ -40,6 +42,15 @@ def test_exec_overrides_parameters_and_writes_outputs(tmp_path, archive):
     assert [c.execution_count for c in nb.cells] == [1, 2, 3, 4]
     listed = json.loads(recipe("runs", "list", "--json", "--archive", str(archive)).stdout)
     assert any(r["name"] == "exec-run" and r["status"] == "completed" for r in listed)
+
+
+def test_exec_takes_a_relative_runtime_path(tmp_path):
+    runtime = Path(os.environ["RECIPE_RUNTIME"])
+    path = notebook(tmp_path, [("Dataset::digits()?.classes.len()", None)])
+    env = {**os.environ, "RECIPE_RUNTIME": os.path.relpath(runtime, runtime.parent.parent)}
+    done = recipe("exec", str(path), cwd=runtime.parent.parent, env=env)
+    assert done.returncode == 0, done.stderr
+    assert nbformat.read(path, as_version=4).cells[0].outputs[-1]["data"]["text/plain"].strip() == "10"
 
 
 def test_exec_fails_on_the_failing_cell_and_keeps_earlier_outputs(tmp_path):
