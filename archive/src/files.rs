@@ -12,8 +12,8 @@
 //! metrics/day=2026-11-27/<run_id>-a<attempt>-c<first>-<last>.parquet   chunks merged by `compact`
 //! cells/day=2026-11-27/<session>-<count>-<nanos>.parquet     one executed cell
 //! blobs/<2 hex>/<blake3 hex>                                 content-addressed bytes
-//! _claims/<run_id>-a<attempt>                                who took which attempt number
-//! _live/<run_id>-a<attempt>.lock                             held (flock) while a writer lives
+//! _claims/<run_id>-a<attempt>                                who took which attempt number;
+//!                                                            held (flock) while its writer lives
 //! ```
 
 use crate::schema::{Table, KEY_TABLE, KEY_VERSION, KEY_WRITER, SCHEMA_VERSION, WRITER};

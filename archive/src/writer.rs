@@ -3,7 +3,7 @@
 //! Metrics are buffered and committed as small chunk files (every [`FlushPolicy::points`]
 //! points or [`FlushPolicy::interval`], whichever comes first), each written atomically, so a
 //! `kill -9` loses at most the points logged since the last chunk. While the writer lives it
-//! holds a flock on the attempt's lock file; when the process dies the kernel drops the lock
+//! holds a flock on the attempt's claim file; when the process dies the kernel drops the lock
 //! and readers see the run as interrupted at its last flushed step.
 
 use crate::archive::{open_lock_file, try_lock, Archive};
@@ -102,7 +102,7 @@ pub struct RunWriter {
     last_flush: Instant,
     last_values: BTreeMap<String, (i64, f64)>,
     policy: FlushPolicy,
-    /// Held (flock) for the run's life; closing it releases the lock.
+    /// The claim file, held (flock) for the run's life; closing it releases the lock.
     lock: Option<(File, PathBuf)>,
 }
 
@@ -118,9 +118,8 @@ impl Archive {
             self.put_blob(&spec.uncommitted_diff)?;
         }
         let run_id = hashes.run_id.to_hex();
-        let attempt = self.claim_attempt(&run_id)?;
-        let lock_path = self.live_lock_path(&run_id, attempt);
-        let lock = open_lock_file(&lock_path)?;
+        let (attempt, lock) = self.claim_attempt(&run_id)?;
+        let lock_path = self.claim_path(&run_id, attempt);
         if !try_lock(&lock, libc::LOCK_EX) {
             return Err(Error::Invalid(format!(
                 "{} is locked by another writer",
@@ -168,24 +167,21 @@ impl Archive {
         Ok(writer)
     }
 
-    fn claim_path(&self, run_id: &str, attempt: u32) -> PathBuf {
-        self.path("_claims").join(format!("{run_id}-a{attempt}"))
-    }
-
     /// Whether an attempt number of `run_id` was ever taken.
     pub(crate) fn is_claimed(&self, run_id: &str, attempt: u32) -> bool {
         self.claim_path(run_id, attempt).exists()
     }
 
     /// The lowest attempt number not yet taken for `run_id`, taken atomically (O_EXCL), so
-    /// that two processes starting the same identity at once get attempts 1 and 2.
-    fn claim_attempt(&self, run_id: &str) -> Result<u32> {
+    /// that two processes starting the same identity at once get attempts 1 and 2; with the
+    /// claim file, which the writer then holds locked.
+    fn claim_attempt(&self, run_id: &str) -> Result<(u32, File)> {
         let dir = self.path("_claims");
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         for attempt in 1..u32::MAX {
             let path = self.claim_path(run_id, attempt);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(_) => return Ok(attempt),
+                Ok(file) => return Ok((attempt, file)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&path, e)),
             }
@@ -331,10 +327,8 @@ impl RunWriter {
         } else {
             self.write_row()?;
         }
-        if let Some((file, path)) = self.lock.take() {
-            let _ = fs::remove_file(&path);
-            drop(file);
-        }
+        // Closing the claim file releases the lock: the run is no longer live.
+        self.lock.take();
         crate::compact::auto(&self.archive)?;
         Ok(self.record.clone())
     }
