@@ -94,8 +94,9 @@ pub struct RunRecord {
     pub group_id: String,
     /// Component hashes in the order of [`crate::identity::COMPONENTS`].
     pub component_hashes: [String; 5],
-    /// Component values (canonical JSON) in the same order.
-    pub components: [Value; 5],
+    /// Component values (canonical JSON) in the same order, shared between the runs that
+    /// have the same one (a sweep's data, code and environment are one value in memory).
+    pub components: [Arc<Value>; 5],
     /// Final value of each metric, plus any summary value the writer added.
     pub summary: BTreeMap<String, f64>,
     pub checks: Vec<Check>,
@@ -255,7 +256,7 @@ pub fn runs_to_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
     let strs = |f: &dyn Fn(&RunRecord) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from_iter(rows.iter().map(f)))
     };
-    let component = |i: usize| strs(&move |r: &RunRecord| Some(json_text(&r.components[i])));
+    let component = |i: usize| strs(&move |r: &RunRecord| Some(json_text(&*r.components[i])));
     let hash = |i: usize| strs(&move |r: &RunRecord| Some(r.component_hashes[i].clone()));
     let columns: Vec<ArrayRef> = vec![
         strs(&|r| Some(r.run_id.clone())),
@@ -419,17 +420,17 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         c.text("cell_history_hash")?,
     );
     // The runs of a sweep share their data, code and environment text: parse each distinct
-    // text once.
-    let mut parsed: std::collections::HashMap<&str, Value> = std::collections::HashMap::new();
+    // text once, and share the value.
+    let mut parsed: std::collections::HashMap<&str, Arc<Value>> = std::collections::HashMap::new();
     (0..batch.num_rows())
         .map(|i| {
-            let mut components: [Value; 5] = Default::default();
+            let mut components: [Arc<Value>; 5] = Default::default();
             for (slot, col) in components.iter_mut().zip(value_cols.iter()) {
                 let text = col.value(i);
                 *slot = match parsed.get(text) {
                     Some(value) => value.clone(),
                     None => {
-                        let value: Value = parse_json(text, "component")?;
+                        let value = Arc::new(parse_json::<Value>(text, "component")?);
                         parsed.insert(text, value.clone());
                         value
                     }
@@ -589,7 +590,8 @@ mod tests {
                         json!({"name": "digits"}),
                         json!(null),
                         json!({"threads": 2}),
-                    ],
+                    ]
+                    .map(Arc::new),
                     summary,
                     checks: vec![Check {
                         name: "loss_at_init".into(),

@@ -141,7 +141,7 @@ impl Archive {
             last_step: None,
             group_id: hashes.group_id.to_hex(),
             component_hashes: hashes.components.map(|h| h.to_hex()),
-            components,
+            components: components.map(std::sync::Arc::new),
             summary: BTreeMap::new(),
             checks: Vec::new(),
             artifacts: BTreeMap::new(),

@@ -264,7 +264,7 @@ fn run_json(run: &RunRecord) -> Value {
     let components: serde_json::Map<String, Value> = recipe_archive::identity::COMPONENTS
         .iter()
         .zip(run.components.iter().zip(&run.component_hashes))
-        .map(|(name, (value, hash))| (name.to_string(), json!({"hash": hash, "value": value})))
+        .map(|(name, (value, hash))| (name.to_string(), json!({"hash": hash, "value": **value})))
         .collect();
     json!({
         "run_id": run.run_id,
