@@ -33,6 +33,18 @@ impl SplitMix {
 
 /// Peak resident memory of this process so far, in MiB (for the benchmarks).
 pub fn peak_rss_mib() -> f64 {
+    // VmHWM belongs to this program's own address space; getrusage's maximum survives exec
+    // and would count whatever started it (cargo run: about 90 MiB).
+    if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+    {
+        return kib / 1024.0;
+    }
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
     let usage = unsafe {
