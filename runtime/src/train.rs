@@ -204,27 +204,29 @@ pub fn evaluate(
     zero_inputs: bool,
 ) -> Result<(f64, f64)> {
     crate::process::prepare();
-    let indices = data.split(split)?;
-    let (mut loss_sum, mut correct) = (0f64, 0usize);
-    for chunk in indices.chunks(512) {
-        let (mut x, y) = data.batch(chunk, &Device::Cpu)?;
-        if zero_inputs {
-            x = x.zeros_like()?;
+    crate::process::on_worker(|| {
+        let indices = data.split(split)?;
+        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        for chunk in indices.chunks(512) {
+            let (mut x, y) = data.batch(chunk, &Device::Cpu)?;
+            if zero_inputs {
+                x = x.zeros_like()?;
+            }
+            let logits = model.forward(&x, false)?;
+            loss_sum += cross_entropy(&logits, &y)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?
+                * chunk.len() as f64;
+            let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+            correct += predicted
+                .iter()
+                .zip(y.to_vec1::<u32>()?)
+                .filter(|(p, l)| **p == *l)
+                .count();
         }
-        let logits = model.forward(&x, false)?;
-        loss_sum += cross_entropy(&logits, &y)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?
-            * chunk.len() as f64;
-        let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-        correct += predicted
-            .iter()
-            .zip(y.to_vec1::<u32>()?)
-            .filter(|(p, l)| **p == *l)
-            .count();
-    }
-    let n = indices.len().max(1) as f64;
-    Ok((loss_sum / n, correct as f64 / n))
+        let n = indices.len().max(1) as f64;
+        Ok((loss_sum / n, correct as f64 / n))
+    })
 }
 
 /// Early stopping, decided from the validation losses so far (pure): stop when the best is
