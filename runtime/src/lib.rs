@@ -49,7 +49,7 @@ pub mod prelude {
     pub use crate::notebook::{clear_output, DisplayHandle};
     pub use crate::optim::Schedule;
     pub use crate::reports::{curves, diff, results, run_report, Runs};
-    pub use crate::show::{display, Html, Show};
+    pub use crate::show::{display, DebugResult, Html, Show};
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
     pub use crate::tune::{random_search, Search, SearchSpace, Sweep};
     pub use crate::verify::{verify, Verification};

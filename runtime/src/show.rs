@@ -61,6 +61,22 @@ pub fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Any `Debug` value as a cell's result, in one compile. For a cell ending in an
+/// expression the kernel first compiles `(value).evcxr_display();` and, only when that does
+/// not compile, the whole cell again with `{:?}` (a second compile of about 0.1 s). With
+/// this trait in the prelude the first compile succeeds and prints what the second would
+/// have. Types with their own `evcxr_display` ([`show_in_jupyter!`]) keep theirs: inherent
+/// methods come before trait methods.
+pub trait DebugResult {
+    fn evcxr_display(&self);
+}
+
+impl<T: std::fmt::Debug + ?Sized> DebugResult for T {
+    fn evcxr_display(&self) {
+        println!("EVCXR_BEGIN_CONTENT text/plain\n{self:?}\nEVCXR_END_CONTENT");
+    }
+}
+
 /// Give a [`Show`] type `Display` (its text) and `evcxr_display` (its HTML).
 #[macro_export]
 macro_rules! show_in_jupyter {

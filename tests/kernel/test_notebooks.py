@@ -53,6 +53,19 @@ def test_exec_takes_a_relative_runtime_path(tmp_path):
     assert nbformat.read(path, as_version=4).cells[0].outputs[-1]["data"]["text/plain"].strip() == "10"
 
 
+def test_a_cell_result_compiles_once_and_keeps_its_kind(tmp_path):
+    # evcxr builds a cell ending in an expression twice when `.evcxr_display()` does not
+    # compile; the prelude's DebugResult makes it compile for every Debug value, while the
+    # runtime's own values keep their HTML.
+    path = notebook(tmp_path, [("1 + 2", None), ("Dataset::digits()?.summary()?", None)])
+    done = recipe("exec", str(path), env={**os.environ, "RECIPE_TIMING": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "Final compile" in done.stderr and "Fallback" not in done.stderr
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].outputs[-1]["data"] == {"text/plain": "3"}
+    assert "text/html" in cells[1].outputs[-1]["data"]
+
+
 def test_exec_fails_on_the_failing_cell_and_keeps_earlier_outputs(tmp_path):
     path = notebook(tmp_path, [('println!("before");', None), ('let x: u8 = "no";', None), ("1", None)])
     done = recipe("exec", str(path))
