@@ -149,7 +149,28 @@ pub const AUTO_COMPACT_ROWS: usize = 32;
 
 /// The compaction a finishing writer does on its way out: merge the day's run rows once there
 /// are [`AUTO_COMPACT_ROWS`] of them. Skipped (not waited for) while another compaction runs.
-pub fn auto(archive: &Archive) -> Result<()> {
+///
+/// Most finishes merge nothing, so they only count the names in their own day folder; the
+/// plan, which asks every row file's writer whether it is alive, runs when a merge is due.
+pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
+    let dir = files::day_dir(archive.root(), Table::Runs, day);
+    let unmerged = match fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_str().unwrap_or("");
+                !name.starts_with('.')
+                    && !name.starts_with("compacted-")
+                    && name.ends_with(".parquet")
+            })
+            .count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    if unmerged < AUTO_COMPACT_ROWS {
+        return Ok(());
+    }
     let actions = plan_row_merges(archive, Table::Runs, AUTO_COMPACT_ROWS)?;
     if actions.is_empty() {
         return Ok(());

@@ -329,7 +329,7 @@ impl RunWriter {
         }
         // Closing the claim file releases the lock: the run is no longer live.
         self.lock.take();
-        crate::compact::auto(&self.archive)?;
+        crate::compact::auto(&self.archive, self.day)?;
         Ok(self.record.clone())
     }
 
@@ -506,6 +506,31 @@ mod archive_tests {
         let other_seed = train(&archive, 2, 0.0);
         assert_ne!(other_seed.run_id, first.run_id);
         assert_eq!(other_seed.group_id, first.group_id);
+    }
+
+    #[test]
+    fn finishing_writers_merge_the_days_row_files_but_not_a_live_runs_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let live = archive.begin_run(spec("live", 999)).unwrap();
+        let finished: Vec<RunRecord> = (0..2 * crate::compact::AUTO_COMPACT_ROWS as u64)
+            .map(|seed| train(&archive, seed, 0.0))
+            .collect();
+        let names: Vec<String> =
+            crate::files::list_table(archive.root(), crate::schema::Table::Runs)
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+        let merged = names.iter().filter(|n| n.starts_with("compacted-")).count();
+        assert_eq!(merged, 1, "{names:?}");
+        assert!(names.len() < crate::compact::AUTO_COMPACT_ROWS, "{names:?}");
+        let live_file = format!("{}-a1.parquet", live.run_id());
+        assert!(names.contains(&live_file), "{names:?}");
+        let runs = archive.runs().unwrap().value;
+        assert_eq!(runs.len(), finished.len() + 1);
+        assert!(runs.iter().any(|r| r.status == Status::Running));
+        drop(live);
     }
 
     #[test]
