@@ -5,6 +5,10 @@
 //! session thread in arrival order. Requests that do not (kernel_info, is_complete, history,
 //! comm_info, and complete while a cell runs) are answered at once, so a busy kernel still
 //! answers them. Control requests (interrupt, shutdown) never wait.
+//!
+//! The sockets answer before the session is up: kernel_info comes back within milliseconds of
+//! the launch while evcxr, the analyzer and the runtime library start on the session thread
+//! (seconds), and cells sent meanwhile wait in the queue, as they would behind a running cell.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -33,22 +37,85 @@ use zeromq::{SocketRecv, SocketSend};
 use crate::is_complete::{is_complete, Completeness};
 use crate::session::{Interrupter, Outcome, Session, Sink};
 
-/// Serve the kernel described by `connection_file` until a shutdown request.
+/// Serve the kernel described by `connection_file` until a shutdown request. A warm spare
+/// started for this launch (same binary, runtime, folder and environment) serves it when
+/// there is one; otherwise this process starts its own session.
 pub fn serve(connection_file: &Path) -> anyhow::Result<()> {
+    crate::spare::remember_launch_env();
     crate::session::check_runtime()?;
-    let text = std::fs::read_to_string(connection_file)
-        .with_context(|| format!("read the connection file {}", connection_file.display()))?;
-    let info: ConnectionInfo = serde_json::from_str(&text)
-        .with_context(|| format!("parse the connection file {}", connection_file.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(info))
+    let info = read_connection_file(connection_file)?;
+    if let Some(handover) = crate::spare::claim(connection_file) {
+        // The spare serves the sockets; this process stays what Jupyter manages and lives
+        // exactly as long as the spare serves it.
+        std::process::exit(handover.wait());
+    }
+    let started = Started::begin(false)?;
+    crate::spare::spawn_after_start(&started);
+    started.serve(info)
+}
+
+pub fn read_connection_file(path: &Path) -> anyhow::Result<ConnectionInfo> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the connection file {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("parse the connection file {}", path.display()))
+}
+
+/// A kernel whose session is starting (or started) on its own thread, not yet bound to the
+/// sockets of a connection file.
+pub struct Started {
+    kernel: Arc<Kernel>,
+    iopub: mpsc::UnboundedReceiver<JupyterMessage>,
+    shell: mpsc::UnboundedReceiver<JupyterMessage>,
+    work: std_mpsc::Sender<JupyterMessage>,
+}
+
+impl Started {
+    /// Start the session thread; a `spare` also warms the analyzer before it says it is ready.
+    pub fn begin(spare: bool) -> anyhow::Result<Started> {
+        let (iopub_tx, iopub) = mpsc::unbounded_channel::<JupyterMessage>();
+        let (shell_tx, shell) = mpsc::unbounded_channel::<JupyterMessage>();
+        let kernel = Arc::new(Kernel {
+            iopub: iopub_tx,
+            shell: shell_tx,
+            parent: Mutex::new(None),
+            history: Mutex::new(Vec::new()),
+            variables: Mutex::new(Vec::new()),
+            interrupter: OnceLock::new(),
+        });
+        let (work, work_rx) = std_mpsc::channel::<JupyterMessage>();
+        {
+            let kernel = kernel.clone();
+            std::thread::Builder::new()
+                .name("recipe-session".into())
+                .spawn(move || session_thread(kernel, work_rx, spare))?;
+        }
+        Ok(Started {
+            kernel,
+            iopub,
+            shell,
+            work,
+        })
+    }
+
+    /// Says whether the session can run cells yet (the process exits if it cannot start).
+    pub fn ready_probe(&self) -> impl Fn() -> bool + Send + 'static {
+        let kernel = self.kernel.clone();
+        move || kernel.interrupter.get().is_some()
+    }
+
+    /// Bind the sockets of `info` and serve until a shutdown request.
+    pub fn serve(self, info: ConnectionInfo) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(run(info, self))
+    }
 }
 
 /// What the socket tasks and the session thread share.
-struct Kernel {
+pub struct Kernel {
     iopub: mpsc::UnboundedSender<JupyterMessage>,
     shell: mpsc::UnboundedSender<JupyterMessage>,
     /// The request whose cell is running: iopub output is its child.
@@ -56,9 +123,8 @@ struct Kernel {
     /// (execution count, code, text of its result) of cells stored in history.
     history: Mutex<Vec<(i64, String, String)>>,
     variables: Mutex<Vec<String>>,
+    /// Set once the session has started.
     interrupter: OnceLock<Interrupter>,
-    /// Becomes true once the session can run cells.
-    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Kernel {
@@ -79,30 +145,25 @@ impl Kernel {
         self.publish(Status::idle(), request);
     }
 
+    /// A cell runs, or the session is still starting.
     fn busy(&self) -> bool {
         self.interrupter.get().is_none_or(Interrupter::busy)
     }
 }
 
-async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
+async fn run(info: ConnectionInfo, started: Started) -> anyhow::Result<()> {
+    let Started {
+        kernel,
+        iopub: mut iopub_rx,
+        shell: mut shell_rx,
+        work: work_tx,
+    } = started;
     let session_id = crate::session::fresh_id();
     let mut iopub = create_kernel_iopub_connection(&info, &session_id).await?;
     let shell = create_kernel_shell_connection(&info, &session_id).await?;
     let mut control = create_kernel_control_connection(&info, &session_id).await?;
     let _stdin = create_kernel_stdin_connection(&info, &session_id).await?;
     let mut heartbeat = create_kernel_heartbeat_connection(&info).await?;
-
-    let (iopub_tx, mut iopub_rx) = mpsc::unbounded_channel::<JupyterMessage>();
-    let (shell_tx, mut shell_rx) = mpsc::unbounded_channel::<JupyterMessage>();
-    let kernel = Arc::new(Kernel {
-        iopub: iopub_tx,
-        shell: shell_tx,
-        parent: Mutex::new(None),
-        history: Mutex::new(Vec::new()),
-        variables: Mutex::new(Vec::new()),
-        interrupter: OnceLock::new(),
-        ready: tokio::sync::watch::channel(false).0,
-    });
 
     tokio::spawn(async move {
         while let Some(message) = iopub_rx.recv().await {
@@ -134,22 +195,13 @@ async fn run(info: ConnectionInfo) -> anyhow::Result<()> {
         }
     });
 
-    let (work_tx, work_rx) = std_mpsc::channel::<JupyterMessage>();
-    {
-        let kernel = kernel.clone();
-        std::thread::Builder::new()
-            .name("recipe-session".into())
-            .spawn(move || session_thread(kernel, work_rx))?;
-    }
-
     // Shell: answer what needs no session, queue the rest.
     {
         let kernel = kernel.clone();
-        let mut ready = kernel.ready.subscribe();
         tokio::spawn(async move {
-            // Clients take the first kernel_info_reply to mean "ready to execute": the
-            // session (evcxr, the runtime library, the analyzer) starts first.
-            let _ = ready.wait_for(|r| *r).await;
+            // Answered from the first moment: the session (evcxr, the analyzer, the runtime
+            // library) starts on its own thread meanwhile, and cells sent before it is up
+            // wait for it in the queue.
             loop {
                 let request = match read_request(&mut shell_recv).await {
                     Ok(r) => r,
@@ -285,7 +337,7 @@ async fn shutdown() {
 }
 
 /// The thread that owns the session: starts it, then runs queued requests in order.
-fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>) {
+fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>, spare: bool) {
     let sink: Sink = {
         let kernel = kernel.clone();
         Arc::new(move |io: Io| {
@@ -309,8 +361,10 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>)
             std::process::exit(1);
         }
     };
+    if spare {
+        session.warm_analyzer();
+    }
     let _ = kernel.interrupter.set(session.interrupter());
-    kernel.ready.send_replace(true);
 
     while let Ok(request) = work.recv() {
         kernel.publish(Status::busy(), &request);

@@ -14,6 +14,7 @@ mod is_complete;
 mod jupyter;
 mod runtime_lib;
 mod session;
+mod spare;
 
 use clap::Parser;
 

@@ -331,6 +331,14 @@ impl Session {
         }
     }
 
+    /// Have the analyzer do now what a first cell would wait for: infer a runtime type behind
+    /// `?` (the runtime crate's items and the standard library's traits, about a second).
+    /// Spares do this while nobody waits.
+    pub fn warm_analyzer(&mut self) {
+        let code = "let d = Dataset::digits()?;\nd.";
+        let _ = self.complete(code, code.len());
+    }
+
     /// What is known about the name at byte `position`: (plain text, HTML).
     pub fn inspect(&mut self, code: &str, position: usize) -> Option<(String, String)> {
         let position = position.min(code.len());

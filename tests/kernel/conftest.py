@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Every kernel these tests start writes to one throwaway archive.
 ARCHIVE = Path(tempfile.mkdtemp(prefix="recipe-kernel-tests-")) / "runs"
 os.environ["RECIPE_ARCHIVE"] = str(ARCHIVE)
+# Each test's kernel starts cold: a warm spare (test_spare turns them on for its own kernels)
+# would share the two cores with the tests that follow.
+os.environ["RECIPE_SPARE"] = "0"
 # `recipe exec` uses the runtime the test script installed into the venv.
 os.environ.setdefault("RECIPE_RUNTIME", str(ROOT / ".venv" / "share" / "recipe" / "runtime"))
 

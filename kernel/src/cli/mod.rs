@@ -50,8 +50,12 @@ struct InstallArgs {
 #[derive(clap::Args, Debug)]
 struct KernelArgs {
     /// The connection file Jupyter wrote.
-    #[arg(long)]
-    connection_file: PathBuf,
+    #[arg(long, required_unless_present = "spare")]
+    connection_file: Option<PathBuf>,
+    /// Start a warm spare session for the next kernel launched the same way (kernels do
+    /// this themselves; `RECIPE_SPARE=0` turns it off).
+    #[arg(long, hide = true)]
+    spare: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,7 +85,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::runtime_lib::InstallPlan::new(args.prefix.as_deref(), args.source.as_deref())?
                 .run()
         }
-        Command::Kernel(args) => crate::jupyter::serve(&args.connection_file),
+        Command::Kernel(KernelArgs {
+            connection_file: Some(file),
+            spare: false,
+        }) => crate::jupyter::serve(&file),
+        Command::Kernel(_) => crate::spare::run_spare(),
         Command::Exec(args) => {
             crate::exec::run(&args.notebook, &args.parameters, args.output.as_deref())
         }
