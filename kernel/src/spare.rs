@@ -189,7 +189,7 @@ pub fn run_spare() -> anyhow::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if since.elapsed() > IDLE {
                     let _ = std::fs::remove_file(&path);
-                    crate::session::remove_own_sessions();
+                    leave(&path);
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -205,19 +205,29 @@ pub fn run_spare() -> anyhow::Result<()> {
 
     // The claimant's end closing (however it ended) ends this kernel.
     let watched = stream.try_clone()?;
+    let log_of = path.clone();
     std::thread::Builder::new()
         .name("recipe-claimant".into())
         .spawn(move || {
             let _ = watched.set_read_timeout(None);
             let mut rest = Vec::new();
             let _ = (&watched).read_to_end(&mut rest);
-            crate::session::remove_own_sessions();
+            leave(&log_of);
             std::process::exit(0);
         })?;
     spawn_after_start(&started);
     let served = started.serve(info);
     drop(stream);
     served
+}
+
+/// Before a spare ends: its session folder goes, and its log when nothing was written to it.
+fn leave(socket: &Path) {
+    crate::session::remove_own_sessions();
+    let log = socket.with_extension("log");
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(log);
+    }
 }
 
 /// What a process connecting to a spare asks: whether it waits, or to serve a connection file.

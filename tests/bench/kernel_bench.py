@@ -96,11 +96,14 @@ def restart(name: str, runtime_cell: str) -> dict:
 
 
 def spare_pids() -> list[int]:
+    """Spares started by this benchmark's kernels (found by their JUPYTER_PATH)."""
+    marker = f"JUPYTER_PATH={os.environ['JUPYTER_PATH']}".encode()
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             if b"kernel\0--spare" in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
+                if marker in cmdline.with_name("environ").read_bytes().split(b"\0"):
+                    found.append(int(cmdline.parent.name))
         except OSError:
             pass
     return found
