@@ -2,7 +2,7 @@
 //! with every status derived (a `running` row whose writer died reads as `interrupted`).
 
 use crate::canonical::Hash;
-use crate::files::{self, list_table, read_parquet, ChunkName};
+use crate::files::{self, read_parquet, ChunkName};
 use crate::records::{self, CellRecord, MetricPoint, RunRecord, Status};
 use crate::schema::Table;
 use crate::{Error, Result};
@@ -189,17 +189,27 @@ impl Archive {
     /// The rows of `runs` as stored, one per attempt (the newest version of each).
     pub(crate) fn raw_runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
         let loaded = self.read_rows(Table::Runs, &|_| true, records::runs_from_batch)?;
-        let mut newest: BTreeMap<(String, u32), RunRecord> = BTreeMap::new();
-        for run in loaded.value {
-            let key = (run.run_id.clone(), run.attempt);
-            if newest.get(&key).is_none_or(|old| run.is_newer_than(old)) {
-                newest.insert(key, run);
+        let rows = loaded.value;
+        // Sort positions, not the records (large structs, moved at every swap). The sort is
+        // stable: among versions that are equally new, the first read wins.
+        let attempt_of = |i: usize| (&rows[i].run_id, rows[i].attempt);
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|&a, &b| attempt_of(a).cmp(&attempt_of(b)));
+        let mut newest: Vec<usize> = Vec::with_capacity(order.len());
+        for i in order {
+            match newest.last_mut() {
+                Some(kept) if attempt_of(*kept) == attempt_of(i) => {
+                    if rows[i].is_newer_than(&rows[*kept]) {
+                        *kept = i;
+                    }
+                }
+                _ => newest.push(i),
             }
         }
-        let mut runs: Vec<RunRecord> = newest.into_values().collect();
-        runs.sort_by(|a, b| {
-            (a.started_at, &a.run_id, a.attempt).cmp(&(b.started_at, &b.run_id, b.attempt))
-        });
+        let listed = |i: usize| (rows[i].started_at, &rows[i].run_id, rows[i].attempt);
+        newest.sort_by(|&a, &b| listed(a).cmp(&listed(b)));
+        let mut slots: Vec<Option<RunRecord>> = rows.into_iter().map(Some).collect();
+        let runs = newest.into_iter().filter_map(|i| slots[i].take()).collect();
         Ok(Loaded {
             value: runs,
             damaged: loaded.damaged,
@@ -217,11 +227,7 @@ impl Archive {
         attempt: u32,
     ) -> Result<Loaded<Vec<MetricPoint>>> {
         let prefix = format!("{run_id}-a{attempt}-c");
-        let mine = |p: &Path| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix))
-        };
+        let mine = |name: &str| name.starts_with(&prefix);
         let loaded = self.read_rows(Table::Metrics, &mine, records::metrics_from_batch)?;
         let mut points: Vec<MetricPoint> = loaded.value.into_iter().map(|(_, _, p)| p).collect();
         points.sort_by(|a, b| (&a.name, a.step).cmp(&(&b.name, b.step)));
@@ -238,21 +244,18 @@ impl Archive {
         find_in(&runs, reference).cloned()
     }
 
-    /// Read every file of a table that `select` keeps. A file deleted between listing and
+    /// Read every file of a table whose name `select` keeps. A file deleted between listing and
     /// reading (a concurrent compaction) restarts the read, so a reader never sees a
     /// half-compacted table; damaged files are collected, not fatal.
     pub(crate) fn read_rows<T: Send>(
         &self,
         table: Table,
-        select: &dyn Fn(&Path) -> bool,
+        select: &dyn Fn(&str) -> bool,
         decode: fn(&arrow::array::RecordBatch) -> Result<Vec<T>>,
     ) -> Result<Loaded<Vec<T>>> {
         const TRIES: usize = 20;
         'retry: for _ in 0..TRIES {
-            let mut paths: Vec<PathBuf> = list_table(&self.root, table)?
-                .into_iter()
-                .filter(|p| select(p))
-                .collect();
+            let mut paths: Vec<PathBuf> = files::list_table_where(&self.root, table, select)?;
             if table == Table::Metrics {
                 let named = paths
                     .into_iter()
