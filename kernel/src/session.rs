@@ -51,12 +51,15 @@ pub struct Session {
     stderr_tail: Arc<Mutex<String>>,
     pumps: Vec<Pump>,
     needs_init: bool,
+    /// The last cell's record, written once its reply is out ([`Session::write_record`]).
+    pending: Option<CellRecord>,
     /// The session's own folder (evcxr's crate, the current-cell file); removed at the end.
     dir: PathBuf,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.write_record();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -141,6 +144,7 @@ impl Session {
             stderr_tail,
             pumps,
             needs_init: false,
+            pending: None,
             dir,
         };
         session.drain();
@@ -167,8 +171,11 @@ impl Session {
         self.interrupter.clone()
     }
 
-    /// Execute one cell. `store_history` counts it and keeps it in the history.
+    /// Execute one cell. `store_history` counts it and keeps it in the history. Its record
+    /// for the archive waits for [`Session::write_record`] (or the next cell), so that the
+    /// cell's result does not wait for an fsync.
     pub fn execute(&mut self, code: &str, store_history: bool) -> Outcome {
+        self.write_record();
         if store_history {
             self.execution_count += 1;
         }
@@ -185,10 +192,21 @@ impl Session {
             Outcome::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
             Outcome::Ok { .. } => None,
         };
-        let clock = std::time::Instant::now();
         self.record(code, code_hash, history_hash, status, started, error);
-        timing(|| format!("cell recorded in {:.3} s", clock.elapsed().as_secs_f64()));
         outcome
+    }
+
+    /// Write the last cell's record into the archive's `cells` table, if not yet written.
+    pub fn write_record(&mut self) {
+        let Some(cell) = self.pending.take() else {
+            return;
+        };
+        let Some(archive) = &self.archive else { return };
+        let clock = std::time::Instant::now();
+        if let Err(e) = archive.record_cell(&cell) {
+            eprintln!("recipe: could not record the cell in the archive: {e}");
+        }
+        timing(|| format!("cell recorded in {:.3} s", clock.elapsed().as_secs_f64()));
     }
 
     /// Record a cell that was not run because an earlier one failed (stop_on_error).
@@ -293,8 +311,9 @@ impl Session {
         h.finalize().to_hex().to_string()
     }
 
+    /// Keep a cell's record for [`Session::write_record`], writing the one before it first.
     fn record(
-        &self,
+        &mut self,
         code: &str,
         code_hash: blake3::Hash,
         history_hash: String,
@@ -302,7 +321,10 @@ impl Session {
         started: chrono::DateTime<chrono::Utc>,
         error: Option<String>,
     ) {
-        let Some(archive) = &self.archive else { return };
+        self.write_record();
+        if self.archive.is_none() {
+            return;
+        }
         let cell = CellRecord {
             session_id: self.id.clone(),
             execution_count: self.execution_count,
@@ -314,9 +336,7 @@ impl Session {
             ended_at: recipe_archive::records::now(),
             error,
         };
-        if let Err(e) = archive.record_cell(&cell) {
-            eprintln!("recipe: could not record the cell in the archive: {e}");
-        }
+        self.pending = Some(cell);
     }
 
     /// Completions at byte `position` of `code`: (start, end, matches).
