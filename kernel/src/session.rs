@@ -102,8 +102,18 @@ impl Session {
         state
             .add_dep(&name, &config)
             .map_err(|e| anyhow::anyhow!("show the runtime's source to the analyzer: {e}"))?;
-        eval.eval_with_state(INIT, state)
+        let attached = eval
+            .eval_with_state(INIT, state)
             .map_err(|e| anyhow::anyhow!("load the recipe runtime into the session: {e}"))?;
+        for phase in &attached.phases {
+            timing(|| {
+                format!(
+                    "start: {} {:.3} s",
+                    phase.name,
+                    phase.duration.as_secs_f64()
+                )
+            });
+        }
         let ctx = CommandContext::with_eval_context(eval);
 
         let panicked = Arc::new(AtomicBool::new(false));

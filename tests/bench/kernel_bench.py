@@ -1,7 +1,9 @@
 """The kernel benchmark: recipe's kernel against evcxr_jupyter 0.22, side by side, through
 jupyter_client. Prints one row per measure with both medians and the ratio (evcxr / recipe:
-above 1 means recipe is faster). recipe's start rows are cold (warm spares off); the restart
-rows let the first kernel start a spare and time the second launch.
+above 1 means recipe is faster). Both kernels run the same cells for the shared rows (start,
+`let x = 1;`, trivial cells); recipe's runtime rows come from a session of their own. recipe's
+start rows are cold (warm spares off); the restart rows let the first kernel start a spare and
+time the second launch.
 
 Usage: kernel_bench.py --evcxr PATH_TO_evcxr_jupyter [--repeats N]
 """
@@ -33,23 +35,43 @@ def timed_execute(kc, code: str, timeout: float = 900) -> float:
     return elapsed
 
 
-def session(name: str, runtime_cell: str | None, trivial_repeats: int, env: dict | None = None) -> dict:
+def start(name: str, env: dict | None):
     started = time.perf_counter()
     km = KernelManager(kernel_name=name)
     km.start_kernel(env=env or dict(os.environ))
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=600)
+    return km, kc, started
+
+
+def session(name: str, trivial_repeats: int, env: dict | None = None) -> dict:
+    """The same cells on both kernels: start, an empty cell (its result is when the kernel can
+    run cells: recipe answers kernel_info before its session is up), a first `let`, then
+    trivial cells."""
+    km, kc, started = start(name, env)
     row = {"start to ready": time.perf_counter() - started}
     try:
-        if runtime_cell:
-            row["first runtime result after start"] = row["start to ready"] + timed_execute(kc, runtime_cell)
+        timed_execute(kc, "()")
+        row["start to first cell result"] = time.perf_counter() - started
         row["first let"] = timed_execute(kc, "let x = 1;")
         row["trivial cell"] = statistics.median(timed_execute(kc, "1 + 2") for _ in range(trivial_repeats))
-        if runtime_cell:
-            row["cell using runtime types"] = statistics.median(
-                timed_execute(kc, "d.summary()?") for _ in range(trivial_repeats)
-            )
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return row
+
+
+def runtime_session(name: str, runtime_cell: str, repeats: int, env: dict) -> dict:
+    """recipe only (evcxr_jupyter needs a `:dep` build of the runtime): a cold start to the
+    first runtime result, then cells using the runtime's types."""
+    km, kc, started = start(name, env)
+    try:
+        timed_execute(kc, runtime_cell)
+        row = {"first runtime result after start": time.perf_counter() - started}
+        row["cell using runtime types"] = statistics.median(
+            timed_execute(kc, "d.summary()?") for _ in range(repeats)
+        )
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
@@ -83,6 +105,8 @@ def restart(name: str, runtime_cell: str) -> dict:
     kc.wait_for_ready(timeout=600)
     row = {"restart to ready (warm spare)": time.perf_counter() - started}
     try:
+        timed_execute(kc, "()")
+        row["restart to first cell result (warm spare)"] = time.perf_counter() - started
         timed_execute(kc, runtime_cell)
         row["restart to first runtime result (warm spare)"] = time.perf_counter() - started
     finally:
@@ -126,22 +150,26 @@ def main() -> None:
     runtime_cell = "let d = Dataset::digits()?; d.summary()?"
     cold = dict(os.environ, RECIPE_SPARE="0")
     for _ in range(args.repeats):
-        rows["recipe"].append(session("bench-recipe", runtime_cell, 5, cold))
+        rows["recipe"].append(session("bench-recipe", 5, cold))
+        rows["recipe"].append(runtime_session("bench-recipe", runtime_cell, 5, cold))
         rows["recipe"].append(restart("bench-recipe", runtime_cell))
-        evcxr = session("bench-evcxr", None, 5)
+        evcxr = session("bench-evcxr", 5)
         # A restart of evcxr_jupyter is a start.
         evcxr["restart to ready (warm spare)"] = evcxr["start to ready"]
+        evcxr["restart to first cell result (warm spare)"] = evcxr["start to first cell result"]
         rows["evcxr"].append(evcxr)
 
     print(f"kernel benchmark, medians of {args.repeats} sessions (trivial cells: median of 5 each)")
     print(f"{'measure':<46} {'recipe s':>10} {'evcxr_jupyter s':>16} {'evcxr/recipe':>13}")
     measures = [
         "start to ready",
+        "start to first cell result",
         "first let",
         "trivial cell",
         "first runtime result after start",
         "cell using runtime types",
         "restart to ready (warm spare)",
+        "restart to first cell result (warm spare)",
         "restart to first runtime result (warm spare)",
     ]
     for measure in measures:
