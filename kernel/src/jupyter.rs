@@ -365,8 +365,20 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
         session.warm_analyzer();
     }
     let _ = kernel.interrupter.set(session.interrupter());
+    // Nothing queued yet (a person reading the notebook): do the analysis a first `let` needs
+    // now. A cell sent meanwhile waits for the rest of it, work it would mostly do anyway.
+    let mut waiting = match work.recv_timeout(Duration::from_millis(300)) {
+        Ok(request) => Some(request),
+        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+            if !spare {
+                session.warm_analyzer();
+            }
+            None
+        }
+        Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+    };
 
-    while let Ok(request) = work.recv() {
+    while let Some(request) = waiting.take().or_else(|| work.recv().ok()) {
         kernel.publish(Status::busy(), &request);
         match &request.content {
             JupyterMessageContent::ExecuteRequest(r) => {

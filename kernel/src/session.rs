@@ -363,7 +363,7 @@ impl Session {
 
     /// Have the analyzer do now what a first cell would wait for: infer a runtime type behind
     /// `?` (the runtime crate's items and the standard library's traits, about a second).
-    /// Spares do this while nobody waits.
+    /// Spares do this before they wait, kernels when no cell is queued once they are up.
     pub fn warm_analyzer(&mut self) {
         let code = "let d = Dataset::digits()?;\nd.";
         let _ = self.complete(code, code.len());

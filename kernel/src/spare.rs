@@ -25,6 +25,11 @@ use anyhow::Context;
 
 use crate::jupyter::Started;
 
+/// The notebook's path, which Jupyter sets for each kernel it starts. Left out of the match,
+/// so that a spare serves any notebook of the folder; the spare's own process keeps the value
+/// of the kernel that started it.
+const PER_NOTEBOOK: &str = "JPY_SESSION_NAME";
+
 /// How long a spare waits to be claimed before it ends.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
 
@@ -53,7 +58,7 @@ fn enabled() -> bool {
 
 /// What a launch must share with a spare for the spare to serve it: the binary (path and
 /// modification time, so a reinstall retires old spares), the working folder and every
-/// environment variable, sorted.
+/// environment variable, sorted, but for [`PER_NOTEBOOK`].
 fn key() -> anyhow::Result<String> {
     let mut hasher = blake3::Hasher::new();
     let exe = std::env::current_exe()?;
@@ -62,6 +67,9 @@ fn key() -> anyhow::Result<String> {
     hasher.update(format!("{modified:?}").as_bytes());
     hasher.update(std::env::current_dir()?.as_os_str().as_encoded_bytes());
     for (name, value) in launch_env() {
+        if name == PER_NOTEBOOK {
+            continue;
+        }
         hasher.update(&(name.len() as u64).to_le_bytes());
         hasher.update(name.as_encoded_bytes());
         hasher.update(&(value.len() as u64).to_le_bytes());

@@ -62,7 +62,8 @@ def spares_of(env):
 def test_a_restart_is_served_by_a_warm_spare(tmp_path):
     env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
     before = sockets()
-    km, kc = start(env)
+    # Jupyter tells each kernel its notebook; a spare serves any notebook of the folder.
+    km, kc = start(dict(env, JPY_SESSION_NAME=str(tmp_path / "first.ipynb")))
     try:
         reply, _ = run(kc, "let x: i32 = 5;")
         assert reply["status"] == "ok", reply
@@ -75,7 +76,7 @@ def test_a_restart_is_served_by_a_warm_spare(tmp_path):
         kc.stop_channels()
         km.shutdown_kernel(now=False)
 
-    km, kc = start(env)
+    km, kc = start(dict(env, JPY_SESSION_NAME=str(tmp_path / "second.ipynb")))
     launcher = km.provisioner.pid
     try:
         reply, outputs = run(kc, "std::os::unix::process::parent_id()")
