@@ -1,6 +1,7 @@
 //! `recipe`: the command-line face of recipe.
 //!
-//! - `recipe install`, `recipe kernel`: the Jupyter kernel "Rust (recipe)".
+//! - `recipe install`, `recipe kernel`: the Jupyter kernel "Rust (recipe)"; `recipe spares`:
+//!   the warm sessions waiting for the next kernel start.
 //! - `recipe exec NOTEBOOK`: run a notebook headless.
 //! - `recipe runs list|show|diff|export|verify|compact`: the run archive from a shell.
 //! - `recipe train`: one run of the built-in trainer.

@@ -185,6 +185,7 @@ pub fn run_spare() -> anyhow::Result<()> {
     };
     listener.set_nonblocking(true)?;
     let since = Instant::now();
+    write_card(&path)?;
     let (stream, connection_file) = loop {
         match listener.accept() {
             Ok((stream, _)) => match read_request(&stream) {
@@ -197,6 +198,7 @@ pub fn run_spare() -> anyhow::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if since.elapsed() > IDLE {
                     let _ = std::fs::remove_file(&path);
+                    let _ = std::fs::remove_file(path.with_extension("json"));
                     leave(&path);
                     return Ok(());
                 }
@@ -205,8 +207,9 @@ pub fn run_spare() -> anyhow::Result<()> {
             Err(e) => return Err(e).context("accept a claim"),
         }
     };
-    // Claimed: nobody else may connect.
+    // Claimed: nobody else may connect, and it is no longer waiting.
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path.with_extension("json"));
     drop(listener);
     let info = crate::jupyter::read_connection_file(&connection_file)?;
     (&stream).write_all(b"serving\n")?;
@@ -227,6 +230,105 @@ pub fn run_spare() -> anyhow::Result<()> {
     let served = started.serve(info);
     drop(stream);
     served
+}
+
+/// What `recipe spares` shows of a waiting spare: `KEY.json` next to its socket.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Card {
+    pid: u32,
+    folder: PathBuf,
+    waiting_since: chrono::DateTime<chrono::Utc>,
+}
+
+fn write_card(socket: &Path) -> anyhow::Result<()> {
+    let card = Card {
+        pid: std::process::id(),
+        folder: std::env::current_dir()?,
+        waiting_since: chrono::Utc::now(),
+    };
+    let path = socket.with_extension("json");
+    std::fs::write(&path, serde_json::to_vec(&card)?)
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// `recipe spares [--stop]`: list this user's waiting spares, or end them.
+pub fn manage(stop: bool) -> anyhow::Result<()> {
+    let dir = socket_path()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the spares folder")?;
+    let mut cards: Vec<(PathBuf, Card)> = Vec::new();
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Ok(card) = serde_json::from_slice::<Card>(&std::fs::read(&path)?) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{}", card.pid)).exists() {
+            cards.push((path, card));
+        } else {
+            // Its spare is gone (killed): nothing waits there.
+            let _ = std::fs::remove_file(path.with_extension("sock"));
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    cards.sort_by_key(|(_, card)| card.waiting_since);
+    if cards.is_empty() {
+        println!("no spare is waiting");
+        return Ok(());
+    }
+    for (path, card) in &cards {
+        let minutes = (chrono::Utc::now() - card.waiting_since).num_minutes();
+        if stop {
+            // SIGTERM ends the spare; its cell process ends with it.
+            unsafe { libc::kill(card.pid as i32, libc::SIGTERM) };
+            let _ = std::fs::remove_file(path.with_extension("sock"));
+            let _ = std::fs::remove_file(path);
+            let log = path.with_extension("log");
+            if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(log);
+            }
+            println!("stopped spare {} for {}", card.pid, card.folder.display());
+        } else {
+            println!(
+                "spare {} for {}, waiting {minutes} min, {} MiB",
+                card.pid,
+                card.folder.display(),
+                resident_mib(card.pid)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Resident memory of a process and its children (the spare's cell process), in MiB.
+fn resident_mib(pid: u32) -> u64 {
+    let rss = |pid: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    // The cell process is a child of the session thread, so every thread's children count.
+    let children: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let kib = rss(&pid.to_string()) + children.iter().map(|c| rss(c)).sum::<u64>();
+    kib / 1024
 }
 
 /// Before a spare ends: its session folder goes, and its log when nothing was written to it.

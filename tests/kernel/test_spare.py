@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 from jupyter_client.manager import KernelManager
 
+from conftest import recipe
 from test_behaviour import result_text, run
 
 SPARES = Path(f"/tmp/recipe-spares-{os.getuid()}")
@@ -72,6 +73,11 @@ def test_a_restart_is_served_by_a_warm_spare(tmp_path):
         while time.time() < deadline and not (sockets() - before):
             time.sleep(0.2)
         assert sockets() - before, "no spare appeared within 120 s"
+        # `recipe spares` shows it: its process, the folder it serves, its memory.
+        listed = recipe("spares")
+        assert listed.returncode == 0, listed.stderr
+        mine = [pid for pid in spares_of(env) if f"spare {pid} for {os.getcwd()}," in listed.stdout]
+        assert mine, listed.stdout
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)

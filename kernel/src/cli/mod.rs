@@ -33,6 +33,15 @@ enum Command {
     Kernel(KernelArgs),
     /// Run a notebook headless and write its outputs back.
     Exec(ExecArgs),
+    /// List the warm spare sessions waiting for the next kernel start, or stop them.
+    Spares(SparesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SparesArgs {
+    /// End every waiting spare (each holds about 460 MB).
+    #[arg(long)]
+    stop: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             spare: false,
         }) => crate::jupyter::serve(&file),
         Command::Kernel(_) => crate::spare::run_spare(),
+        Command::Spares(args) => crate::spare::manage(args.stop),
         Command::Exec(args) => {
             crate::exec::run(&args.notebook, &args.parameters, args.output.as_deref())
         }
