@@ -190,19 +190,43 @@ fn summary_json(summary: &BTreeMap<String, f64>) -> String {
 }
 
 fn summary_from_json(text: &str) -> Result<BTreeMap<String, f64>> {
-    let map: BTreeMap<String, Value> = parse_json(text, "summary")?;
-    map.into_iter()
-        .map(|(k, v)| {
-            let value = match &v {
-                Value::Number(n) => n.as_f64(),
-                Value::String(s) => s.parse::<f64>().ok(),
-                _ => None,
-            };
-            value
-                .map(|x| (k.clone(), x))
-                .ok_or_else(|| Error::Format(format!("summary value {k:?} is {v}, not a number")))
-        })
-        .collect()
+    let map: BTreeMap<String, SummaryValue> = parse_json(text, "summary")?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// One summary value as [`summary_json`] writes it: a number, or `"NaN"`, `"inf"`, `"-inf"`
+/// (any text Rust parses as an f64). Read straight from the JSON text, without a `Value` in
+/// between (a listing reads one summary per run).
+struct SummaryValue(f64);
+
+impl<'de> serde::Deserialize<'de> for SummaryValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SummaryValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, or \"NaN\", \"inf\" or \"-inf\"")
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<SummaryValue, E> {
+                Ok(SummaryValue(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<SummaryValue, E> {
+                Ok(SummaryValue(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<SummaryValue, E> {
+                Ok(SummaryValue(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<SummaryValue, E> {
+                v.parse()
+                    .map(SummaryValue)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A completed run of group "g" named "m" with one summary metric `acc`, for tests.
@@ -557,7 +581,8 @@ mod tests {
                     arb_text(),
                     prop_oneof![
                         any::<f64>().prop_filter("not NaN", |f| !f.is_nan()),
-                        Just(f64::INFINITY)
+                        Just(f64::INFINITY),
+                        Just(f64::NEG_INFINITY)
                     ],
                     0..4,
                 ),
@@ -609,6 +634,16 @@ mod tests {
                     cell_history_hash: None,
                 },
             )
+    }
+
+    #[test]
+    fn summaries_keep_nan_and_refuse_text_that_is_no_number() {
+        let summary = BTreeMap::from([("loss".to_string(), f64::NAN), ("acc".to_string(), 0.5)]);
+        let back = summary_from_json(&summary_json(&summary)).unwrap();
+        assert!(back["loss"].is_nan());
+        assert_eq!(back["acc"], 0.5);
+        let err = summary_from_json(r#"{"loss": "low"}"#).unwrap_err().to_string();
+        assert!(err.contains("summary") && err.contains("low"), "{err}");
     }
 
     proptest! {
