@@ -23,7 +23,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,13 +69,20 @@ pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(
     ];
     // A file of a few rows (a run's own row, one cell) gains nothing from compression, and a
     // ZSTD context per column chunk costs more than the write itself.
-    let compression = if batch.num_rows() < SMALL_FILE_ROWS {
-        Compression::UNCOMPRESSED
-    } else {
-        Compression::ZSTD(ZstdLevel::try_new(3)?)
-    };
+    // Nor do min/max statistics help anyone prune a file of one row, and without them its
+    // footer, which every listing decodes, is smaller.
+    let small = batch.num_rows() < SMALL_FILE_ROWS;
     let props = WriterProperties::builder()
-        .set_compression(compression)
+        .set_compression(if small {
+            Compression::UNCOMPRESSED
+        } else {
+            Compression::ZSTD(ZstdLevel::try_new(3)?)
+        })
+        .set_statistics_enabled(if small {
+            EnabledStatistics::None
+        } else {
+            EnabledStatistics::Page
+        })
         .set_key_value_metadata(Some(metadata))
         .build();
     write_atomic(path, |file| {

@@ -642,7 +642,9 @@ mod tests {
         let back = summary_from_json(&summary_json(&summary)).unwrap();
         assert!(back["loss"].is_nan());
         assert_eq!(back["acc"], 0.5);
-        let err = summary_from_json(r#"{"loss": "low"}"#).unwrap_err().to_string();
+        let err = summary_from_json(r#"{"loss": "low"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("summary") && err.contains("low"), "{err}");
     }
 
