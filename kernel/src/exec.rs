@@ -50,7 +50,6 @@ pub fn run(
         outputs.lock().unwrap().begin(index);
         let cell_started = Instant::now();
         let outcome = session.execute(&source, true);
-        session.write_record();
         let mut cell_outputs = outputs.lock().unwrap().take();
         cell["execution_count"] = json!(session.execution_count);
         match outcome {

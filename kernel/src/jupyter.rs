@@ -409,8 +409,6 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
             _ => {}
         }
         kernel.publish(Status::idle(), &request);
-        // The cell's record goes into the archive once the client has its reply.
-        session.write_record();
     }
 }
 

@@ -51,15 +51,12 @@ pub struct Session {
     stderr_tail: Arc<Mutex<String>>,
     pumps: Vec<Pump>,
     needs_init: bool,
-    /// The last cell's record, written once its reply is out ([`Session::write_record`]).
-    pending: Option<CellRecord>,
     /// The session's own folder (evcxr's crate, the current-cell file); removed at the end.
     dir: PathBuf,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.write_record();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -154,7 +151,6 @@ impl Session {
             stderr_tail,
             pumps,
             needs_init: false,
-            pending: None,
             dir,
         };
         session.drain();
@@ -181,11 +177,8 @@ impl Session {
         self.interrupter.clone()
     }
 
-    /// Execute one cell. `store_history` counts it and keeps it in the history. Its record
-    /// for the archive waits for [`Session::write_record`] (or the next cell), so that the
-    /// cell's result does not wait for an fsync.
+    /// Execute one cell. `store_history` counts it and keeps it in the history.
     pub fn execute(&mut self, code: &str, store_history: bool) -> Outcome {
-        self.write_record();
         if store_history {
             self.execution_count += 1;
         }
@@ -202,21 +195,10 @@ impl Session {
             Outcome::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
             Outcome::Ok { .. } => None,
         };
-        self.record(code, code_hash, history_hash, status, started, error);
-        outcome
-    }
-
-    /// Write the last cell's record into the archive's `cells` table, if not yet written.
-    pub fn write_record(&mut self) {
-        let Some(cell) = self.pending.take() else {
-            return;
-        };
-        let Some(archive) = &self.archive else { return };
         let clock = std::time::Instant::now();
-        if let Err(e) = archive.record_cell(&cell) {
-            eprintln!("recipe: could not record the cell in the archive: {e}");
-        }
+        self.record(code, code_hash, history_hash, status, started, error);
         timing(|| format!("cell recorded in {:.3} s", clock.elapsed().as_secs_f64()));
+        outcome
     }
 
     /// Record a cell that was not run because an earlier one failed (stop_on_error).
@@ -321,9 +303,8 @@ impl Session {
         h.finalize().to_hex().to_string()
     }
 
-    /// Keep a cell's record for [`Session::write_record`], writing the one before it first.
     fn record(
-        &mut self,
+        &self,
         code: &str,
         code_hash: blake3::Hash,
         history_hash: String,
@@ -331,10 +312,7 @@ impl Session {
         started: chrono::DateTime<chrono::Utc>,
         error: Option<String>,
     ) {
-        self.write_record();
-        if self.archive.is_none() {
-            return;
-        }
+        let Some(archive) = &self.archive else { return };
         let cell = CellRecord {
             session_id: self.id.clone(),
             execution_count: self.execution_count,
@@ -346,7 +324,9 @@ impl Session {
             ended_at: recipe_archive::records::now(),
             error,
         };
-        self.pending = Some(cell);
+        if let Err(e) = archive.record_cell(&cell) {
+            eprintln!("recipe: could not record the cell in the archive: {e}");
+        }
     }
 
     /// Completions at byte `position` of `code`: (start, end, matches).
