@@ -106,11 +106,16 @@ impl Started {
 
     /// Bind the sockets of `info` and serve until a shutdown request.
     pub fn serve(self, info: ConnectionInfo) -> anyhow::Result<()> {
+        self.serve_then(info, || {})
+    }
+
+    /// [`Started::serve`], calling `bound` once every socket is bound.
+    pub fn serve_then(self, info: ConnectionInfo, bound: impl FnOnce()) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
-        runtime.block_on(run(info, self))
+        runtime.block_on(run(info, self, bound))
     }
 }
 
@@ -151,7 +156,7 @@ impl Kernel {
     }
 }
 
-async fn run(info: ConnectionInfo, started: Started) -> anyhow::Result<()> {
+async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> anyhow::Result<()> {
     let Started {
         kernel,
         iopub: mut iopub_rx,
@@ -164,6 +169,7 @@ async fn run(info: ConnectionInfo, started: Started) -> anyhow::Result<()> {
     let mut control = create_kernel_control_connection(&info, &session_id).await?;
     let _stdin = create_kernel_stdin_connection(&info, &session_id).await?;
     let mut heartbeat = create_kernel_heartbeat_connection(&info).await?;
+    bound();
 
     tokio::spawn(async move {
         while let Some(message) = iopub_rx.recv().await {
@@ -333,6 +339,7 @@ async fn read_request<S: SocketRecv>(
 async fn shutdown() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     crate::session::remove_own_sessions();
+    crate::spare::report_exit(0);
     std::process::exit(0);
 }
 

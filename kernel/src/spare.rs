@@ -10,15 +10,22 @@
 //! long as the spare serves it, and the spare ends when it ends, however it ends (a shutdown
 //! request, SIGTERM, kill -9). A spare nobody claims ends after [`IDLE`].
 //!
-//! `RECIPE_SPARE=0` turns spares off. The spare writes what it reports to `KEY.log` next to
-//! its socket.
+//! Per launch KEY, the spares folder (`$XDG_RUNTIME_DIR/recipe-spares`, else
+//! `$TMPDIR/recipe-spares-UID`, mode 0700 and checked) holds `KEY.lock` (held by the one spare
+//! starting or waiting for that launch), `KEY.sock`, `KEY.json` (what `recipe spares` shows)
+//! and `KEY-PID.log` (what a spare reports before it is claimed; a claimed spare reports to
+//! the claimant's stderr, that is to Jupyter's log). Only processes of the same user may talk
+//! to a spare. `RECIPE_SPARE=0` turns spares off.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -78,13 +85,62 @@ fn key() -> anyhow::Result<String> {
     Ok(hasher.finalize().to_hex()[..24].to_string())
 }
 
-/// The folder of this user's spares (mode 0700), and this launch's socket in it.
-fn socket_path() -> anyhow::Result<PathBuf> {
+/// This user's spares folder, created 0700 if missing; refused unless it is a real folder of
+/// this user that nobody else may enter (a folder in a shared `/tmp` could be planted).
+fn folder() -> anyhow::Result<PathBuf> {
     let uid = unsafe { libc::getuid() };
-    let dir = std::env::temp_dir().join(format!("recipe-spares-{uid}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    Ok(dir.join(format!("{}.sock", key()?)))
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(runtime) if runtime.is_absolute() && runtime.is_dir() => runtime.join("recipe-spares"),
+        _ => std::env::temp_dir().join(format!("recipe-spares-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    anyhow::ensure!(
+        meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0,
+        "{} is not a folder of this user closed to others; remove it",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// This launch's files in the spares folder: `KEY` with an extension.
+struct Files {
+    dir: PathBuf,
+    key: String,
+}
+
+impl Files {
+    fn of_this_launch() -> anyhow::Result<Files> {
+        Ok(Files {
+            dir: folder()?,
+            key: key()?,
+        })
+    }
+
+    fn with(&self, extension: &str) -> PathBuf {
+        self.dir.join(format!("{}.{extension}", self.key))
+    }
+
+    fn log(&self, pid: u32) -> PathBuf {
+        self.dir.join(format!("{}-{pid}.log", self.key))
+    }
+
+    /// The lock of the one spare starting or waiting for this launch; None when it is held.
+    fn take_lock(&self) -> anyhow::Result<Option<File>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.with("lock"))?;
+        // SAFETY: flock on an open descriptor has no memory effects.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        Ok(locked.then_some(file))
+    }
 }
 
 /// A spare serving this launch.
@@ -93,25 +149,36 @@ pub struct Handover {
 }
 
 impl Handover {
-    /// Block until the spare stops serving (shutdown, crash); the exit code for this process.
-    pub fn wait(mut self) -> i32 {
+    /// Block until the spare stops serving; the exit code it reports (1 when it ended without
+    /// one: it crashed or was killed).
+    pub fn wait(self) -> i32 {
         let _ = self.stream.set_read_timeout(None);
-        let mut rest = Vec::new();
-        let _ = self.stream.read_to_end(&mut rest);
-        0
+        for line in BufReader::new(&self.stream).lines() {
+            match line {
+                Ok(line) => {
+                    if let Some(code) = line.strip_prefix("exit ").and_then(|c| c.parse().ok()) {
+                        return code;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        eprintln!("recipe kernel: the spare session serving this kernel ended without a word");
+        1
     }
 }
 
-/// Hand `connection_file` to a waiting spare of this launch; None when there is none (or it
-/// does not answer), and the caller starts its own session.
+/// Hand `connection_file` to a waiting spare of this launch. None when there is none, or it
+/// could not bind the sockets (it answers only once it has): the caller starts its own.
 pub fn claim(connection_file: &Path) -> Option<Handover> {
     if !enabled() {
         return None;
     }
-    let path = socket_path().ok()?;
-    let mut stream = UnixStream::connect(&path).ok()?;
-    let absolute = std::path::absolute(connection_file).ok()?;
-    let request = serde_json::json!({ "connection_file": absolute });
+    let files = Files::of_this_launch().ok()?;
+    let mut stream = UnixStream::connect(files.with("sock")).ok()?;
+    let request = serde_json::json!({
+        "connection_file": std::path::absolute(connection_file).ok()?,
+    });
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
@@ -122,7 +189,7 @@ pub fn claim(connection_file: &Path) -> Option<Handover> {
 }
 
 /// Once the session of `started` is up and has had [`SETTLE`] to itself, start a spare for
-/// the next launch, unless one is already waiting.
+/// the next launch, unless one is already starting or waiting.
 pub fn spawn_after_start(started: &Started) {
     if !enabled() {
         return;
@@ -142,14 +209,10 @@ pub fn spawn_after_start(started: &Started) {
 }
 
 fn spawn() -> anyhow::Result<()> {
-    let path = socket_path()?;
-    if waiting(&path) {
-        return Ok(());
+    let files = Files::of_this_launch()?;
+    if files.take_lock()?.is_none() {
+        return Ok(()); // one is starting or waiting
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path.with_extension("log"))?;
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
         .args(["kernel", "--spare"])
@@ -157,7 +220,7 @@ fn spawn() -> anyhow::Result<()> {
         .envs(launch_env())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(log);
+        .stderr(std::process::Stdio::null());
     // Its own session: Jupyter ending this kernel's process group must not end the spare.
     unsafe {
         command.pre_exec(|| {
@@ -169,37 +232,62 @@ fn spawn() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The claimant of a serving spare: told the exit code before the spare ends.
+static CLAIMANT: OnceLock<Mutex<UnixStream>> = OnceLock::new();
+
+/// Tell the process this spare serves how the kernel ended (nothing when not a spare).
+pub fn report_exit(code: i32) {
+    if let Some(stream) = CLAIMANT.get() {
+        if let Ok(mut stream) = stream.lock() {
+            let _ = writeln!(stream, "exit {code}");
+        }
+    }
+}
+
 /// `recipe kernel --spare`: start a session, wait to be claimed, then serve the claimant's
 /// connection file for as long as the claimant lives.
 pub fn run_spare() -> anyhow::Result<()> {
     remember_launch_env();
+    let files = Files::of_this_launch()?;
+    let Some(lock) = files.take_lock()? else {
+        return Ok(()); // another spare of this launch is starting or waiting
+    };
+    let log = files.log(std::process::id());
+    report_to(&log, false);
     crate::session::check_runtime()?;
     let started = Started::begin(true)?;
     let ready = started.ready_probe();
     while !ready() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let path = socket_path()?;
-    let Some(listener) = bind(&path)? else {
-        return Ok(()); // another spare of this launch is waiting
-    };
+    // Holding the lock, no other spare owns a socket here: one left behind is stale.
+    let socket = files.with("sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("listen at {}", socket.display()))?;
     listener.set_nonblocking(true)?;
+    write_card(&files.with("json"))?;
+    let leave = || {
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(files.with("json"));
+        crate::session::remove_own_sessions();
+        remove_if_empty(&log);
+    };
     let since = Instant::now();
-    write_card(&path)?;
-    let (stream, connection_file) = loop {
+    let (stream, connection_file, claimant) = loop {
         match listener.accept() {
             Ok((stream, _)) => match read_request(&stream) {
-                Some(Request::Probe) => {
-                    let _ = (&stream).write_all(b"waiting\n");
+                Some(Request::Stop) => {
+                    let _ = (&stream).write_all(b"stopping\n");
+                    leave();
+                    return Ok(());
                 }
-                Some(Request::Claim(file)) => break (stream, file),
+                Some(Request::Claim { file, pid }) => break (stream, file, pid),
                 None => {}
             },
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if since.elapsed() > IDLE {
-                    let _ = std::fs::remove_file(&path);
-                    let _ = std::fs::remove_file(path.with_extension("json"));
-                    leave(&path);
+                    leave();
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -207,32 +295,123 @@ pub fn run_spare() -> anyhow::Result<()> {
             Err(e) => return Err(e).context("accept a claim"),
         }
     };
-    // Claimed: nobody else may connect, and it is no longer waiting.
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_file(path.with_extension("json"));
+    // Claimed: nobody else may connect, and the next spare of this launch may start.
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(files.with("json"));
     drop(listener);
-    let info = crate::jupyter::read_connection_file(&connection_file)?;
-    (&stream).write_all(b"serving\n")?;
-
-    // The claimant's end closing (however it ended) ends this kernel.
+    drop(lock);
+    // From here on, what this kernel reports goes where the claimant's would (Jupyter's log).
+    if report_to(Path::new(&format!("/proc/{claimant}/fd/2")), true) {
+        remove_if_empty(&log);
+    }
+    let failed = |e: &anyhow::Error| {
+        eprintln!("recipe kernel: a spare session could not serve: {e:#}");
+        let _ = (&stream).write_all(b"failed\n");
+    };
+    let info = match crate::jupyter::read_connection_file(&connection_file) {
+        Ok(info) => info,
+        Err(e) => {
+            failed(&e);
+            return Err(e);
+        }
+    };
     let watched = stream.try_clone()?;
-    let log_of = path.clone();
-    std::thread::Builder::new()
-        .name("recipe-claimant".into())
-        .spawn(move || {
-            let _ = watched.set_read_timeout(None);
-            let mut rest = Vec::new();
-            let _ = (&watched).read_to_end(&mut rest);
-            leave(&log_of);
-            std::process::exit(0);
-        })?;
+    let told = stream.try_clone()?;
     spawn_after_start(&started);
-    let served = started.serve(info);
-    drop(stream);
+    let served = started.serve_then(info, move || {
+        // Every socket is bound: the claimant may stop trying, and its end closing (however
+        // it ends) ends this kernel.
+        let _ = (&told).write_all(b"serving\n");
+        let _ = CLAIMANT.set(Mutex::new(told));
+        let _ = std::thread::Builder::new()
+            .name("recipe-claimant".into())
+            .spawn(move || {
+                let _ = watched.set_read_timeout(None);
+                let mut rest = Vec::new();
+                let _ = (&watched).read_to_end(&mut rest);
+                crate::session::remove_own_sessions();
+                std::process::exit(0);
+            });
+    });
+    match &served {
+        Err(e) if CLAIMANT.get().is_none() => failed(e),
+        Err(_) => report_exit(1),
+        Ok(()) => report_exit(0),
+    }
     served
 }
 
-/// What `recipe spares` shows of a waiting spare: `KEY.json` next to its socket.
+/// Send this process's stderr to `path` (appending); false when it cannot be opened.
+fn report_to(path: &Path, existing: bool) -> bool {
+    let file = std::fs::OpenOptions::new()
+        .create(!existing)
+        .append(true)
+        .mode(0o600)
+        .open(path);
+    match file {
+        // SAFETY: dup2 onto the process's own stderr descriptor.
+        Ok(file) => unsafe { libc::dup2(file.as_raw_fd(), 2) >= 0 },
+        Err(_) => false,
+    }
+}
+
+fn remove_if_empty(path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// What a process connecting to a spare asks.
+enum Request {
+    /// End without serving (`recipe spares --stop`).
+    Stop,
+    /// Serve this connection file for the process `pid` (the one connected).
+    Claim { file: PathBuf, pid: u32 },
+}
+
+/// One request line from a process of this user: `{"stop": true}` or
+/// `{"connection_file": PATH}`; None for anything else.
+fn read_request(stream: &UnixStream) -> Option<Request> {
+    let (uid, pid) = peer(stream)?;
+    if uid != unsafe { libc::getuid() } {
+        return None;
+    }
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    let request: serde_json::Value = serde_json::from_str(&line).ok()?;
+    if request["stop"] == true {
+        return Some(Request::Stop);
+    }
+    Some(Request::Claim {
+        file: PathBuf::from(request["connection_file"].as_str()?),
+        pid: u32::try_from(pid).ok()?,
+    })
+}
+
+/// The user and process at the other end of a Unix socket (the kernel vouches for both).
+fn peer(stream: &UnixStream) -> Option<(libc::uid_t, libc::pid_t)> {
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut size = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes one ucred into the buffer of the size given.
+    let done = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut credentials as *mut libc::ucred).cast(),
+            &mut size,
+        )
+    };
+    (done == 0).then_some((credentials.uid, credentials.pid))
+}
+
+/// What `recipe spares` shows of a waiting spare (`KEY.json`).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Card {
     pid: u32,
@@ -240,65 +419,63 @@ struct Card {
     waiting_since: chrono::DateTime<chrono::Utc>,
 }
 
-fn write_card(socket: &Path) -> anyhow::Result<()> {
+fn write_card(path: &Path) -> anyhow::Result<()> {
     let card = Card {
         pid: std::process::id(),
         folder: std::env::current_dir()?,
         waiting_since: chrono::Utc::now(),
     };
-    let path = socket.with_extension("json");
-    std::fs::write(&path, serde_json::to_vec(&card)?)
+    std::fs::write(path, serde_json::to_vec(&card)?)
         .with_context(|| format!("write {}", path.display()))
 }
 
-/// `recipe spares [--stop]`: list this user's waiting spares, or end them.
+/// `recipe spares [--stop]`: list this user's waiting spares, or end them (by asking each
+/// one, so that a spare claimed meanwhile is never stopped).
 pub fn manage(stop: bool) -> anyhow::Result<()> {
-    let dir = socket_path()?
-        .parent()
-        .map(Path::to_path_buf)
-        .context("the spares folder")?;
+    let dir = folder()?;
     let mut cards: Vec<(PathBuf, Card)> = Vec::new();
     for entry in std::fs::read_dir(&dir)?.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let Ok(card) = serde_json::from_slice::<Card>(&std::fs::read(&path)?) else {
-            continue;
+        let Some(card) = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Card>(&bytes).ok())
+        else {
+            continue; // claimed or ended while we looked
         };
-        if Path::new(&format!("/proc/{}", card.pid)).exists() {
-            cards.push((path, card));
-        } else {
-            // Its spare is gone (killed): nothing waits there.
-            let _ = std::fs::remove_file(path.with_extension("sock"));
-            let _ = std::fs::remove_file(&path);
-        }
+        cards.push((path, card));
     }
     cards.sort_by_key(|(_, card)| card.waiting_since);
-    if cards.is_empty() {
-        println!("no spare is waiting");
-        return Ok(());
-    }
+    let mut shown = 0;
     for (path, card) in &cards {
-        let minutes = (chrono::Utc::now() - card.waiting_since).num_minutes();
         if stop {
-            // SIGTERM ends the spare; its cell process ends with it.
-            unsafe { libc::kill(card.pid as i32, libc::SIGTERM) };
-            let _ = std::fs::remove_file(path.with_extension("sock"));
-            let _ = std::fs::remove_file(path);
-            let log = path.with_extension("log");
-            if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
-                let _ = std::fs::remove_file(log);
+            let asked = (|| -> std::io::Result<bool> {
+                let mut stream = UnixStream::connect(path.with_extension("sock"))?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                writeln!(stream, "{}", serde_json::json!({ "stop": true }))?;
+                let mut answer = String::new();
+                BufReader::new(&stream).read_line(&mut answer)?;
+                Ok(answer.trim() == "stopping")
+            })();
+            if asked.unwrap_or(false) {
+                println!("stopped spare {} for {}", card.pid, card.folder.display());
+                shown += 1;
             }
-            println!("stopped spare {} for {}", card.pid, card.folder.display());
-        } else {
+        } else if Path::new(&format!("/proc/{}", card.pid)).exists() {
+            let minutes = (chrono::Utc::now() - card.waiting_since).num_minutes();
             println!(
                 "spare {} for {}, waiting {minutes} min, {} MiB",
                 card.pid,
                 card.folder.display(),
                 resident_mib(card.pid)
             );
+            shown += 1;
         }
+    }
+    if shown == 0 {
+        println!("no spare is waiting");
     }
     Ok(())
 }
@@ -329,65 +506,4 @@ fn resident_mib(pid: u32) -> u64 {
         .collect();
     let kib = rss(&pid.to_string()) + children.iter().map(|c| rss(c)).sum::<u64>();
     kib / 1024
-}
-
-/// Before a spare ends: its session folder goes, and its log when nothing was written to it.
-fn leave(socket: &Path) {
-    crate::session::remove_own_sessions();
-    let log = socket.with_extension("log");
-    if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
-        let _ = std::fs::remove_file(log);
-    }
-}
-
-/// What a process connecting to a spare asks: whether it waits, or to serve a connection file.
-enum Request {
-    Probe,
-    Claim(PathBuf),
-}
-
-/// One request line: `{"probe": true}` or `{"connection_file": PATH}`; None for anything else.
-fn read_request(stream: &UnixStream) -> Option<Request> {
-    stream.set_nonblocking(false).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    let request: serde_json::Value = serde_json::from_str(&line).ok()?;
-    if request["probe"] == true {
-        return Some(Request::Probe);
-    }
-    request["connection_file"]
-        .as_str()
-        .map(|file| Request::Claim(PathBuf::from(file)))
-}
-
-/// Whether a spare waits at `path` (asking does not claim it).
-fn waiting(path: &Path) -> bool {
-    let ask = || -> std::io::Result<bool> {
-        let mut stream = UnixStream::connect(path)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        writeln!(stream, "{}", serde_json::json!({ "probe": true }))?;
-        let mut answer = String::new();
-        BufReader::new(&stream).read_line(&mut answer)?;
-        Ok(answer.trim() == "waiting")
-    };
-    ask().unwrap_or(false)
-}
-
-/// Listen at `path`; None when a live spare already listens there. A socket left by a spare
-/// that died is replaced.
-fn bind(path: &Path) -> anyhow::Result<Option<UnixListener>> {
-    match UnixListener::bind(path) {
-        Ok(listener) => Ok(Some(listener)),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            if waiting(path) {
-                return Ok(None);
-            }
-            std::fs::remove_file(path)?;
-            Ok(Some(UnixListener::bind(path)?))
-        }
-        Err(e) => Err(e).with_context(|| format!("listen at {}", path.display())),
-    }
 }

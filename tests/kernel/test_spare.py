@@ -1,11 +1,13 @@
 """Warm spares: a kernel restart is served by a session started ahead of time, which starts
-fresh, records its cells, and ends with the process Jupyter launched, however that ends.
+fresh, records its cells, and ends with the process Jupyter launched, however that ends;
+`recipe spares` lists the waiting ones and stops them.
 
-The other kernel tests run with spares off (conftest); this one turns them on for its own
-kernels only."""
+The other kernel tests run with spares off (conftest); these turn them on for their own
+kernels only, each with its own archive (so its own launch environment)."""
 
 import glob
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -16,8 +18,6 @@ from jupyter_client.manager import KernelManager
 from conftest import recipe
 from test_behaviour import result_text, run
 
-SPARES = Path(f"/tmp/recipe-spares-{os.getuid()}")
-
 
 def start(env):
     km = KernelManager(kernel_name="recipe")
@@ -26,10 +26,6 @@ def start(env):
     kc.start_channels()
     kc.wait_for_ready(timeout=300)
     return km, kc
-
-
-def sockets():
-    return set(glob.glob(str(SPARES / "*.sock")))
 
 
 def gone(pid, within):
@@ -60,24 +56,38 @@ def spares_of(env):
     return found
 
 
+def listed():
+    """(pid, folder) of every spare `recipe spares` shows as waiting."""
+    shown = recipe("spares")
+    assert shown.returncode == 0, shown.stderr
+    return [(int(pid), folder) for pid, folder in re.findall(r"spare (\d+) for (.+?), waiting", shown.stdout)]
+
+
+def wait_for_spare(env, within=120):
+    """The pid of this environment's spare once `recipe spares` shows it waiting here."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        mine = [pid for pid, folder in listed() if folder == os.getcwd() and pid in spares_of(env)]
+        if mine:
+            return mine[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no spare waiting within {within} s")
+
+
+def cleanup(env):
+    for pid in spares_of(env):
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_a_restart_is_served_by_a_warm_spare(tmp_path):
     env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
-    before = sockets()
     # Jupyter tells each kernel its notebook; a spare serves any notebook of the folder.
     km, kc = start(dict(env, JPY_SESSION_NAME=str(tmp_path / "first.ipynb")))
     try:
         reply, _ = run(kc, "let x: i32 = 5;")
         assert reply["status"] == "ok", reply
         # The first kernel starts a spare once its session is up.
-        deadline = time.time() + 120
-        while time.time() < deadline and not (sockets() - before):
-            time.sleep(0.2)
-        assert sockets() - before, "no spare appeared within 120 s"
-        # `recipe spares` shows it: its process, the folder it serves, its memory.
-        listed = recipe("spares")
-        assert listed.returncode == 0, listed.stderr
-        mine = [pid for pid in spares_of(env) if f"spare {pid} for {os.getcwd()}," in listed.stdout]
-        assert mine, listed.stdout
+        spare = wait_for_spare(env)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
@@ -89,8 +99,9 @@ def test_a_restart_is_served_by_a_warm_spare(tmp_path):
         assert reply["status"] == "ok", reply
         # Cells run under the spare's session, not under the process Jupyter launched.
         server = int(result_text(outputs))
-        assert server != launcher
-        assert server in spares_of(env)
+        assert server == spare and server != launcher
+        # Claimed, it is no longer listed as waiting.
+        assert spare not in [pid for pid, _ in listed()]
         # A fresh session: the first kernel's variable is not there, the count starts at 1.
         assert reply["execution_count"] == 1
         reply, outputs = run(kc, "x")
@@ -108,5 +119,43 @@ def test_a_restart_is_served_by_a_warm_spare(tmp_path):
     finally:
         kc.stop_channels()
         km.cleanup_resources()
-        for pid in spares_of(env):
-            os.kill(pid, signal.SIGKILL)
+        cleanup(env)
+
+
+def test_a_shutdown_reaches_jupyter_through_the_launched_process(tmp_path):
+    env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
+    km, kc = start(env)
+    try:
+        wait_for_spare(env)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    km, kc = start(env)
+    try:
+        launcher = km.provisioner.process
+        reply, _ = run(kc, "1 + 1")
+        assert reply["status"] == "ok", reply
+        # A shutdown request ends the spare, which tells the launched process its exit code.
+        kc.shutdown()
+        launcher.wait(timeout=30)
+        assert launcher.returncode == 0
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()
+        cleanup(env)
+
+
+def test_recipe_spares_stops_a_waiting_spare(tmp_path):
+    env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
+    km, kc = start(env)
+    try:
+        spare = wait_for_spare(env)
+        stopped = recipe("spares", "--stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"stopped spare {spare} for {os.getcwd()}" in stopped.stdout
+        assert gone(spare, within=10)
+        assert spare not in [pid for pid, _ in listed()]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        cleanup(env)

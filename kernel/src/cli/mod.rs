@@ -63,7 +63,7 @@ struct KernelArgs {
     connection_file: Option<PathBuf>,
     /// Start a warm spare session for the next kernel launched the same way (kernels do
     /// this themselves; `RECIPE_SPARE=0` turns it off).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with = "connection_file")]
     spare: bool,
 }
 
