@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -82,6 +83,7 @@ impl Started {
             history: Mutex::new(Vec::new()),
             variables: Mutex::new(Vec::new()),
             interrupter: OnceLock::new(),
+            interrupted_while_starting: AtomicBool::new(false),
         });
         let (work, work_rx) = std_mpsc::channel::<JupyterMessage>();
         {
@@ -130,6 +132,8 @@ pub struct Kernel {
     variables: Mutex<Vec<String>>,
     /// Set once the session has started.
     interrupter: OnceLock<Interrupter>,
+    /// An interrupt came while the session was starting: the cells queued by then do not run.
+    interrupted_while_starting: AtomicBool,
 }
 
 impl Kernel {
@@ -268,8 +272,12 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
         };
         let reply: JupyterMessageContent = match &request.content {
             JupyterMessageContent::InterruptRequest(_) => {
-                if let Some(i) = kernel.interrupter.get() {
-                    i.interrupt();
+                match kernel.interrupter.get() {
+                    Some(i) => i.interrupt(),
+                    // Nothing runs yet: the cells queued meanwhile will not.
+                    None => kernel
+                        .interrupted_while_starting
+                        .store(true, Ordering::SeqCst),
                 }
                 InterruptReply::new().into()
             }
@@ -372,6 +380,12 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
         session.warm_analyzer();
     }
     let _ = kernel.interrupter.set(session.interrupter());
+    if kernel
+        .interrupted_while_starting
+        .swap(false, Ordering::SeqCst)
+    {
+        abort_queued(&kernel, &mut session, &work);
+    }
     // Nothing queued yet (a person reading the notebook): do the analysis a first `let` needs
     // now. A cell sent meanwhile waits for the rest of it, work it would mostly do anyway.
     let mut waiting = match work.recv_timeout(Duration::from_millis(300)) {
@@ -509,14 +523,7 @@ fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receive
         kernel.publish(Status::busy(), &request);
         if let JupyterMessageContent::ExecuteRequest(r) = &request.content {
             session.record_aborted(&r.code);
-            kernel.reply(
-                ExecuteReply {
-                    status: ReplyStatus::Aborted,
-                    execution_count: ExecutionCount::new(session.execution_count as usize),
-                    ..ExecuteReply::default()
-                },
-                &request,
-            );
+            reply_aborted(kernel, session, &request);
         } else if let JupyterMessageContent::CompleteRequest(r) = &request.content {
             let reply = complete(session, r);
             kernel.reply(reply, &request);
@@ -525,6 +532,17 @@ fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receive
         }
         kernel.publish(Status::idle(), &request);
     }
+}
+
+fn reply_aborted(kernel: &Kernel, session: &Session, request: &JupyterMessage) {
+    kernel.reply(
+        ExecuteReply {
+            status: ReplyStatus::Aborted,
+            execution_count: ExecutionCount::new(session.execution_count as usize),
+            ..ExecuteReply::default()
+        },
+        request,
+    );
 }
 
 fn publish_io(kernel: &Kernel, io: Io, parent: &JupyterMessage) {

@@ -238,3 +238,22 @@ def test_cells_and_runs_record_their_provenance(kernel, archive):
     assert run_row["cell_history_hash"] == mine[0]["history_hash"]
     errors = [c for c in cells if c["status"] == "error"]
     assert errors, "failed cells are recorded too"
+
+
+def test_an_interrupt_while_the_session_starts_aborts_the_queued_cells():
+    # kernel_info is answered before the session is up; cells sent meanwhile wait for it, and
+    # an interrupt in that time means they should not run.
+    km, kc = start_new_kernel(kernel_name="recipe", startup_timeout=300)
+    try:
+        queued = kc.execute('println!("should not run");')
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=120)
+        assert reply["parent_header"]["msg_id"] == queued
+        assert reply["content"]["status"] == "aborted", reply["content"]
+        # The session is up now, and runs what comes next.
+        reply, outputs = run(kc, "40 + 2")
+        assert reply["status"] == "ok", reply
+        assert result_text(outputs) == "42"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
