@@ -106,6 +106,12 @@ impl Started {
         move || kernel.interrupter.get().is_some()
     }
 
+    /// Says whether the session is up with no cell running.
+    pub fn idle_probe(&self) -> impl Fn() -> bool + Send + 'static {
+        let kernel = self.kernel.clone();
+        move || kernel.interrupter.get().is_some_and(|i| !i.busy())
+    }
+
     /// Bind the sockets of `info` and serve until a shutdown request.
     pub fn serve(self, info: ConnectionInfo) -> anyhow::Result<()> {
         self.serve_then(info, || {})

@@ -40,8 +40,8 @@ const PER_NOTEBOOK: &str = "JPY_SESSION_NAME";
 /// How long a spare waits to be claimed before it ends.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
 
-/// How long after its session is up a kernel waits before starting a spare, so that the
-/// user's first cells do not share the CPU with it.
+/// How long a kernel's session must have been up with no cell running before the kernel
+/// starts a spare, so that a spare's start (seconds of CPU) does not slow the user's cells.
 const SETTLE: Duration = Duration::from_secs(3);
 
 /// The environment this process was launched with, before a session set anything (evcxr's
@@ -188,20 +188,26 @@ pub fn claim(connection_file: &Path) -> Option<Handover> {
     (answer.trim() == "serving").then_some(Handover { stream })
 }
 
-/// Once the session of `started` is up and has had [`SETTLE`] to itself, start a spare for
-/// the next launch, unless one is already starting or waiting.
+/// Once the session of `started` has been idle for [`SETTLE`], start a spare for the next
+/// launch, unless one is already starting or waiting.
 pub fn spawn_after_start(started: &Started) {
     if !enabled() {
         return;
     }
-    let ready = started.ready_probe();
+    let idle = started.idle_probe();
     let _ = std::thread::Builder::new()
         .name("recipe-spare".into())
         .spawn(move || {
-            while !ready() {
-                std::thread::sleep(Duration::from_millis(100));
+            let tick = Duration::from_millis(250);
+            let mut idle_for = Duration::ZERO;
+            while idle_for < SETTLE {
+                std::thread::sleep(tick);
+                idle_for = if idle() {
+                    idle_for + tick
+                } else {
+                    Duration::ZERO
+                };
             }
-            std::thread::sleep(SETTLE);
             if let Err(e) = spawn() {
                 eprintln!("recipe kernel: no warm spare for the next start: {e:#}");
             }

@@ -159,3 +159,25 @@ def test_recipe_spares_stops_a_waiting_spare(tmp_path):
         kc.stop_channels()
         km.shutdown_kernel(now=True)
         cleanup(env)
+
+
+def test_no_spare_starts_while_a_cell_runs(tmp_path):
+    # A spare's start takes seconds of CPU; it waits until the kernel has been idle a while.
+    env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
+    km, kc = start(env)
+    try:
+        msg_id = kc.execute("std::thread::sleep(std::time::Duration::from_secs(10));")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            busy = kc.get_iopub_msg(timeout=60)
+            if busy["parent_header"].get("msg_id") == msg_id and busy["msg_type"] == "execute_input":
+                break
+        time.sleep(7)
+        assert spares_of(env) == [], "a spare started while a cell was running"
+        reply = kc.get_shell_msg(timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        wait_for_spare(env)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        cleanup(env)
