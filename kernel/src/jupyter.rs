@@ -138,7 +138,8 @@ pub struct Kernel {
     variables: Mutex<Vec<String>>,
     /// Set once the session has started.
     interrupter: OnceLock<Interrupter>,
-    /// An interrupt came while the session was starting: the cells queued by then do not run.
+    /// An interrupt came while the session was starting: the cells queued until it is up do
+    /// not run.
     interrupted_while_starting: AtomicBool,
 }
 
@@ -280,10 +281,16 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
             JupyterMessageContent::InterruptRequest(_) => {
                 match kernel.interrupter.get() {
                     Some(i) => i.interrupt(),
-                    // Nothing runs yet: the cells queued meanwhile will not.
-                    None => kernel
-                        .interrupted_while_starting
-                        .store(true, Ordering::SeqCst),
+                    // Nothing runs yet: the cells queued until the session is up will not.
+                    None => {
+                        kernel
+                            .interrupted_while_starting
+                            .store(true, Ordering::SeqCst);
+                        // The session may have come up since we looked: interrupt its cell.
+                        if let Some(i) = kernel.interrupter.get() {
+                            i.interrupt();
+                        }
+                    }
                 }
                 InterruptReply::new().into()
             }

@@ -87,6 +87,15 @@ impl Session {
 
         let mut runner = std::process::Command::new(std::env::current_exe()?);
         runner.env(CELL_FILE_ENV, &cell_file);
+        // The cell process ends with the thread that starts it (this session's), however the
+        // kernel ends: a kernel that a warm spare serves is outside the process group that
+        // Jupyter signals, and a running cell never reads the end of its input.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut runner, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let (mut eval, outputs) = EvalContext::with_subprocess_command(runner)
             .map_err(|e| anyhow::anyhow!("start the cell runner: {e}"))?;
         timing(|| format!("evcxr started at {:.3} s", clock.elapsed().as_secs_f64()));

@@ -145,15 +145,16 @@ impl Files {
 
 /// A spare serving this launch.
 pub struct Handover {
-    stream: UnixStream,
+    /// The spare's answers; the reader that read `serving` may already hold the next line.
+    answers: BufReader<UnixStream>,
 }
 
 impl Handover {
     /// Block until the spare stops serving; the exit code it reports (1 when it ended without
     /// one: it crashed or was killed).
     pub fn wait(self) -> i32 {
-        let _ = self.stream.set_read_timeout(None);
-        for line in BufReader::new(&self.stream).lines() {
+        let _ = self.answers.get_ref().set_read_timeout(None);
+        for line in self.answers.lines() {
             match line {
                 Ok(line) => {
                     if let Some(code) = line.strip_prefix("exit ").and_then(|c| c.parse().ok()) {
@@ -183,9 +184,10 @@ pub fn claim(connection_file: &Path) -> Option<Handover> {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
     writeln!(stream, "{request}").ok()?;
+    let mut answers = BufReader::new(stream);
     let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).ok()?;
-    (answer.trim() == "serving").then_some(Handover { stream })
+    answers.read_line(&mut answer).ok()?;
+    (answer.trim() == "serving").then_some(Handover { answers })
 }
 
 /// Once the session of `started` has been idle for [`SETTLE`], start a spare for the next
@@ -298,7 +300,10 @@ pub fn run_spare() -> anyhow::Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(e).context("accept a claim"),
+            Err(e) => {
+                leave();
+                return Err(e).context("accept a claim");
+            }
         }
     };
     // Claimed: nobody else may connect, and the next spare of this launch may start.

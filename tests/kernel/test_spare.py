@@ -113,9 +113,18 @@ def test_a_restart_is_served_by_a_warm_spare(tmp_path):
         cells = ds.dataset(tmp_path / "runs" / "cells", format="parquet", partitioning="hive")
         codes = cells.to_table(columns=["code"]).column("code").to_pylist()
         assert "std::os::unix::process::parent_id()" in codes
-        # kill -9 of the launched process ends the spare serving it.
+        # kill -9 of the launched process ends the spare serving it, and the cell it runs.
+        reply, outputs = run(kc, "std::process::id()")
+        cell_process = int(result_text(outputs))
+        running = kc.execute("std::thread::sleep(std::time::Duration::from_secs(120));")
+        while True:
+            message = kc.get_iopub_msg(timeout=60)
+            if message["parent_header"].get("msg_id") == running and message["msg_type"] == "execute_input":
+                break
+        time.sleep(1)
         os.kill(launcher, signal.SIGKILL)
         assert gone(server, within=10), "the spare outlived the process Jupyter launched"
+        assert gone(cell_process, within=10), "a running cell outlived its kernel"
     finally:
         kc.stop_channels()
         km.cleanup_resources()
