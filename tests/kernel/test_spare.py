@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -74,27 +75,49 @@ def wait_for_spare(env, within=120):
     raise AssertionError(f"no spare waiting within {within} s")
 
 
-def cleanup(env):
-    for pid in spares_of(env):
-        os.kill(pid, signal.SIGKILL)
+@contextmanager
+def kernel(env, keep_spares=False):
+    """A kernel of this environment; afterwards its channels close and, unless kept, every
+    spare of the environment is killed (the test may have ended the kernel itself)."""
+    km, kc = start(env)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        if km.is_alive():
+            km.shutdown_kernel(now=True)
+        km.cleanup_resources()
+        for pid in [] if keep_spares else spares_of(env):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_until_running(kc, msg_id):
+    """Wait until the cell sent as `msg_id` starts to run."""
+    while True:
+        message = kc.get_iopub_msg(timeout=60)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "execute_input":
+            return
+
+
+def spare_env(tmp_path):
+    """Spares on, and an archive (so a launch environment) of this test's own."""
+    return dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
 
 
 def test_a_restart_is_served_by_a_warm_spare(tmp_path):
-    env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
+    env = spare_env(tmp_path)
     # Jupyter tells each kernel its notebook; a spare serves any notebook of the folder.
-    km, kc = start(dict(env, JPY_SESSION_NAME=str(tmp_path / "first.ipynb")))
-    try:
+    with kernel(dict(env, JPY_SESSION_NAME=str(tmp_path / "first.ipynb")), keep_spares=True) as (km, kc):
         reply, _ = run(kc, "let x: i32 = 5;")
         assert reply["status"] == "ok", reply
-        # The first kernel starts a spare once its session is up.
+        # The first kernel starts a spare once its session has been idle a while.
         spare = wait_for_spare(env)
-    finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+        assert spare in spares_of(env), "the spare ended with the kernel that started it"
 
-    km, kc = start(dict(env, JPY_SESSION_NAME=str(tmp_path / "second.ipynb")))
-    launcher = km.provisioner.pid
-    try:
+    with kernel(dict(env, JPY_SESSION_NAME=str(tmp_path / "second.ipynb"))) as (km, kc):
+        launcher = km.provisioner.pid
         reply, outputs = run(kc, "std::os::unix::process::parent_id()")
         assert reply["status"] == "ok", reply
         # Cells run under the spare's session, not under the process Jupyter launched.
@@ -116,31 +139,18 @@ def test_a_restart_is_served_by_a_warm_spare(tmp_path):
         # kill -9 of the launched process ends the spare serving it, and the cell it runs.
         reply, outputs = run(kc, "std::process::id()")
         cell_process = int(result_text(outputs))
-        running = kc.execute("std::thread::sleep(std::time::Duration::from_secs(120));")
-        while True:
-            message = kc.get_iopub_msg(timeout=60)
-            if message["parent_header"].get("msg_id") == running and message["msg_type"] == "execute_input":
-                break
+        wait_until_running(kc, kc.execute("std::thread::sleep(std::time::Duration::from_secs(120));"))
         time.sleep(1)
         os.kill(launcher, signal.SIGKILL)
         assert gone(server, within=10), "the spare outlived the process Jupyter launched"
         assert gone(cell_process, within=10), "a running cell outlived its kernel"
-    finally:
-        kc.stop_channels()
-        km.cleanup_resources()
-        cleanup(env)
 
 
 def test_a_shutdown_reaches_jupyter_through_the_launched_process(tmp_path):
-    env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
-    km, kc = start(env)
-    try:
+    env = spare_env(tmp_path)
+    with kernel(env, keep_spares=True):
         wait_for_spare(env)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-    km, kc = start(env)
-    try:
+    with kernel(env) as (km, kc):
         launcher = km.provisioner.process
         reply, _ = run(kc, "1 + 1")
         assert reply["status"] == "ok", reply
@@ -148,45 +158,26 @@ def test_a_shutdown_reaches_jupyter_through_the_launched_process(tmp_path):
         kc.shutdown()
         launcher.wait(timeout=30)
         assert launcher.returncode == 0
-    finally:
-        kc.stop_channels()
-        km.cleanup_resources()
-        cleanup(env)
 
 
 def test_recipe_spares_stops_a_waiting_spare(tmp_path):
-    env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
-    km, kc = start(env)
-    try:
+    env = spare_env(tmp_path)
+    with kernel(env):
         spare = wait_for_spare(env)
         stopped = recipe("spares", "--stop")
         assert stopped.returncode == 0, stopped.stderr
         assert f"stopped spare {spare} for {os.getcwd()}" in stopped.stdout
         assert gone(spare, within=10)
         assert spare not in [pid for pid, _ in listed()]
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-        cleanup(env)
 
 
 def test_no_spare_starts_while_a_cell_runs(tmp_path):
     # A spare's start takes seconds of CPU; it waits until the kernel has been idle a while.
-    env = dict(os.environ, RECIPE_SPARE="1", RECIPE_ARCHIVE=str(tmp_path / "runs"))
-    km, kc = start(env)
-    try:
-        msg_id = kc.execute("std::thread::sleep(std::time::Duration::from_secs(10));")
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            busy = kc.get_iopub_msg(timeout=60)
-            if busy["parent_header"].get("msg_id") == msg_id and busy["msg_type"] == "execute_input":
-                break
+    env = spare_env(tmp_path)
+    with kernel(env) as (km, kc):
+        wait_until_running(kc, kc.execute("std::thread::sleep(std::time::Duration::from_secs(10));"))
         time.sleep(7)
         assert spares_of(env) == [], "a spare started while a cell was running"
         reply = kc.get_shell_msg(timeout=60)
         assert reply["content"]["status"] == "ok", reply["content"]
         wait_for_spare(env)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-        cleanup(env)
