@@ -131,16 +131,22 @@ impl Files {
 
     /// The lock of the one spare starting or waiting for this launch; None when it is held.
     fn take_lock(&self) -> anyhow::Result<Option<File>> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(self.with("lock"))?;
-        // SAFETY: flock on an open descriptor has no memory effects.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        Ok(locked.then_some(file))
+        Ok(take_lock(&self.with("lock"))?)
     }
+}
+
+/// An exclusive flock on `path` (created if missing), held while the file stays open; None
+/// when another process holds it. The kernel drops a lock when its process dies, however.
+fn take_lock(path: &Path) -> std::io::Result<Option<File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    // SAFETY: flock on an open descriptor has no memory effects.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    Ok(locked.then_some(file))
 }
 
 /// A spare serving this launch.
@@ -456,6 +462,13 @@ pub fn manage(stop: bool) -> anyhow::Result<()> {
         else {
             continue; // claimed or ended while we looked
         };
+        // A waiting spare holds its lock; a card whose lock is free was left by a spare that
+        // was killed.
+        if let Ok(Some(_free)) = take_lock(&path.with_extension("lock")) {
+            let _ = std::fs::remove_file(path.with_extension("sock"));
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
         cards.push((path, card));
     }
     cards.sort_by_key(|(_, card)| card.waiting_since);
@@ -474,7 +487,7 @@ pub fn manage(stop: bool) -> anyhow::Result<()> {
                 println!("stopped spare {} for {}", card.pid, card.folder.display());
                 shown += 1;
             }
-        } else if Path::new(&format!("/proc/{}", card.pid)).exists() {
+        } else {
             let minutes = (chrono::Utc::now() - card.waiting_since).num_minutes();
             println!(
                 "spare {} for {}, waiting {minutes} min, {} MiB",
