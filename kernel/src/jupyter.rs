@@ -39,7 +39,7 @@ use crate::is_complete::{is_complete, Completeness};
 use crate::session::{Interrupter, Outcome, Session, Sink};
 
 /// Serve the kernel described by `connection_file` until a shutdown request. A warm spare
-/// started for this launch (same binary, runtime, folder and environment) serves it when
+/// started for this launch (same binary, folder and environment) serves it when
 /// there is one; otherwise this process starts its own session.
 pub fn serve(connection_file: &Path) -> anyhow::Result<()> {
     crate::spare::remember_launch_env();

@@ -128,15 +128,10 @@ impl Files {
     fn log(&self, pid: u32) -> PathBuf {
         self.dir.join(format!("{}-{pid}.log", self.key))
     }
-
-    /// The lock of the one spare starting or waiting for this launch; None when it is held.
-    fn take_lock(&self) -> anyhow::Result<Option<File>> {
-        Ok(take_lock(&self.with("lock"))?)
-    }
 }
 
 /// An exclusive flock on `path` (created if missing), held while the file stays open; None
-/// when another process holds it. The kernel drops a lock when its process dies, however.
+/// when another process holds it (`KEY.lock`: the one spare starting or waiting for a launch). The kernel drops a lock when its process dies, however.
 fn take_lock(path: &Path) -> std::io::Result<Option<File>> {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -224,7 +219,7 @@ pub fn spawn_after_start(started: &Started) {
 
 fn spawn() -> anyhow::Result<()> {
     let files = Files::of_this_launch()?;
-    if files.take_lock()?.is_none() {
+    if take_lock(&files.with("lock"))?.is_none() {
         return Ok(()); // one is starting or waiting
     }
     let mut command = std::process::Command::new(std::env::current_exe()?);
@@ -263,7 +258,7 @@ pub fn report_exit(code: i32) {
 pub fn run_spare() -> anyhow::Result<()> {
     remember_launch_env();
     let files = Files::of_this_launch()?;
-    let Some(lock) = files.take_lock()? else {
+    let Some(lock) = take_lock(&files.with("lock"))? else {
         return Ok(()); // another spare of this launch is starting or waiting
     };
     let log = files.log(std::process::id());
