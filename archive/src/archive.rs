@@ -313,8 +313,10 @@ impl Archive {
 }
 
 /// Read and decode files on every core: reading is per-file work (open, footer,
-/// decompress), and a listing of a thousand small files is the common case before
-/// compaction. Results come back in the order of `paths`.
+/// decompress, decode), and a table is often one large merged file beside many small ones.
+/// Each thread takes the next file not yet taken, merged files first, so one thread decodes
+/// the large file while the others go through the small ones. Results come back in the order
+/// of `paths`.
 fn read_all<T: Send>(
     paths: &[PathBuf],
     table: Table,
@@ -329,32 +331,40 @@ fn read_all<T: Send>(
     };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(8);
-    if paths.len() < 16 || threads == 1 {
+        .min(8)
+        .min(paths.len());
+    if threads <= 1 {
         return paths.iter().map(read_one).collect();
     }
-    let per_thread = paths.len().div_ceil(threads);
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.sort_by_key(|&i| !files::is_merged(&paths[i])); // merged files first
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let taken = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = order.get(taken) else {
+                return done;
+            };
+            done.push((i, read_one(&paths[i])));
+        }
+    };
+    let mut results: Vec<Option<Result<Vec<T>>>> = (0..paths.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = paths
-            .chunks(per_thread)
-            .map(|chunk| {
-                (
-                    chunk.len(),
-                    scope.spawn(move || chunk.iter().map(read_one).collect::<Vec<_>>()),
-                )
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|(n, h)| {
-                h.join().unwrap_or_else(|_| {
-                    (0..n)
-                        .map(|_| Err(Error::Format("a reader thread panicked".into())))
-                        .collect()
-                })
-            })
-            .collect()
-    })
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for helper in helpers {
+            // A panicking reader leaves its files unset; they are reported below.
+            all.extend(helper.join().unwrap_or_default());
+        }
+        for (i, result) in all {
+            results[i] = Some(result);
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Format("a reader thread panicked".into()))))
+        .collect()
 }
 
 /// Open (creating) a lock file; lock it with [`try_lock`] or [`lock_blocking`].

@@ -116,7 +116,7 @@ fn plan_row_merges(archive: &Archive, table: Table, min_files: usize) -> Result<
     for path in list_table(archive.root(), table)? {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let writer_live = table == Table::Runs
-            && !stem.starts_with("compacted-")
+            && !stem.starts_with(files::MERGED_PREFIX)
             && stem
                 .rsplit_once("-a")
                 .is_some_and(|(id, a)| a.parse().is_ok_and(|a| archive.is_live(id, a)));
@@ -133,7 +133,7 @@ fn plan_row_merges(archive: &Archive, table: Table, min_files: usize) -> Result<
         .map(|(dir, sources)| {
             let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
             let tag = blake3::hash(names.join("\n").as_bytes()).to_hex();
-            let dest = dir.join(format!("compacted-{}.parquet", &tag[..16]));
+            let dest = dir.join(format!("{}{}.parquet", files::MERGED_PREFIX, &tag[..16]));
             Action::MergeRows {
                 table,
                 sources,
@@ -161,7 +161,7 @@ pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
                 let name = e.file_name();
                 let name = name.to_str().unwrap_or("");
                 !name.starts_with('.')
-                    && !name.starts_with("compacted-")
+                    && !name.starts_with(files::MERGED_PREFIX)
                     && name.ends_with(".parquet")
             })
             .count(),

@@ -19,10 +19,13 @@
 use crate::schema::{Table, KEY_TABLE, KEY_VERSION, KEY_WRITER, SCHEMA_VERSION, WRITER};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -104,9 +107,10 @@ pub fn read_parquet(path: &Path, table: Table) -> Result<Vec<RecordBatch>> {
         path: path.to_path_buf(),
         reason,
     };
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| damaged(e.to_string()))?;
-    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&bytes)
+        .map_err(|e| damaged(e.to_string()))?;
+    let kv = metadata.file_metadata().key_value_metadata();
     let get = |key: &str| {
         kv.and_then(|kv| kv.iter().find(|e| e.key == key))
             .and_then(|e| e.value.clone())
@@ -126,10 +130,27 @@ pub fn read_parquet(path: &Path, table: Table) -> Result<Vec<RecordBatch>> {
             table.name()
         )));
     }
-    let reader = builder.build().map_err(|e| damaged(e.to_string()))?;
+    // The table's own read schema, not the one embedded in the file: nothing to decode, and
+    // a file whose columns differ from its version's is caught here.
+    let options = ArrowReaderOptions::new().with_schema(table.read_schema());
+    let metadata = ArrowReaderMetadata::try_new(std::sync::Arc::new(metadata), options)
+        .map_err(|e| damaged(e.to_string()))?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
+        .build()
+        .map_err(|e| damaged(e.to_string()))?;
     reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| damaged(e.to_string()))
+}
+
+/// How the files that compaction merges rows of `runs` and `cells` into begin.
+pub const MERGED_PREFIX: &str = "compacted-";
+
+/// Whether a file holds what compaction merged (rows of many runs, or many chunks of one):
+/// the large files of a table.
+pub fn is_merged(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with(MERGED_PREFIX) || ChunkName::parse(path).is_some_and(|c| c.first != c.last)
 }
 
 /// Every committed Parquet file of a table, sorted by path. Temp files (`.name.tmp-...`)

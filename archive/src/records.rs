@@ -4,9 +4,10 @@
 use crate::schema::Table;
 use crate::{Error, Result};
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
+use arrow::datatypes::Int32Type;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -398,7 +399,48 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str, column: &str) -> Resul
     serde_json::from_str(text).map_err(|e| Error::Format(format!("column {column:?}: {e}")))
 }
 
-/// Rows of `runs` back from a batch.
+/// A JSON column read as a dictionary (see [`Table::read_schema`]): the runs of a sweep
+/// share their data, code and environment, so each distinct text is parsed once and its
+/// value shared between the records.
+struct SharedJson<'a> {
+    name: &'static str,
+    keys: &'a Int32Array,
+    texts: &'a StringArray,
+    parsed: Vec<Option<Arc<Value>>>,
+}
+
+impl<'a> SharedJson<'a> {
+    fn new(batch: &'a RecordBatch, name: &'static str) -> Result<SharedJson<'a>> {
+        let column: &'a DictionaryArray<Int32Type> = Columns(batch).get(name)?;
+        let texts = column
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Format(format!("column {name:?} is not text")))?;
+        Ok(SharedJson {
+            name,
+            keys: column.keys(),
+            texts,
+            parsed: vec![None; texts.len()],
+        })
+    }
+
+    fn get(&mut self, row: usize) -> Result<Arc<Value>> {
+        let key = self.keys.value(row) as usize;
+        let slot = self
+            .parsed
+            .get_mut(key)
+            .ok_or_else(|| Error::Format(format!("column {:?}: bad dictionary key", self.name)))?;
+        if let Some(value) = slot {
+            return Ok(value.clone());
+        }
+        let value = Arc::new(parse_json::<Value>(self.texts.value(key), self.name)?);
+        *slot = Some(value.clone());
+        Ok(value)
+    }
+}
+
+/// Rows of `runs` back from a batch read with [`Table::read_schema`].
 pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
     let c = Columns(batch);
     let (run_id, attempt, name) = (
@@ -425,12 +467,12 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         c.text("code_hash")?,
         c.text("env_hash")?,
     ];
-    let value_cols = [
-        c.text("config")?,
-        c.text("seeds")?,
-        c.text("data")?,
-        c.text("code")?,
-        c.text("env")?,
+    let mut value_cols = [
+        SharedJson::new(batch, "config")?,
+        SharedJson::new(batch, "seeds")?,
+        SharedJson::new(batch, "data")?,
+        SharedJson::new(batch, "code")?,
+        SharedJson::new(batch, "env")?,
     ];
     let (summary, checks, error) = (c.text("summary")?, c.text("checks")?, c.text("error")?);
     let artifacts = c.text("artifacts")?;
@@ -443,22 +485,11 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         c.int("cell_execution")?,
         c.text("cell_history_hash")?,
     );
-    // The runs of a sweep share their data, code and environment text: parse each distinct
-    // text once, and share the value.
-    let mut parsed: std::collections::HashMap<&str, Arc<Value>> = std::collections::HashMap::new();
     (0..batch.num_rows())
         .map(|i| {
             let mut components: [Arc<Value>; 5] = Default::default();
-            for (slot, col) in components.iter_mut().zip(value_cols.iter()) {
-                let text = col.value(i);
-                *slot = match parsed.get(text) {
-                    Some(value) => value.clone(),
-                    None => {
-                        let value = Arc::new(parse_json::<Value>(text, "component")?);
-                        parsed.insert(text, value.clone());
-                        value
-                    }
-                };
+            for (slot, col) in components.iter_mut().zip(value_cols.iter_mut()) {
+                *slot = col.get(i)?;
             }
             Ok(RunRecord {
                 run_id: run_id.value(i).to_string(),

@@ -3,6 +3,7 @@
 //!
 //! A change to any schema bumps [`SCHEMA_VERSION`]; readers refuse other versions by name.
 
+use crate::identity::COMPONENTS;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, OnceLock};
 
@@ -44,6 +45,29 @@ impl Table {
     pub fn schema(self) -> SchemaRef {
         static SCHEMAS: OnceLock<[SchemaRef; 3]> = OnceLock::new();
         let all = SCHEMAS.get_or_init(|| [runs_schema(), metrics_schema(), cells_schema()]);
+        all[self as usize].clone()
+    }
+
+    /// The schema a reader asks for: the stored one, except that the identity components of
+    /// `runs` come back as dictionaries (the files store them dictionary-encoded), so a
+    /// sweep's shared config, data, code and environment text is decoded and parsed once.
+    pub fn read_schema(self) -> SchemaRef {
+        static SCHEMAS: OnceLock<[SchemaRef; 3]> = OnceLock::new();
+        let all = SCHEMAS.get_or_init(|| {
+            let shared = |field: &Arc<Field>| match COMPONENTS.contains(&field.name().as_str()) {
+                true => Arc::new(field.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                ))),
+                false => field.clone(),
+            };
+            let runs = runs_schema();
+            let runs = Schema::new_with_metadata(
+                runs.fields().iter().map(shared).collect::<Vec<_>>(),
+                runs.metadata().clone(),
+            );
+            [Arc::new(runs), metrics_schema(), cells_schema()]
+        });
         all[self as usize].clone()
     }
 }

@@ -4,6 +4,7 @@
 //! fresh handle on both sides; medians are shown.
 //!
 //! Usage: bench-archive [--runs 1000] [--steps 1000] [--python PATH] [--skip-mlflow]
+//!                      [--keep DIR] (write the archive there and keep it, for profiling)
 //! The Python needs `mlflow` (scripts/bench-archive makes .venv-bench with it).
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +14,7 @@ use recipe_archive::{Archive, CodeState, DataFingerprint, Environment, Identity,
 use recipe_tests::peak_rss_mib;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -21,6 +23,7 @@ fn main() -> Result<()> {
     let mut steps = 1000i64;
     let mut python = String::from(".venv-bench/bin/python");
     let mut skip_mlflow = false;
+    let mut keep: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -28,11 +31,12 @@ fn main() -> Result<()> {
             "--steps" => steps = args.next().context("--steps N")?.parse()?,
             "--python" => python = args.next().context("--python PATH")?,
             "--skip-mlflow" => skip_mlflow = true,
+            "--keep" => keep = Some(PathBuf::from(args.next().context("--keep DIR")?)),
             other => bail!("unknown flag {other}"),
         }
     }
     let dir = tempfile::tempdir()?;
-    let archive = Archive::open(dir.path().join("runs"))?;
+    let archive = Archive::open(keep.unwrap_or_else(|| dir.path().join("runs")))?;
     let mut ours = BTreeMap::new();
 
     // 1. Log.
