@@ -134,7 +134,7 @@ impl Archive {
 
     /// Every recorded cell, in session and execution order.
     pub fn cells(&self) -> Result<Loaded<Vec<CellRecord>>> {
-        let loaded = self.read_rows(Table::Cells, &|_| true, records::cells_from_batch)?;
+        let loaded = self.read_rows(Table::Cells, &|_| true, &records::cells_from_batch)?;
         let mut unique = BTreeMap::new();
         for cell in loaded.value {
             unique.insert(
@@ -188,7 +188,7 @@ impl Archive {
 
     /// The rows of `runs` as stored, one per attempt (the newest version of each).
     pub(crate) fn raw_runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
-        let loaded = self.read_rows(Table::Runs, &|_| true, records::runs_from_batch)?;
+        let loaded = self.read_rows(Table::Runs, &|_| true, &records::runs_from_batch)?;
         let rows = loaded.value;
         // Sort positions, not the records (large structs, moved at every swap). The sort is
         // stable: among versions that are equally new, the first read wins.
@@ -228,8 +228,10 @@ impl Archive {
     ) -> Result<Loaded<Vec<MetricPoint>>> {
         let prefix = format!("{run_id}-a{attempt}-c");
         let mine = |name: &str| name.starts_with(&prefix);
-        let loaded = self.read_rows(Table::Metrics, &mine, records::metrics_from_batch)?;
-        let mut points: Vec<MetricPoint> = loaded.value.into_iter().map(|(_, _, p)| p).collect();
+        let decode =
+            |batch: &arrow::array::RecordBatch| records::metrics_from_batch(batch, run_id, attempt);
+        let loaded = self.read_rows(Table::Metrics, &mine, &decode)?;
+        let mut points = loaded.value;
         points.sort_by(|a, b| (&a.name, a.step).cmp(&(&b.name, b.step)));
         Ok(Loaded {
             value: points,
@@ -251,7 +253,7 @@ impl Archive {
         &self,
         table: Table,
         select: &dyn Fn(&str) -> bool,
-        decode: fn(&arrow::array::RecordBatch) -> Result<Vec<T>>,
+        decode: Decoder<T>,
     ) -> Result<Loaded<Vec<T>>> {
         const TRIES: usize = 20;
         'retry: for _ in 0..TRIES {
@@ -312,16 +314,15 @@ impl Archive {
     }
 }
 
+/// Turns one batch of a table into records; called on several threads at once.
+type Decoder<'a, T> = &'a (dyn Fn(&arrow::array::RecordBatch) -> Result<Vec<T>> + Sync);
+
 /// Read and decode files on every core: reading is per-file work (open, footer,
 /// decompress, decode), and a table is often one large merged file beside many small ones.
 /// Each thread takes the next file not yet taken, merged files first, so one thread decodes
 /// the large file while the others go through the small ones. Results come back in the order
 /// of `paths`.
-fn read_all<T: Send>(
-    paths: &[PathBuf],
-    table: Table,
-    decode: fn(&arrow::array::RecordBatch) -> Result<Vec<T>>,
-) -> Vec<Result<Vec<T>>> {
+fn read_all<T: Send>(paths: &[PathBuf], table: Table, decode: Decoder<T>) -> Vec<Result<Vec<T>>> {
     let read_one = |path: &PathBuf| -> Result<Vec<T>> {
         let mut out = Vec::new();
         for batch in read_parquet(path, table)? {

@@ -209,6 +209,20 @@ fn read_sources(
     Ok((used, batches))
 }
 
+/// One batch of the stored schema from batches read with the table's read schema (its
+/// dictionaries become plain text again).
+fn merge(table: Table, batches: &[arrow::array::RecordBatch]) -> Result<arrow::array::RecordBatch> {
+    let read = arrow::compute::concat_batches(&table.read_schema(), batches)?;
+    let stored = table.schema();
+    let columns = read
+        .columns()
+        .iter()
+        .zip(stored.fields())
+        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(arrow::array::RecordBatch::try_new(stored, columns)?)
+}
+
 /// Carry out a plan. Holds the archive's compaction lock, so two compactions never race.
 pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
     let lock_path = archive.root().join("_compact.lock");
@@ -232,8 +246,7 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
         match action {
             Action::MergeMetrics { sources, dest } => {
                 let (used, batches) = read_sources(sources, Table::Metrics)?;
-                let batch = arrow::compute::concat_batches(&Table::Metrics.schema(), &batches)?;
-                files::write_parquet(dest, Table::Metrics, &batch)?;
+                files::write_parquet(dest, Table::Metrics, &merge(Table::Metrics, &batches)?)?;
                 remove_all(&used)?;
                 report.merges += 1;
             }
@@ -268,8 +281,7 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
                 dest,
             } => {
                 let (used, batches) = read_sources(sources, *table)?;
-                let batch = arrow::compute::concat_batches(&table.schema(), &batches)?;
-                files::write_parquet(dest, *table, &batch)?;
+                files::write_parquet(dest, *table, &merge(*table, &batches)?)?;
                 remove_all(&used)?;
                 report.merges += 1;
             }

@@ -379,6 +379,18 @@ impl<'a> Columns<'a> {
     fn text(&self, name: &str) -> Result<&'a StringArray> {
         self.get(name)
     }
+    fn dictionary(&self, name: &str) -> Result<Dictionary<'a>> {
+        let column: &'a DictionaryArray<Int32Type> = self.get(name)?;
+        let texts = column
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Format(format!("column {name:?} is not text")))?;
+        Ok(Dictionary {
+            keys: column.keys(),
+            texts,
+        })
+    }
     fn int(&self, name: &str) -> Result<&'a Int64Array> {
         self.get(name)
     }
@@ -399,34 +411,39 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str, column: &str) -> Resul
     serde_json::from_str(text).map_err(|e| Error::Format(format!("column {column:?}: {e}")))
 }
 
+/// A text column read as a dictionary: its distinct values, and each row's key into them.
+struct Dictionary<'a> {
+    keys: &'a Int32Array,
+    texts: &'a StringArray,
+}
+
+impl<'a> Dictionary<'a> {
+    fn value(&self, row: usize) -> &'a str {
+        self.texts.value(self.keys.value(row) as usize)
+    }
+}
+
 /// A JSON column read as a dictionary (see [`Table::read_schema`]): the runs of a sweep
 /// share their data, code and environment, so each distinct text is parsed once and its
 /// value shared between the records.
 struct SharedJson<'a> {
     name: &'static str,
-    keys: &'a Int32Array,
-    texts: &'a StringArray,
+    column: Dictionary<'a>,
     parsed: Vec<Option<Arc<Value>>>,
 }
 
 impl<'a> SharedJson<'a> {
     fn new(batch: &'a RecordBatch, name: &'static str) -> Result<SharedJson<'a>> {
-        let column: &'a DictionaryArray<Int32Type> = Columns(batch).get(name)?;
-        let texts = column
-            .values()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::Format(format!("column {name:?} is not text")))?;
+        let column = Columns(batch).dictionary(name)?;
         Ok(SharedJson {
             name,
-            keys: column.keys(),
-            texts,
-            parsed: vec![None; texts.len()],
+            parsed: vec![None; column.texts.len()],
+            column,
         })
     }
 
     fn get(&mut self, row: usize) -> Result<Arc<Value>> {
-        let key = self.keys.value(row) as usize;
+        let key = self.column.keys.value(row) as usize;
         let slot = self
             .parsed
             .get_mut(key)
@@ -434,7 +451,10 @@ impl<'a> SharedJson<'a> {
         if let Some(value) = slot {
             return Ok(value.clone());
         }
-        let value = Arc::new(parse_json::<Value>(self.texts.value(key), self.name)?);
+        let value = Arc::new(parse_json::<Value>(
+            self.column.texts.value(key),
+            self.name,
+        )?);
         *slot = Some(value.clone());
         Ok(value)
     }
@@ -520,25 +540,37 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         .collect()
 }
 
-/// Points of a `metrics` batch, with their (run_id, attempt).
-pub fn metrics_from_batch(batch: &RecordBatch) -> Result<Vec<(String, u32, MetricPoint)>> {
+/// Points of a `metrics` batch read with [`Table::read_schema`], all of which belong to
+/// attempt `attempt` of `run_id` (a chunk holds one run's points); a point of another run is
+/// an error.
+pub fn metrics_from_batch(
+    batch: &RecordBatch,
+    run_id: &str,
+    attempt: u32,
+) -> Result<Vec<MetricPoint>> {
     let c = Columns(batch);
-    let (run_id, attempt) = (c.text("run_id")?, c.get::<UInt32Array>("attempt")?);
-    let (step, name, value, wall) = (
+    let (runs, attempts) = (c.dictionary("run_id")?, c.get::<UInt32Array>("attempt")?);
+    let (step, names, value, wall) = (
         c.int("step")?,
-        c.text("name")?,
+        c.dictionary("name")?,
         c.get::<Float64Array>("value")?,
         c.time("wall_time")?,
     );
+    let other_run =
+        (0..batch.num_rows()).find(|&i| runs.value(i) != run_id || attempts.value(i) != attempt);
+    if let Some(i) = other_run {
+        return Err(Error::Format(format!(
+            "a chunk of {run_id}@{attempt} holds a point of {}@{}",
+            runs.value(i),
+            attempts.value(i)
+        )));
+    }
     Ok((0..batch.num_rows())
-        .map(|i| {
-            let point = MetricPoint {
-                step: step.value(i),
-                name: name.value(i).to_string(),
-                value: value.value(i),
-                wall_time: from_micros(wall.value(i)),
-            };
-            (run_id.value(i).to_string(), attempt.value(i), point)
+        .map(|i| MetricPoint {
+            step: step.value(i),
+            name: names.value(i).to_string(),
+            value: value.value(i),
+            wall_time: from_micros(wall.value(i)),
         })
         .collect())
 }
@@ -699,11 +731,15 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("m.parquet");
             write_parquet(&path, Table::Metrics, &metrics_to_batch("ab", 2, &points).unwrap()).unwrap();
-            let back: Vec<(String, u32, MetricPoint)> = read_parquet(&path, Table::Metrics).unwrap().iter()
-                .flat_map(|b| metrics_from_batch(b).unwrap()).collect();
+            let batches = read_parquet(&path, Table::Metrics).unwrap();
+            let back: Vec<MetricPoint> = batches.iter()
+                .flat_map(|b| metrics_from_batch(b, "ab", 2).unwrap()).collect();
             prop_assert_eq!(back.len(), points.len());
-            for ((run, attempt, p), q) in back.iter().zip(&points) {
-                prop_assert_eq!((run.as_str(), *attempt), ("ab", 2));
+            if !points.is_empty() {
+                prop_assert!(metrics_from_batch(&batches[0], "ab", 1).is_err());
+                prop_assert!(metrics_from_batch(&batches[0], "ac", 2).is_err());
+            }
+            for (p, q) in back.iter().zip(&points) {
                 // Bit for bit, NaN payloads included.
                 prop_assert_eq!(p.value.to_bits(), q.value.to_bits());
                 prop_assert_eq!((&p.name, p.step, p.wall_time), (&q.name, q.step, q.wall_time));

@@ -48,28 +48,34 @@ impl Table {
         all[self as usize].clone()
     }
 
-    /// The schema a reader asks for: the stored one, except that the identity components of
-    /// `runs` come back as dictionaries (the files store them dictionary-encoded), so a
-    /// sweep's shared config, data, code and environment text is decoded and parsed once.
+    /// The schema a reader asks for: the stored one, except that columns with few distinct
+    /// values come back as dictionaries (the files store them dictionary-encoded): the
+    /// identity components of `runs`, so a sweep's shared config, data, code and environment
+    /// text is decoded and parsed once, and the run id and metric names of `metrics`.
     pub fn read_schema(self) -> SchemaRef {
         static SCHEMAS: OnceLock<[SchemaRef; 3]> = OnceLock::new();
         let all = SCHEMAS.get_or_init(|| {
-            let shared = |field: &Arc<Field>| match COMPONENTS.contains(&field.name().as_str()) {
-                true => Arc::new(field.as_ref().clone().with_data_type(DataType::Dictionary(
-                    Box::new(DataType::Int32),
-                    Box::new(DataType::Utf8),
-                ))),
-                false => field.clone(),
+            let dictionaries = |schema: SchemaRef, names: &[&str]| {
+                let fields = schema.fields().iter().map(|field| {
+                    match names.contains(&field.name().as_str()) {
+                        true => Arc::new(field.as_ref().clone().with_data_type(dictionary())),
+                        false => field.clone(),
+                    }
+                });
+                Arc::new(Schema::new(fields.collect::<Vec<_>>()))
             };
-            let runs = runs_schema();
-            let runs = Schema::new_with_metadata(
-                runs.fields().iter().map(shared).collect::<Vec<_>>(),
-                runs.metadata().clone(),
-            );
-            [Arc::new(runs), metrics_schema(), cells_schema()]
+            [
+                dictionaries(runs_schema(), &COMPONENTS),
+                dictionaries(metrics_schema(), &["run_id", "name"]),
+                cells_schema(),
+            ]
         });
         all[self as usize].clone()
     }
+}
+
+fn dictionary() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
 fn utc() -> DataType {
