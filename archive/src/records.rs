@@ -711,6 +711,37 @@ mod tests {
         assert!(err.contains("summary") && err.contains("low"), "{err}");
     }
 
+    #[test]
+    fn components_read_back_shared_or_distinct_past_the_dictionary_limit() {
+        // 300 distinct 5 KB configs overflow a column chunk's dictionary page (1 MB), so the
+        // writer falls back to plain pages; every row's config and the one shared
+        // environment must still read back, the environment parsed once.
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let template = arb_run().new_tree(&mut runner).unwrap().current();
+        let rows: Vec<RunRecord> = (0..300)
+            .map(|i| {
+                let mut run = template.clone();
+                run.attempt = i + 1;
+                run.components[0] = Arc::new(json!({"i": i, "pad": "x".repeat(5000)}));
+                run
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.parquet");
+        write_parquet(&path, Table::Runs, &runs_to_batch(&rows).unwrap()).unwrap();
+        let back: Vec<RunRecord> = read_parquet(&path, Table::Runs)
+            .unwrap()
+            .iter()
+            .flat_map(|b| runs_from_batch(b).unwrap())
+            .collect();
+        assert_eq!(back.len(), rows.len());
+        for (b, r) in back.iter().zip(&rows) {
+            assert_eq!(b.components, r.components);
+        }
+        assert!(Arc::ptr_eq(&back[0].components[4], &back[1].components[4]));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
