@@ -324,11 +324,16 @@ type Decoder<'a, T> = &'a (dyn Fn(&arrow::array::RecordBatch) -> Result<Vec<T>> 
 /// of `paths`.
 fn read_all<T: Send>(paths: &[PathBuf], table: Table, decode: Decoder<T>) -> Vec<Result<Vec<T>>> {
     let read_one = |path: &PathBuf| -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for batch in read_parquet(path, table)? {
-            out.extend(decode(&batch)?);
-        }
-        Ok(out)
+        // A panic while decoding (a damaged file the decoder did not foresee) is that file's
+        // error, not the reader's end.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut out = Vec::new();
+            for batch in read_parquet(path, table)? {
+                out.extend(decode(&batch)?);
+            }
+            Ok(out)
+        }))
+        .unwrap_or_else(|_| Err(Error::Format("decoding it panicked".into())))
     };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

@@ -193,20 +193,38 @@ fn temp_writer_pid(path: &Path) -> Option<u32> {
 fn read_sources(
     sources: &[PathBuf],
     table: Table,
-) -> Result<(Vec<PathBuf>, Vec<arrow::array::RecordBatch>)> {
-    let mut used = Vec::new();
-    let mut batches = Vec::new();
+) -> Result<Vec<(PathBuf, Vec<arrow::array::RecordBatch>)>> {
+    let mut read = Vec::new();
     for source in sources {
         match files::read_parquet(source, table) {
-            Ok(b) => {
-                batches.extend(b);
-                used.push(source.clone());
-            }
+            Ok(batches) => read.push((source.clone(), batches)),
             Err(Error::Damaged { .. } | Error::SchemaVersion { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok((used, batches))
+    Ok(read)
+}
+
+/// The paths and the batches of what [`read_sources`] read.
+fn split(
+    read: Vec<(PathBuf, Vec<arrow::array::RecordBatch>)>,
+) -> (Vec<PathBuf>, Vec<arrow::array::RecordBatch>) {
+    let mut used = Vec::new();
+    let mut batches = Vec::new();
+    for (path, b) in read {
+        used.push(path);
+        batches.extend(b);
+    }
+    (used, batches)
+}
+
+/// Whether every point of a chunk file belongs to the run attempt its name says.
+fn holds_its_run(path: &Path, batches: &[arrow::array::RecordBatch]) -> bool {
+    ChunkName::parse(path).is_some_and(|name| {
+        batches
+            .iter()
+            .all(|b| records::metrics_from_batch(b, &name.run_id, name.attempt).is_ok())
+    })
 }
 
 /// One batch of the stored schema from batches read with the table's read schema (its
@@ -245,7 +263,14 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
     for action in actions {
         match action {
             Action::MergeMetrics { sources, dest } => {
-                let (used, batches) = read_sources(sources, Table::Metrics)?;
+                // The merged file's name covers every chunk of its range, so a run with a
+                // damaged or foreign chunk is left as it is: merging the rest would hide that
+                // chunk from the readers that name it.
+                let read = read_sources(sources, Table::Metrics)?;
+                if read.len() < sources.len() || !read.iter().all(|(p, b)| holds_its_run(p, b)) {
+                    continue;
+                }
+                let (used, batches) = split(read);
                 files::write_parquet(dest, Table::Metrics, &merge(Table::Metrics, &batches)?)?;
                 remove_all(&used)?;
                 report.merges += 1;
@@ -257,7 +282,10 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
             } => {
                 // The newest row of each attempt, with a dead writer's run settled as
                 // interrupted, so other engines read the same status recipe shows.
-                let (used, batches) = read_sources(sources, Table::Runs)?;
+                let (used, batches) = split(read_sources(sources, Table::Runs)?);
+                if used.is_empty() {
+                    continue;
+                }
                 let mut newest: BTreeMap<(String, u32), RunRecord> = BTreeMap::new();
                 for batch in &batches {
                     for row in records::runs_from_batch(batch)? {
@@ -280,7 +308,10 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
                 sources,
                 dest,
             } => {
-                let (used, batches) = read_sources(sources, *table)?;
+                let (used, batches) = split(read_sources(sources, *table)?);
+                if used.is_empty() {
+                    continue;
+                }
                 files::write_parquet(dest, *table, &merge(*table, &batches)?)?;
                 remove_all(&used)?;
                 report.merges += 1;

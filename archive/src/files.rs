@@ -130,9 +130,26 @@ pub fn read_parquet(path: &Path, table: Table) -> Result<Vec<RecordBatch>> {
             table.name()
         )));
     }
-    // The table's own read schema, not the one embedded in the file: nothing to decode, and
-    // a file whose columns differ from its version's is caught here.
-    let options = ArrowReaderOptions::new().with_schema(table.read_schema());
+    // The table's own read schema, not the one embedded in the file: nothing to decode.
+    // Parquet checks the columns' count, types and nullability against it; their names are
+    // checked here.
+    let schema = table.read_schema();
+    let stored: Vec<&str> = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    let expected: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if stored != expected {
+        return Err(damaged(format!(
+            "its columns {stored:?} are not those of the {} table at schema version \
+             {SCHEMA_VERSION}",
+            table.name()
+        )));
+    }
+    let options = ArrowReaderOptions::new().with_schema(schema.clone());
     let metadata = ArrowReaderMetadata::try_new(std::sync::Arc::new(metadata), options)
         .map_err(|e| damaged(e.to_string()))?;
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)

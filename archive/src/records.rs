@@ -386,10 +386,19 @@ impl<'a> Columns<'a> {
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or_else(|| Error::Format(format!("column {name:?} is not text")))?;
-        Ok(Dictionary {
-            keys: column.keys(),
-            texts,
-        })
+        // A damaged file can carry keys past its dictionary (the reader does not check them
+        // when the dictionary is empty).
+        let keys = column.keys();
+        if keys
+            .iter()
+            .flatten()
+            .any(|k| k < 0 || k as usize >= texts.len())
+        {
+            return Err(Error::Format(format!(
+                "column {name:?} points past its dictionary"
+            )));
+        }
+        Ok(Dictionary { keys, texts })
     }
     fn int(&self, name: &str) -> Result<&'a Int64Array> {
         self.get(name)

@@ -2,11 +2,9 @@
 //!
 //! Metrics are buffered and committed as small chunk files (every [`FlushPolicy::points`]
 //! points or [`FlushPolicy::interval`], whichever comes first), each written atomically, so a
-//! `kill -9` loses at most the points logged since the last chunk. The run's `running` row is
-//! committed with its first chunk, not at begin: a run that finishes within the first interval
-//! (most runs of a sweep of small models) writes one row and one chunk, not two rows. While
-//! the writer lives it holds a flock on the attempt's claim file; when the process dies the
-//! kernel drops the lock and readers see the run as interrupted at its last flushed step.
+//! `kill -9` loses at most the points logged since the last chunk. While the writer lives it
+//! holds a flock on the attempt's claim file; when the process dies the kernel drops the lock
+//! and readers see the run as interrupted at its last flushed step.
 
 use crate::archive::{open_lock_file, try_lock, Archive};
 use crate::canonical::Hash;
@@ -106,14 +104,11 @@ pub struct RunWriter {
     policy: FlushPolicy,
     /// The claim file, held (flock) for the run's life; closing it releases the lock.
     lock: Option<(File, PathBuf)>,
-    /// Whether the `running` row is on disk (it goes with the first chunk).
-    row_written: bool,
 }
 
 impl Archive {
-    /// Start a run: claim its attempt (a run whose identity is already archived becomes a
-    /// replicate: attempt 2, 3...). Its `running` row is committed with the first chunk of
-    /// metrics, at most [`FlushPolicy::interval`] after the start, or at finish.
+    /// Start a run: archive its identity and a `running` row before the first step. A run
+    /// whose identity is already archived becomes a replicate (attempt 2, 3...).
     pub fn begin_run(&self, spec: RunSpec) -> Result<RunWriter> {
         let hashes = spec.identity.hashes()?;
         // The components live in the runs row itself (canonical JSON columns); only the
@@ -167,8 +162,8 @@ impl Archive {
             last_values: BTreeMap::new(),
             policy: FlushPolicy::default(),
             lock: Some((lock, lock_path)),
-            row_written: false,
         };
+        writer.write_row()?;
         Ok(writer)
     }
 
@@ -247,16 +242,8 @@ impl RunWriter {
         Ok(())
     }
 
-    /// Commit the buffered points as one chunk file now, after the run's `running` row if
-    /// it is not on disk yet (a reader that finds the chunk then also finds the run).
+    /// Commit the buffered points as one chunk file now.
     pub fn flush(&mut self) -> Result<()> {
-        if !self.row_written {
-            self.write_row()?;
-        }
-        self.commit_chunk()
-    }
-
-    fn commit_chunk(&mut self) -> Result<()> {
         self.last_flush = Instant::now();
         if self.buffer.is_empty() {
             return Ok(());
@@ -315,9 +302,7 @@ impl RunWriter {
     }
 
     fn finish_in_place(&mut self, status: Status, error: Option<String>) -> Result<RunRecord> {
-        // The last chunk before the final row: a reader never finds a finished run whose
-        // points are missing. A run whose `running` row was never written skips it.
-        self.commit_chunk()?;
+        self.flush()?;
         for (name, (_, value)) in &self.last_values {
             self.record.summary.entry(name.clone()).or_insert(*value);
         }
@@ -369,7 +354,7 @@ impl RunWriter {
         Ok(())
     }
 
-    fn write_row(&mut self) -> Result<()> {
+    fn write_row(&self) -> Result<()> {
         let path = day_dir(self.archive.root(), Table::Runs, self.day).join(format!(
             "{}-a{}.parquet",
             self.record.run_id, self.record.attempt
@@ -378,9 +363,7 @@ impl RunWriter {
             &path,
             Table::Runs,
             &records::runs_to_batch(std::slice::from_ref(&self.record))?,
-        )?;
-        self.row_written = true;
-        Ok(())
+        )
     }
 
     /// When the run started.
@@ -529,9 +512,7 @@ mod archive_tests {
     fn finishing_writers_merge_the_days_row_files_but_not_a_live_runs_row() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
-        let mut live = archive.begin_run(spec("live", 999)).unwrap();
-        live.log(0, "loss", 1.0).unwrap();
-        live.flush().unwrap();
+        let live = archive.begin_run(spec("live", 999)).unwrap();
         let finished: Vec<RunRecord> = (0..2 * crate::compact::AUTO_COMPACT_ROWS as u64)
             .map(|seed| train(&archive, seed, 0.0))
             .collect();
@@ -550,38 +531,6 @@ mod archive_tests {
         assert_eq!(runs.len(), finished.len() + 1);
         assert!(runs.iter().any(|r| r.status == Status::Running));
         drop(live);
-    }
-
-    #[test]
-    fn the_running_row_goes_with_the_first_chunk() {
-        let dir = tempfile::tempdir().unwrap();
-        let archive = Archive::open(dir.path()).unwrap();
-        let row_files = || {
-            crate::files::list_table(archive.root(), crate::schema::Table::Runs)
-                .unwrap()
-                .len()
-        };
-        // A short run writes one row file, once, when it finishes.
-        let mut short = archive.begin_run(spec("short", 1)).unwrap();
-        short.log(0, "loss", 1.0).unwrap();
-        assert_eq!((row_files(), archive.runs().unwrap().value.len()), (0, 0));
-        short.finish(Status::Completed, None).unwrap();
-        assert_eq!(row_files(), 1);
-        // A longer one shows as running from its first chunk (here: the interval passed).
-        let mut long = archive.begin_run(spec("long", 2)).unwrap();
-        long.set_flush_policy(FlushPolicy {
-            points: 1_000_000,
-            interval: Duration::from_millis(20),
-        });
-        long.log(0, "loss", 1.0).unwrap();
-        assert_eq!(archive.runs().unwrap().value.len(), 1);
-        std::thread::sleep(Duration::from_millis(30));
-        long.log(1, "loss", 0.5).unwrap();
-        let runs = archive.runs().unwrap().value;
-        let running = runs.iter().find(|r| r.name == "long").unwrap();
-        assert_eq!((running.status, running.last_step), (Status::Running, None));
-        assert_eq!(archive.metrics(running).unwrap().value.len(), 2);
-        drop(long);
     }
 
     #[test]
@@ -668,6 +617,76 @@ mod archive_tests {
         assert!(runs.damaged[0]
             .to_string()
             .contains("zz-truncated-a1.parquet"));
+    }
+
+    #[test]
+    fn a_file_whose_columns_are_renamed_is_damaged() {
+        use parquet::file::metadata::KeyValue;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("renamed.parquet");
+        let batch = records::metrics_to_batch("ab", 1, &[]).unwrap();
+        let fields: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "step" => f.as_ref().clone().with_name("epoch"),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        let batch =
+            arrow::array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                crate::schema::KEY_VERSION.into(),
+                crate::schema::SCHEMA_VERSION.to_string(),
+            )]))
+            .build();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), schema, Some(props))
+                .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let err = crate::files::read_parquet(&path, Table::Metrics).unwrap_err();
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("epoch"), "{err}");
+    }
+
+    #[test]
+    fn a_run_with_a_foreign_chunk_is_not_merged_and_the_chunk_stays_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let mut run = archive.begin_run(spec("chunks", 1)).unwrap();
+        run.set_flush_policy(FlushPolicy {
+            points: 2,
+            interval: Duration::from_secs(60),
+        });
+        for step in 0..6 {
+            run.log(step, "loss", step as f64).unwrap();
+        }
+        let run = run.finish(Status::Completed, None).unwrap();
+        // Its second chunk replaced by one holding another run's points.
+        let day =
+            crate::files::day_dir(archive.root(), Table::Metrics, run.started_at.date_naive());
+        let second = day.join(format!("{}-a1-c000002.parquet", run.run_id));
+        let points = vec![MetricPoint {
+            step: 9,
+            name: "loss".into(),
+            value: 0.0,
+            wall_time: Utc::now(),
+        }];
+        crate::files::write_parquet(
+            &second,
+            Table::Metrics,
+            &records::metrics_to_batch("ffff", 1, &points).unwrap(),
+        )
+        .unwrap();
+        crate::compact::execute(&archive, &crate::compact::plan(&archive).unwrap()).unwrap();
+        let loaded = archive.metrics(&run).unwrap();
+        assert_eq!(loaded.damaged.len(), 1, "{:?}", loaded.damaged);
+        assert!(loaded.damaged[0].to_string().contains("c000002"));
+        assert_eq!(loaded.value.len(), 4);
     }
 
     #[test]

@@ -36,6 +36,12 @@ fn main() -> Result<()> {
         }
     }
     let dir = tempfile::tempdir()?;
+    if let Some(keep) = &keep {
+        // Runs logged again into an archive would be replicates, a different workload.
+        if std::fs::read_dir(keep).is_ok_and(|mut entries| entries.next().is_some()) {
+            bail!("--keep {}: the folder is not empty", keep.display());
+        }
+    }
     let archive = Archive::open(keep.unwrap_or_else(|| dir.path().join("runs")))?;
     let mut ours = BTreeMap::new();
 
