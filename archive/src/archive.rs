@@ -134,7 +134,9 @@ impl Archive {
 
     /// Every recorded cell, in session and execution order.
     pub fn cells(&self) -> Result<Loaded<Vec<CellRecord>>> {
-        let loaded = self.read_rows(Table::Cells, &|_| true, &records::cells_from_batch)?;
+        let loaded = self.read_rows(Table::Cells, &|_| true, &|_, b| {
+            records::cells_from_batch(b)
+        })?;
         let mut unique = BTreeMap::new();
         for cell in loaded.value {
             unique.insert(
@@ -188,7 +190,7 @@ impl Archive {
 
     /// The rows of `runs` as stored, one per attempt (the newest version of each).
     pub(crate) fn raw_runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
-        let loaded = self.read_rows(Table::Runs, &|_| true, &records::runs_from_batch)?;
+        let loaded = self.read_rows(Table::Runs, &|_| true, &|_, b| records::runs_from_batch(b))?;
         let rows = loaded.value;
         // Sort positions, not the records (large structs, moved at every swap). The sort is
         // stable: among versions that are equally new, the first read wins.
@@ -221,20 +223,64 @@ impl Archive {
         self.metrics_of(&run.run_id, run.attempt)
     }
 
+    /// Several run attempts' metric points, each sorted by (name, step), in the order of
+    /// `runs`: one listing of the table, and the files of all of them read on every core
+    /// (what a diff or an overlay of curves reads).
+    pub fn metrics_of_runs(&self, runs: &[&RunRecord]) -> Result<Loaded<Vec<Vec<MetricPoint>>>> {
+        let attempts: Vec<(&str, u32)> = runs
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.attempt))
+            .collect();
+        self.metrics_of_attempts(&attempts)
+    }
+
     pub(crate) fn metrics_of(
         &self,
         run_id: &str,
         attempt: u32,
     ) -> Result<Loaded<Vec<MetricPoint>>> {
-        let prefix = format!("{run_id}-a{attempt}-c");
-        let mine = |name: &str| name.starts_with(&prefix);
-        let decode =
-            |batch: &arrow::array::RecordBatch| records::metrics_from_batch(batch, run_id, attempt);
-        let loaded = self.read_rows(Table::Metrics, &mine, &decode)?;
-        let mut points = loaded.value;
-        points.sort_by(|a, b| (&a.name, a.step).cmp(&(&b.name, b.step)));
+        let loaded = self.metrics_of_attempts(&[(run_id, attempt)])?;
         Ok(Loaded {
-            value: points,
+            value: loaded.value.into_iter().next().unwrap_or_default(),
+            damaged: loaded.damaged,
+        })
+    }
+
+    fn metrics_of_attempts(
+        &self,
+        attempts: &[(&str, u32)],
+    ) -> Result<Loaded<Vec<Vec<MetricPoint>>>> {
+        // A chunk file is named `RUN-aN-c...`: the "-c" keeps attempt 1 from matching 12.
+        let prefixes: Vec<String> = attempts
+            .iter()
+            .map(|(run_id, attempt)| format!("{run_id}-a{attempt}-c"))
+            .collect();
+        let owner = |name: &str| prefixes.iter().position(|p| name.starts_with(p.as_str()));
+        let keep = |name: &str| owner(name).is_some();
+        let decode = |path: &Path, batch: &arrow::array::RecordBatch| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let i = owner(name).ok_or_else(|| Error::Format("not a chunk of these runs".into()))?;
+            let (run_id, attempt) = attempts[i];
+            let points = records::metrics_from_batch(batch, run_id, attempt)?;
+            Ok(points.into_iter().map(|p| (i, p)).collect())
+        };
+        let loaded = self.read_rows(Table::Metrics, &keep, &decode)?;
+        let mut per_attempt: Vec<Vec<MetricPoint>> = vec![Vec::new(); attempts.len()];
+        for (i, point) in loaded.value {
+            per_attempt[i].push(point);
+        }
+        for (j, prefix) in prefixes.iter().enumerate() {
+            // An attempt asked for twice gets its points twice.
+            let first = prefixes.iter().position(|p| p == prefix).unwrap_or(j);
+            if first != j {
+                per_attempt[j] = per_attempt[first].clone();
+            }
+        }
+        for points in &mut per_attempt {
+            points.sort_by(|a, b| (&a.name, a.step).cmp(&(&b.name, b.step)));
+        }
+        Ok(Loaded {
+            value: per_attempt,
             damaged: loaded.damaged,
         })
     }
@@ -314,8 +360,8 @@ impl Archive {
     }
 }
 
-/// Turns one batch of a table into records; called on several threads at once.
-type Decoder<'a, T> = &'a (dyn Fn(&arrow::array::RecordBatch) -> Result<Vec<T>> + Sync);
+/// Turns one batch of a table's file into records; called on several threads at once.
+type Decoder<'a, T> = &'a (dyn Fn(&Path, &arrow::array::RecordBatch) -> Result<Vec<T>> + Sync);
 
 /// Read and decode files on every core: reading is per-file work (open, footer,
 /// decompress, decode), and a table is often one large merged file beside many small ones.
@@ -329,7 +375,7 @@ fn read_all<T: Send>(paths: &[PathBuf], table: Table, decode: Decoder<T>) -> Vec
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut out = Vec::new();
             for batch in read_parquet(path, table)? {
-                out.extend(decode(&batch)?);
+                out.extend(decode(path, &batch)?);
             }
             Ok(out)
         }))

@@ -88,45 +88,28 @@ pub fn diff_runs(
             }
         }
     }
-    let curves = |points: &[MetricPoint]| {
-        let mut by_name: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
-        for p in points {
-            by_name
-                .entry(p.name.clone())
-                .or_default()
-                .insert(p.step, p.value);
-        }
-        by_name
-    };
     let (ca, cb) = (curves(a_points), curves(b_points));
-    let names: BTreeSet<&String> = ca.keys().chain(cb.keys()).collect();
+    let names: BTreeSet<&str> = ca.keys().chain(cb.keys()).copied().collect();
     let metrics = names
         .into_iter()
         .map(|name| {
             let (xa, xb) = (ca.get(name), cb.get(name));
-            let last =
-                |c: Option<&BTreeMap<i64, f64>>| c.and_then(|c| c.values().next_back().copied());
+            let last = |c: Option<&Curve>| c.and_then(|c| c.last()).map(|(_, v)| *v);
             let better = higher_is_better(name);
-            let best = |c: Option<&BTreeMap<i64, f64>>| {
+            let best = |c: Option<&Curve>| {
                 c.and_then(|c| {
-                    c.values().copied().filter(|v| !v.is_nan()).reduce(|x, y| {
-                        if (y > x) == better {
-                            y
-                        } else {
-                            x
-                        }
-                    })
+                    c.iter()
+                        .map(|(_, v)| *v)
+                        .filter(|v| !v.is_nan())
+                        .reduce(|x, y| if (y > x) == better { y } else { x })
                 })
             };
-            let common: Vec<(i64, f64, f64)> = match (xa, xb) {
-                (Some(xa), Some(xb)) => xa
-                    .iter()
-                    .filter_map(|(s, va)| xb.get(s).map(|vb| (*s, *va, *vb)))
-                    .collect(),
+            let common = match (xa, xb) {
+                (Some(xa), Some(xb)) => common_steps(xa, xb),
                 _ => Vec::new(),
             };
             MetricDelta {
-                name: name.clone(),
+                name: name.to_string(),
                 final_a: last(xa),
                 final_b: last(xb),
                 best_a: best(xa),
@@ -153,6 +136,47 @@ pub fn diff_runs(
 }
 
 /// A JSON value as `dotted.path -> leaf`.
+/// One metric's points: (step, value) by step, the last value logged at a step kept.
+type Curve = Vec<(i64, f64)>;
+
+/// Each metric's curve.
+fn curves(points: &[MetricPoint]) -> BTreeMap<&str, Curve> {
+    let mut by_name: BTreeMap<&str, Curve> = BTreeMap::new();
+    for p in points {
+        by_name.entry(&p.name).or_default().push((p.step, p.value));
+    }
+    for curve in by_name.values_mut() {
+        // Stable: of the points logged at one step, the last stays last.
+        curve.sort_by_key(|(step, _)| *step);
+        let mut kept: Curve = Vec::with_capacity(curve.len());
+        for point in curve.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last.0 == point.0 => *last = point,
+                _ => kept.push(point),
+            }
+        }
+        *curve = kept;
+    }
+    by_name
+}
+
+/// (step, a, b) at every step both curves have, in step order.
+fn common_steps(a: &Curve, b: &Curve) -> Vec<(i64, f64, f64)> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push((a[i].0, a[i].1, b[j].1));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
 pub fn flatten(value: &Value) -> BTreeMap<String, Value> {
     fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
         let join = |k: &str| {
@@ -189,6 +213,65 @@ mod tests {
         assert_eq!(
             f.keys().collect::<Vec<_>>(),
             vec!["layers", "opt.lr", "opt.wd"]
+        );
+    }
+
+    #[test]
+    fn curves_compare_at_common_steps_the_last_point_of_a_step_kept() {
+        let point = |step, name: &str, value| MetricPoint {
+            step,
+            name: name.into(),
+            value,
+            wall_time: chrono::Utc::now(),
+        };
+        // Out of order, a step logged twice (the second counts), steps only one run has.
+        let a = vec![
+            point(2, "loss", 0.5),
+            point(0, "loss", 2.0),
+            point(1, "loss", 9.0),
+            point(1, "loss", 1.0),
+            point(3, "loss", 0.25),
+            point(0, "acc", 0.1),
+        ];
+        let b = vec![
+            point(0, "loss", 2.0),
+            point(1, "loss", 1.5),
+            point(2, "loss", 0.5),
+        ];
+        let curves = |points: &[MetricPoint]| {
+            curves(points)
+                .into_iter()
+                .map(|(n, c)| (n.to_string(), c))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            curves(&a)["loss"],
+            vec![(0, 2.0), (1, 1.0), (2, 0.5), (3, 0.25)]
+        );
+        let (ca, cb) = (curves(&a), curves(&b));
+        assert_eq!(
+            common_steps(&ca["loss"], &cb["loss"]),
+            vec![(0, 2.0, 2.0), (1, 1.0, 1.5), (2, 0.5, 0.5)]
+        );
+        let run = crate::records::test_run("ab", 1, None, 0.5);
+        let diff = diff_runs(&run, &a, &run, &b);
+        let loss = diff.metrics.iter().find(|m| m.name == "loss").unwrap();
+        assert_eq!(
+            (loss.final_a, loss.final_b, loss.best_a, loss.best_b),
+            (Some(0.25), Some(0.5), Some(0.25), Some(0.5))
+        );
+        assert_eq!(
+            (
+                loss.common_steps,
+                loss.max_abs_delta,
+                loss.first_different_step
+            ),
+            (3, Some(0.5), Some(1))
+        );
+        let acc = diff.metrics.iter().find(|m| m.name == "acc").unwrap();
+        assert_eq!(
+            (acc.final_a, acc.final_b, acc.common_steps),
+            (Some(0.1), None, 0)
         );
     }
 

@@ -468,6 +468,23 @@ mod archive_tests {
     }
 
     #[test]
+    fn several_runs_curves_come_back_each_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let (a, b) = (train(&archive, 1, 0.0), train(&archive, 2, 0.5));
+        let replicate = train(&archive, 1, 0.25); // a@2: same run id as a
+        let loaded = archive.metrics_of_runs(&[&b, &a, &replicate, &b]).unwrap();
+        assert!(loaded.damaged.is_empty());
+        let points = loaded.value;
+        assert_eq!(points.len(), 4);
+        for (run, got) in [&b, &a, &replicate, &b].iter().zip(&points) {
+            assert_eq!(got, &archive.metrics(run).unwrap().value);
+            assert_eq!(got.len(), 20);
+        }
+        assert_ne!(points[1], points[2]);
+    }
+
+    #[test]
     fn begin_log_finish_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();

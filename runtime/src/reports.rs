@@ -67,11 +67,8 @@ pub struct Diff(pub RunDiff);
 
 /// Compare run `a` with run `b`.
 pub fn diff(archive: &Archive, a: &RunRecord, b: &RunRecord) -> Result<Diff> {
-    let (pa, pb) = (
-        archive.metrics(a)?.warn_damaged(),
-        archive.metrics(b)?.warn_damaged(),
-    );
-    Ok(Diff(diff_runs(a, &pa, b, &pb)))
+    let points = archive.metrics_of_runs(&[a, b])?.warn_damaged();
+    Ok(Diff(diff_runs(a, &points[0], b, &points[1])))
 }
 
 impl Show for Diff {
@@ -85,10 +82,9 @@ impl Show for Diff {
 
 /// One metric of several runs as an SVG plot whose caption names every run id.
 pub fn curves(archive: &Archive, runs: &[RunRecord], metric: &str) -> Result<Html> {
-    let mut with_points = Vec::new();
-    for run in runs {
-        with_points.push((run, archive.metrics(run)?.warn_damaged()));
-    }
+    let chosen: Vec<&RunRecord> = runs.iter().collect();
+    let points = archive.metrics_of_runs(&chosen)?.warn_damaged();
+    let with_points: Vec<_> = chosen.into_iter().zip(points).collect();
     Ok(Html(report::curves_svg(&with_points, metric)?))
 }
 

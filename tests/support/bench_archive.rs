@@ -91,12 +91,8 @@ fn main() -> Result<()> {
         let fresh = Archive::open_existing(&root)?;
         let all = fresh.runs()?.value;
         let (a, b) = (&all[0], &all[1]);
-        Ok(diff_runs(
-            a,
-            &fresh.metrics(a)?.value,
-            b,
-            &fresh.metrics(b)?.value,
-        ))
+        let points = fresh.metrics_of_runs(&[a, b])?.value;
+        Ok(diff_runs(a, &points[0], b, &points[1]))
     })?;
     ours.insert("diff", diff_s);
     assert_eq!(diff.metrics.len(), 3);

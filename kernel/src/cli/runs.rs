@@ -155,12 +155,8 @@ pub fn run(args: RunsArgs) -> Result<()> {
                     (find_in(&runs, parent)?, child)
                 }
             };
-            let diff = diff_runs(
-                ra,
-                &archive.metrics(ra)?.warn_damaged(),
-                rb,
-                &archive.metrics(rb)?.warn_damaged(),
-            );
+            let points = archive.metrics_of_runs(&[ra, rb])?.warn_damaged();
+            let diff = diff_runs(ra, &points[0], rb, &points[1]);
             if json {
                 println!("{}", serde_json::to_string_pretty(&diff)?);
             } else {
@@ -195,11 +191,12 @@ pub fn run(args: RunsArgs) -> Result<()> {
             output,
         } => {
             let runs = archive.runs()?.warn_damaged();
-            let mut curves = Vec::new();
-            for reference in &refs {
-                let run = find_in(&runs, reference)?;
-                curves.push((run, archive.metrics(run)?.warn_damaged()));
-            }
+            let chosen = refs
+                .iter()
+                .map(|reference| find_in(&runs, reference))
+                .collect::<Result<Vec<_>, _>>()?;
+            let points = archive.metrics_of_runs(&chosen)?.warn_damaged();
+            let curves: Vec<_> = chosen.into_iter().zip(points).collect();
             let svg = report::curves_svg(&curves, &metric)?;
             match output {
                 Some(path) => std::fs::write(&path, svg)
