@@ -5,6 +5,14 @@
 //! `kill -9` loses at most the points logged since the last chunk. While the writer lives it
 //! holds a flock on the attempt's claim file; when the process dies the kernel drops the lock
 //! and readers see the run as interrupted at its last flushed step.
+//!
+//! The run's `running` row is committed like a chunk: with the first chunk, or by a timer
+//! thread once [`FlushPolicy::interval`] has passed since the start (a trainer setting up
+//! logs nothing for a while), whichever comes first. A run that finishes sooner writes only
+//! its final row: one file, two fsyncs and a deleted file fewer per run, which is most of a
+//! sweep of small runs' logging. Like the points of its last second, a run killed in its
+//! first second leaves no row (its claim file stays, and a kill between its last chunk and
+//! its final row leaves that chunk, which readers ignore).
 
 use crate::archive::{open_lock_file, try_lock, Archive};
 use crate::canonical::Hash;
@@ -17,6 +25,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// When buffered metrics are committed to disk.
@@ -25,7 +34,8 @@ pub struct FlushPolicy {
     /// Commit a chunk once this many points are buffered (4,096: a chunk file of ~40 KB).
     pub points: usize,
     /// Commit a chunk once this much time has passed since the last one (1 s: what a
-    /// `kill -9` can cost at most).
+    /// `kill -9` can cost at most). The policy a run begins with also says when its
+    /// `running` row is committed if no chunk came first: this long after the start.
     pub interval: Duration,
 }
 
@@ -104,12 +114,112 @@ pub struct RunWriter {
     policy: FlushPolicy,
     /// The claim file, held (flock) for the run's life; closing it releases the lock.
     lock: Option<(File, PathBuf)>,
+    /// The `running` row until it is committed, shared with the timer thread.
+    running: Arc<Mutex<RunningRow>>,
+}
+
+/// A run's `running` row: pending until the first chunk or the timer commits it, or the final
+/// row makes it moot.
+struct RunningRow {
+    path: PathBuf,
+    record: RunRecord,
+    state: RowState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowState {
+    Pending,
+    Written,
+    Finished,
+}
+
+impl RunningRow {
+    /// Commit the row if it is still pending.
+    fn commit(&mut self) -> Result<()> {
+        if self.state == RowState::Pending {
+            write_run_row(&self.path, &self.record)?;
+            self.state = RowState::Written;
+        }
+        Ok(())
+    }
+}
+
+/// Lock a running row; a panic elsewhere while it was locked left nothing half-done in it.
+fn hold(row: &Mutex<RunningRow>) -> std::sync::MutexGuard<'_, RunningRow> {
+    row.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Have the process's timer thread commit `row` at `due` unless it is written or finished by
+/// then. False when no thread could be started (the caller commits it itself).
+fn commit_at(due: Instant, row: &Arc<Mutex<RunningRow>>) -> bool {
+    type Due = (Instant, std::sync::Weak<Mutex<RunningRow>>);
+    static TIMER: OnceLock<Option<Mutex<mpsc::Sender<Due>>>> = OnceLock::new();
+    let timer = TIMER.get_or_init(|| {
+        let (send, receive) = mpsc::channel::<Due>();
+        let thread = std::thread::Builder::new()
+            .name("recipe-archive-rows".into())
+            .spawn(move || {
+                // The rows of runs still going, waiting for their time: a run that finished
+                // (its writer dropped) leaves the list at the next wake.
+                let mut waiting: Vec<Due> = Vec::new();
+                loop {
+                    let now = Instant::now();
+                    waiting.retain(|(due, row)| {
+                        let Some(row) = row.upgrade() else {
+                            return false;
+                        };
+                        if *due > now {
+                            return true;
+                        }
+                        let committed =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                hold(&row).commit()
+                            }));
+                        if let Ok(Err(e)) = committed {
+                            // The run's next chunk tries again (and fails with the error); its
+                            // final row is written either way.
+                            eprintln!("warning: the running row of a run: {e}");
+                        }
+                        false
+                    });
+                    let next = waiting.iter().map(|(due, _)| *due).min();
+                    let received = match next {
+                        Some(due) => {
+                            receive.recv_timeout(due.saturating_duration_since(Instant::now()))
+                        }
+                        None => receive
+                            .recv()
+                            .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    };
+                    match received {
+                        Ok(due) => waiting.push(due),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            });
+        thread.ok().map(|_| Mutex::new(send))
+    });
+    match timer {
+        Some(send) => send
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .send((due, Arc::downgrade(row)))
+            .is_ok(),
+        None => false,
+    }
 }
 
 impl Archive {
-    /// Start a run: archive its identity and a `running` row before the first step. A run
-    /// whose identity is already archived becomes a replicate (attempt 2, 3...).
+    /// Start a run; its identity is archived with its `running` row, within
+    /// [`FlushPolicy::interval`] of now (see the module's notes). A run whose identity is
+    /// already archived becomes a replicate (attempt 2, 3...).
     pub fn begin_run(&self, spec: RunSpec) -> Result<RunWriter> {
+        self.begin_run_with(spec, FlushPolicy::default())
+    }
+
+    /// [`Archive::begin_run`] with a flush policy of its own from the start.
+    pub fn begin_run_with(&self, spec: RunSpec, policy: FlushPolicy) -> Result<RunWriter> {
         let hashes = spec.identity.hashes()?;
         // The components live in the runs row itself (canonical JSON columns); only the
         // uncommitted diff, which can be large, is a blob.
@@ -152,19 +262,35 @@ impl Archive {
             cell_execution: spec.cell_execution,
             cell_history_hash: spec.cell_history_hash,
         };
-        let writer = RunWriter {
+        let day = now.date_naive();
+        let running = Arc::new(Mutex::new(RunningRow {
+            path: row_path(self, day, &record),
+            record: record.clone(),
+            state: RowState::Pending,
+        }));
+        let started = Instant::now();
+        // The folder now, so an archive that cannot be written fails the run's start.
+        let folder = day_dir(self.root(), Table::Runs, day);
+        fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+        // An interval too long to count (flush by points only) commits with the first chunk.
+        let scheduled = started
+            .checked_add(policy.interval)
+            .is_none_or(|due| commit_at(due, &running));
+        if !scheduled {
+            hold(&running).commit()?;
+        }
+        Ok(RunWriter {
             archive: self.clone(),
-            day: now.date_naive(),
+            day,
             record,
             buffer: Vec::new(),
             next_chunk: 1,
-            last_flush: Instant::now(),
+            last_flush: started,
             last_values: BTreeMap::new(),
-            policy: FlushPolicy::default(),
+            policy,
             lock: Some((lock, lock_path)),
-        };
-        writer.write_row()?;
-        Ok(writer)
+            running,
+        })
     }
 
     /// Whether an attempt number of `run_id` was ever taken.
@@ -202,7 +328,9 @@ impl RunWriter {
         &self.record.run_id
     }
 
-    /// Change when chunks are committed (tests use tiny chunks).
+    /// Change when chunks are committed (tests use tiny chunks). When the `running` row is
+    /// committed, if no chunk comes first, was set by the policy the run began with
+    /// ([`Archive::begin_run_with`]).
     pub fn set_flush_policy(&mut self, policy: FlushPolicy) {
         self.policy = policy;
     }
@@ -242,12 +370,18 @@ impl RunWriter {
         Ok(())
     }
 
-    /// Commit the buffered points as one chunk file now.
+    /// Commit the buffered points as one chunk file now (after the `running` row, if that
+    /// is still pending: a reader that finds a chunk finds its run).
     pub fn flush(&mut self) -> Result<()> {
         self.last_flush = Instant::now();
         if self.buffer.is_empty() {
             return Ok(());
         }
+        hold(&self.running).commit()?;
+        self.commit_chunk()
+    }
+
+    fn commit_chunk(&mut self) -> Result<()> {
         let name = ChunkName {
             run_id: self.record.run_id.clone(),
             attempt: self.record.attempt,
@@ -302,7 +436,18 @@ impl RunWriter {
     }
 
     fn finish_in_place(&mut self, status: Status, error: Option<String>) -> Result<RunRecord> {
-        self.flush()?;
+        // A pending running row is not needed any more: the final row follows the last chunk.
+        // (A kill between the two, in a run's first second, leaves that chunk without a run.)
+        {
+            let mut running = hold(&self.running);
+            if running.state == RowState::Pending {
+                running.state = RowState::Finished;
+            }
+        }
+        self.last_flush = Instant::now();
+        if !self.buffer.is_empty() {
+            self.commit_chunk()?;
+        }
         for (name, (_, value)) in &self.last_values {
             self.record.summary.entry(name.clone()).or_insert(*value);
         }
@@ -355,14 +500,9 @@ impl RunWriter {
     }
 
     fn write_row(&self) -> Result<()> {
-        let path = day_dir(self.archive.root(), Table::Runs, self.day).join(format!(
-            "{}-a{}.parquet",
-            self.record.run_id, self.record.attempt
-        ));
-        files::write_parquet(
-            &path,
-            Table::Runs,
-            &records::runs_to_batch(std::slice::from_ref(&self.record))?,
+        write_run_row(
+            &row_path(&self.archive, self.day, &self.record),
+            &self.record,
         )
     }
 
@@ -381,6 +521,20 @@ impl Drop for RunWriter {
             );
         }
     }
+}
+
+/// Where a run attempt's row file lives: its start day's folder of `runs`.
+fn row_path(archive: &Archive, day: NaiveDate, record: &RunRecord) -> PathBuf {
+    day_dir(archive.root(), Table::Runs, day)
+        .join(format!("{}-a{}.parquet", record.run_id, record.attempt))
+}
+
+fn write_run_row(path: &std::path::Path, record: &RunRecord) -> Result<()> {
+    files::write_parquet(
+        path,
+        Table::Runs,
+        &records::runs_to_batch(std::slice::from_ref(record))?,
+    )
 }
 
 /// The first step at which two curves differ in any metric (bit for bit, so a NaN equals
@@ -529,7 +683,9 @@ mod archive_tests {
     fn finishing_writers_merge_the_days_row_files_but_not_a_live_runs_row() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
-        let live = archive.begin_run(spec("live", 999)).unwrap();
+        let mut live = archive.begin_run(spec("live", 999)).unwrap();
+        live.log(0, "loss", 1.0).unwrap();
+        live.flush().unwrap();
         let finished: Vec<RunRecord> = (0..2 * crate::compact::AUTO_COMPACT_ROWS as u64)
             .map(|seed| train(&archive, seed, 0.0))
             .collect();
@@ -548,6 +704,60 @@ mod archive_tests {
         assert_eq!(runs.len(), finished.len() + 1);
         assert!(runs.iter().any(|r| r.status == Status::Running));
         drop(live);
+    }
+
+    #[test]
+    fn a_run_that_ends_within_its_interval_writes_only_its_final_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let hour = FlushPolicy {
+            points: 4096,
+            interval: Duration::from_secs(3600),
+        };
+        let mut run = archive.begin_run_with(spec("short", 1), hour).unwrap();
+        run.log(0, "loss", 1.0).unwrap();
+        assert!(archive.runs().unwrap().value.is_empty());
+        let done = run.finish(Status::Completed, None).unwrap();
+        let files = crate::files::list_table(archive.root(), Table::Runs).unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(archive.runs().unwrap().value, vec![done.clone()]);
+        assert_eq!(archive.metrics(&done).unwrap().value.len(), 1);
+    }
+
+    #[test]
+    fn a_run_that_logs_nothing_is_listed_as_running_after_its_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let soon = FlushPolicy {
+            points: 4096,
+            interval: Duration::from_millis(50),
+        };
+        let run = archive.begin_run_with(spec("setting up", 1), soon).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listed = loop {
+            let runs = archive.runs().unwrap().value;
+            if !runs.is_empty() || Instant::now() > deadline {
+                break runs;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(listed.len(), 1, "the timer never committed the running row");
+        assert_eq!(listed[0].status, Status::Running);
+        drop(run);
+        assert_eq!(archive.runs().unwrap().value[0].status, Status::Interrupted);
+
+        // Flushing by points only: the running row goes with the first chunk.
+        let never = FlushPolicy {
+            points: 1,
+            interval: Duration::MAX,
+        };
+        let mut run = archive
+            .begin_run_with(spec("points only", 2), never)
+            .unwrap();
+        run.log(0, "loss", 1.0).unwrap();
+        let runs = archive.runs().unwrap().value;
+        let by_points = runs.iter().find(|r| r.name == "points only").unwrap();
+        assert_eq!(by_points.status, Status::Running);
     }
 
     #[test]

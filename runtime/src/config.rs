@@ -1,5 +1,6 @@
 //! The typed training config, every default in one place with its reason, and the seeds:
-//! one per source of randomness. Both are archived before the first step.
+//! one per source of randomness. Both are part of the run's identity, fixed before the first
+//! step.
 
 use crate::models::ModelSpec;
 use crate::optim::Schedule;

@@ -1,8 +1,9 @@
 //! The trainer: seeded, archived as it goes, stoppable, resumable.
 //!
 //! `fit` does, in order:
-//! 1. fingerprints the data and archives the run's identity (config, seeds, data, code,
-//!    environment) before the first step;
+//! 1. fingerprints the data and begins the run with its identity (config, seeds, data,
+//!    code, environment) before the first step; the archive commits it with the first
+//!    chunk of metrics or after a second, whichever comes first;
 //! 2. builds the model from the init seed (and, if asked, sets the final bias from the class
 //!    priors) and records the loss at init against its expected value;
 //! 3. trains: batches in a seeded order that is a pure function of (seed, step), so a resumed
@@ -347,7 +348,7 @@ fn fit_inner(
     };
     let stop = StopWatch::new(&options.stop);
 
-    // 1. Identity first: archived before the first step.
+    // 1. Identity first: the run begins before the first step.
     let mut writer: Option<RunWriter> = match &options.archive {
         Some(archive) => Some(archive.begin_run(run_spec(data, config, seeds, options)?)?),
         None => None,
