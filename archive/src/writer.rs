@@ -711,8 +711,8 @@ mod archive_tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
         let hour = FlushPolicy {
-            points: 4096,
             interval: Duration::from_secs(3600),
+            ..FlushPolicy::default()
         };
         let mut run = archive.begin_run_with(spec("short", 1), hour).unwrap();
         run.log(0, "loss", 1.0).unwrap();
@@ -729,8 +729,8 @@ mod archive_tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
         let soon = FlushPolicy {
-            points: 4096,
             interval: Duration::from_millis(50),
+            ..FlushPolicy::default()
         };
         let run = archive.begin_run_with(spec("setting up", 1), soon).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -774,18 +774,24 @@ mod archive_tests {
         assert!(archive.metrics(run).unwrap().value[1].value.is_nan());
     }
 
+    /// A live run "chunks" that logged `steps` losses in chunks of `points`.
+    fn logged_in_chunks(archive: &Archive, points: usize, steps: i64) -> RunWriter {
+        let mut run = archive.begin_run(spec("chunks", 1)).unwrap();
+        run.set_flush_policy(FlushPolicy {
+            points,
+            interval: Duration::from_secs(60),
+        });
+        for step in 0..steps {
+            run.log(step, "loss", step as f64).unwrap();
+        }
+        run
+    }
+
     #[test]
     fn small_chunks_and_compaction_keep_every_point_once() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
-        let mut run = archive.begin_run(spec("chunks", 1)).unwrap();
-        run.set_flush_policy(FlushPolicy {
-            points: 3,
-            interval: Duration::from_secs(60),
-        });
-        for step in 0..10 {
-            run.log(step, "loss", step as f64).unwrap();
-        }
+        let run = logged_in_chunks(&archive, 3, 10);
         let live = archive.runs().unwrap().value;
         assert_eq!(live[0].status, Status::Running);
         // Live runs are not compacted.
@@ -884,15 +890,9 @@ mod archive_tests {
     fn a_run_with_a_foreign_chunk_is_not_merged_and_the_chunk_stays_named() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
-        let mut run = archive.begin_run(spec("chunks", 1)).unwrap();
-        run.set_flush_policy(FlushPolicy {
-            points: 2,
-            interval: Duration::from_secs(60),
-        });
-        for step in 0..6 {
-            run.log(step, "loss", step as f64).unwrap();
-        }
-        let run = run.finish(Status::Completed, None).unwrap();
+        let run = logged_in_chunks(&archive, 2, 6)
+            .finish(Status::Completed, None)
+            .unwrap();
         // Its second chunk replaced by one holding another run's points.
         let day =
             crate::files::day_dir(archive.root(), Table::Metrics, run.started_at.date_naive());
