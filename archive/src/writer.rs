@@ -378,10 +378,6 @@ impl RunWriter {
             return Ok(());
         }
         hold(&self.running).commit()?;
-        self.commit_chunk()
-    }
-
-    fn commit_chunk(&mut self) -> Result<()> {
         let name = ChunkName {
             run_id: self.record.run_id.clone(),
             attempt: self.record.attempt,
@@ -436,18 +432,16 @@ impl RunWriter {
     }
 
     fn finish_in_place(&mut self, status: Status, error: Option<String>) -> Result<RunRecord> {
-        // A pending running row is not needed any more: the final row follows the last chunk.
-        // (A kill between the two, in a run's first second, leaves that chunk without a run.)
+        // A pending running row is not needed any more, so the last chunk goes without it and
+        // the final row follows. (A kill between the two, in a run's first second, leaves
+        // that chunk without a run.)
         {
             let mut running = hold(&self.running);
             if running.state == RowState::Pending {
                 running.state = RowState::Finished;
             }
         }
-        self.last_flush = Instant::now();
-        if !self.buffer.is_empty() {
-            self.commit_chunk()?;
-        }
+        self.flush()?;
         for (name, (_, value)) in &self.last_values {
             self.record.summary.entry(name.clone()).or_insert(*value);
         }
