@@ -24,7 +24,7 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -95,12 +95,19 @@ pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(
         .fields()
         .iter()
         .zip(batch.columns())
-        .filter(|(_, column)| !small && !worth_compressing(column.as_ref()))
-        .fold(props, |props, (field, _)| {
-            props.set_column_compression(
-                ColumnPath::from(field.name().as_str()),
-                Compression::UNCOMPRESSED,
-            )
+        .filter(|_| !small)
+        .fold(props, |props, (field, column)| {
+            let path = ColumnPath::from(field.name().as_str());
+            match column_kind(column.as_ref()) {
+                ColumnKind::FewValues => {
+                    props.set_column_compression(path, Compression::UNCOMPRESSED)
+                }
+                ColumnKind::Integers => props
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
+                ColumnKind::Floats => props.set_column_dictionary_enabled(path, false),
+                ColumnKind::Other => props,
+            }
         })
         .build();
     write_atomic(path, |file| {
@@ -112,13 +119,25 @@ pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(
     })
 }
 
-/// Whether ZSTD pays for a column: not for one of a few short distinct values (a run's
-/// status, attempt, environment; a chunk's run id and metric names), which Parquet's
-/// dictionary already stores in a few bytes. Every compressed column chunk costs each reader
-/// a ZSTD context: a merged `runs` file of 1,000 rows read 10% faster without them, at the
-/// same size.
-fn worth_compressing(column: &dyn Array) -> bool {
-    /// Distinct values of at most `FEW` values and `BYTES` bytes in all are not worth it.
+/// How a column is best stored.
+enum ColumnKind {
+    /// A few short distinct values (a run's status, attempt, environment; a chunk's run id
+    /// and metric names): Parquet's dictionary already stores them in a few bytes, and ZSTD
+    /// would cost each reader a context per column chunk for nothing (a merged `runs` file of
+    /// 1,000 rows read 10% faster without them, at the same size).
+    FewValues,
+    /// Many distinct integers or times (steps, wall times): delta-coded, then ZSTD. A
+    /// dictionary of them would be as large as the column.
+    Integers,
+    /// Many distinct floats (metric values): plain, then ZSTD (byte stream split came out
+    /// no smaller on real training curves).
+    Floats,
+    /// Anything else: dictionary, then ZSTD.
+    Other,
+}
+
+fn column_kind(column: &dyn Array) -> ColumnKind {
+    /// Distinct values of at most `FEW` values and `BYTES` bytes in all are few.
     const FEW: usize = 16;
     const BYTES: usize = 4096;
     fn many<T: Ord>(values: impl Iterator<Item = T>, size: impl Fn(&T) -> usize) -> bool {
@@ -136,16 +155,30 @@ fn worth_compressing(column: &dyn Array) -> bool {
         false
     }
     let fixed = |_: &Option<i64>| 8;
+    let integers = |many: bool| {
+        if many {
+            ColumnKind::Integers
+        } else {
+            ColumnKind::FewValues
+        }
+    };
     match column.data_type() {
-        DataType::Utf8 => many(column.as_string::<i32>().iter(), |v| v.map_or(0, str::len)),
-        DataType::UInt32 => many(column.as_primitive::<UInt32Type>().iter(), |_| 4),
-        DataType::Int64 => many(column.as_primitive::<Int64Type>().iter(), fixed),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => many(
+        DataType::Utf8 if many(column.as_string::<i32>().iter(), |v| v.map_or(0, str::len)) => {
+            ColumnKind::Other
+        }
+        DataType::Utf8 => ColumnKind::FewValues,
+        DataType::UInt32 if many(column.as_primitive::<UInt32Type>().iter(), |_| 4) => {
+            ColumnKind::Other
+        }
+        DataType::UInt32 => ColumnKind::FewValues,
+        DataType::Int64 => integers(many(column.as_primitive::<Int64Type>().iter(), fixed)),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => integers(many(
             column.as_primitive::<TimestampMicrosecondType>().iter(),
             fixed,
-        ),
-        DataType::Boolean => false,
-        _ => true,
+        )),
+        DataType::Float64 => ColumnKind::Floats,
+        DataType::Boolean => ColumnKind::FewValues,
+        _ => ColumnKind::Other,
     }
 }
 

@@ -260,7 +260,7 @@ pub(crate) fn test_run(id: &str, attempt: u32, reproduced: Option<bool>, acc: f6
     }
 }
 
-fn micros(t: DateTime<Utc>) -> i64 {
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
@@ -323,7 +323,33 @@ pub fn runs_to_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
 
 /// Points of one run attempt as one `metrics` batch.
 pub fn metrics_to_batch(run_id: &str, attempt: u32, points: &[MetricPoint]) -> Result<RecordBatch> {
-    let n = points.len();
+    let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+    let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+    let wall_micros: Vec<i64> = points.iter().map(|p| micros(p.wall_time)).collect();
+    let columns = MetricColumns {
+        steps: &steps,
+        names: points.iter().map(|p| p.name.as_str()).collect(),
+        values: &values,
+        wall_micros: &wall_micros,
+    };
+    metric_columns_to_batch(run_id, attempt, &columns)
+}
+
+/// Points of one run attempt column by column: the `i`-th point is `steps[i]`, `names[i]`...
+pub struct MetricColumns<'a> {
+    pub steps: &'a [i64],
+    pub names: Vec<&'a str>,
+    pub values: &'a [f64],
+    pub wall_micros: &'a [i64],
+}
+
+/// [`metrics_to_batch`] from points held column by column.
+pub fn metric_columns_to_batch(
+    run_id: &str,
+    attempt: u32,
+    points: &MetricColumns,
+) -> Result<RecordBatch> {
+    let n = points.steps.len();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             run_id, n,
@@ -331,14 +357,10 @@ pub fn metrics_to_batch(run_id: &str, attempt: u32, points: &[MetricPoint]) -> R
         Arc::new(UInt32Array::from_iter_values(std::iter::repeat_n(
             attempt, n,
         ))),
-        Arc::new(Int64Array::from_iter_values(points.iter().map(|p| p.step))),
-        Arc::new(StringArray::from_iter_values(
-            points.iter().map(|p| p.name.as_str()),
-        )),
-        Arc::new(Float64Array::from_iter_values(
-            points.iter().map(|p| p.value),
-        )),
-        utc_array(points.iter().map(|p| Some(micros(p.wall_time)))),
+        Arc::new(Int64Array::from(points.steps.to_vec())),
+        Arc::new(StringArray::from_iter_values(points.names.iter())),
+        Arc::new(Float64Array::from(points.values.to_vec())),
+        utc_array(points.wall_micros.iter().map(|&t| Some(t))),
     ];
     Ok(RecordBatch::try_new(Table::Metrics.schema(), columns)?)
 }

@@ -107,15 +107,56 @@ pub struct RunWriter {
     archive: Archive,
     record: RunRecord,
     day: NaiveDate,
-    buffer: Vec<MetricPoint>,
+    buffer: Buffer,
     next_chunk: u32,
     last_flush: Instant,
-    last_values: BTreeMap<String, (i64, f64)>,
+    metrics: Metrics,
     policy: FlushPolicy,
     /// The claim file, held (flock) for the run's life; closing it releases the lock.
     lock: Option<(File, PathBuf)>,
     /// The `running` row until it is committed, shared with the timer thread.
     running: Arc<Mutex<RunningRow>>,
+}
+
+/// Points logged since the last chunk, column by column; a point's metric is an index into
+/// [`Metrics::names`], so logging a point allocates nothing.
+#[derive(Default)]
+struct Buffer {
+    steps: Vec<i64>,
+    metrics: Vec<u32>,
+    values: Vec<f64>,
+    wall_micros: Vec<i64>,
+}
+
+/// The metrics a run has logged: each name once, with its last step and value.
+#[derive(Default)]
+struct Metrics {
+    index: BTreeMap<String, u32>,
+    names: Vec<String>,
+    last: Vec<(i64, f64)>,
+}
+
+impl Buffer {
+    fn clear(&mut self) {
+        self.steps.clear();
+        self.metrics.clear();
+        self.values.clear();
+        self.wall_micros.clear();
+    }
+}
+
+impl Metrics {
+    /// The index of `name`, which is then known from this point on.
+    fn index_of(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.index.insert(name.to_string(), i);
+        self.names.push(name.to_string());
+        self.last.push((0, 0.0));
+        i
+    }
 }
 
 /// A run's `running` row: pending until the first chunk or the timer commits it, or the final
@@ -283,10 +324,10 @@ impl Archive {
             archive: self.clone(),
             day,
             record,
-            buffer: Vec::new(),
+            buffer: Buffer::default(),
             next_chunk: 1,
             last_flush: started,
-            last_values: BTreeMap::new(),
+            metrics: Metrics::default(),
             policy,
             lock: Some((lock, lock_path)),
             running,
@@ -347,22 +388,16 @@ impl RunWriter {
                 "a metric needs a name (got {name:?})"
             )));
         }
-        let wall_time = Utc::now();
-        for (name, value) in values {
-            self.buffer.push(MetricPoint {
-                step,
-                name: name.to_string(),
-                value: *value,
-                wall_time,
-            });
-            match self.last_values.get_mut(*name) {
-                Some(last) => *last = (step, *value),
-                None => {
-                    self.last_values.insert(name.to_string(), (step, *value));
-                }
-            }
+        let wall_time = records::micros(Utc::now());
+        for &(name, value) in values {
+            let metric = self.metrics.index_of(name);
+            self.metrics.last[metric as usize] = (step, value);
+            self.buffer.steps.push(step);
+            self.buffer.metrics.push(metric);
+            self.buffer.values.push(value);
+            self.buffer.wall_micros.push(wall_time);
         }
-        if self.buffer.len() >= self.policy.points
+        if self.buffer.steps.len() >= self.policy.points
             || self.last_flush.elapsed() >= self.policy.interval
         {
             self.flush()?;
@@ -374,7 +409,7 @@ impl RunWriter {
     /// is still pending: a reader that finds a chunk finds its run).
     pub fn flush(&mut self) -> Result<()> {
         self.last_flush = Instant::now();
-        if self.buffer.is_empty() {
+        if self.buffer.steps.is_empty() {
             return Ok(());
         }
         hold(&self.running).commit()?;
@@ -385,17 +420,23 @@ impl RunWriter {
             last: self.next_chunk,
         };
         let path = day_dir(self.archive.root(), Table::Metrics, self.day).join(name.file_name());
+        let buffered = &self.buffer;
+        let names = &self.metrics.names;
+        let columns = records::MetricColumns {
+            steps: &buffered.steps,
+            names: (buffered.metrics.iter())
+                .map(|&m| names[m as usize].as_str())
+                .collect(),
+            values: &buffered.values,
+            wall_micros: &buffered.wall_micros,
+        };
         let batch =
-            records::metrics_to_batch(&self.record.run_id, self.record.attempt, &self.buffer)?;
+            records::metric_columns_to_batch(&self.record.run_id, self.record.attempt, &columns)?;
         files::write_parquet(&path, Table::Metrics, &batch)?;
-        self.record.last_step = self
-            .buffer
-            .iter()
-            .map(|p| p.step)
-            .chain(self.record.last_step)
-            .max();
-        self.next_chunk += 1;
+        let last_step = buffered.steps.iter().copied().max();
+        self.record.last_step = last_step.into_iter().chain(self.record.last_step).max();
         self.buffer.clear();
+        self.next_chunk += 1;
         Ok(())
     }
 
@@ -442,7 +483,7 @@ impl RunWriter {
             }
         }
         self.flush()?;
-        for (name, (_, value)) in &self.last_values {
+        for (name, (_, value)) in self.metrics.names.iter().zip(&self.metrics.last) {
             self.record.summary.entry(name.clone()).or_insert(*value);
         }
         self.record.status = status;

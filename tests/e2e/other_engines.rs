@@ -29,6 +29,8 @@ out["metadata"] = {k.decode(): v.decode() for k, v in md.items() if k.startswith
 group = pq.read_metadata(one_file).row_group(0)
 out["compression"] = {group.column(i).path_in_schema: group.column(i).compression
                       for i in range(group.num_columns)}
+out["encodings"] = {group.column(i).path_in_schema: list(group.column(i).encodings)
+                    for i in range(group.num_columns)}
 
 con = duckdb.connect()
 out["duckdb_final_loss"] = {
@@ -100,6 +102,24 @@ fn issue_2_pyarrow_and_duckdb_read_what_recipe_wrote() {
         assert_eq!(theirs["compression"][column], "ZSTD", "{column}");
     }
     assert_eq!(theirs["compression"]["run_id"], "UNCOMPRESSED");
+    // Steps are delta-coded and values stored plain: a dictionary of distinct numbers would
+    // be as large as the column (DuckDB's join above decodes both).
+    let encodings = |column: &str| theirs["encodings"][column].to_string();
+    assert!(
+        encodings("step").contains("DELTA_BINARY_PACKED"),
+        "{}",
+        encodings("step")
+    );
+    assert!(
+        !encodings("value").contains("DICTIONARY"),
+        "{}",
+        encodings("value")
+    );
+    assert!(
+        encodings("run_id").contains("DICTIONARY"),
+        "{}",
+        encodings("run_id")
+    );
     assert_eq!(theirs["duckdb_days"], 1);
 
     let their_runs = theirs["runs"].as_array().unwrap();
