@@ -341,23 +341,6 @@ impl Archive {
             table.name()
         )))
     }
-
-    /// The file that says who took an attempt number, and that its writer holds locked for
-    /// the run's life: one file per attempt, created once and never deleted (creating and
-    /// deleting a second, lock-only file per run cost more than its data on ext4).
-    pub(crate) fn claim_path(&self, run_id: &str, attempt: u32) -> PathBuf {
-        self.path("_claims").join(format!("{run_id}-a{attempt}"))
-    }
-
-    /// Whether a writer still holds this attempt's lock (in any process).
-    pub fn is_live(&self, run_id: &str, attempt: u32) -> bool {
-        let Ok(file) = File::open(self.claim_path(run_id, attempt)) else {
-            return false;
-        };
-        // A writer holds LOCK_EX for the run's whole life; the kernel drops it when the
-        // writing process dies, however it dies (kill -9 included).
-        !try_lock(&file, libc::LOCK_SH)
-    }
 }
 
 /// Turns one batch of a table's file into records; called on several threads at once.

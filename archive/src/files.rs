@@ -12,8 +12,9 @@
 //! metrics/day=2026-11-27/<run_id>-a<attempt>-c<first>-<last>.parquet   chunks merged by `compact`
 //! cells/day=2026-11-27/<session>-<count>-<nanos>.parquet     one executed cell
 //! blobs/<2 hex>/<blake3 hex>                                 content-addressed bytes
-//! _claims/<run_id>-a<attempt>                                who took which attempt number;
-//!                                                            held (flock) while its writer lives
+//! _claims/<run_id>-a<attempt>                                who took which attempt number (a
+//!                                                            process's claims: links to one file);
+//!                                                            a byte of it locked while its writer lives
 //! ```
 
 use crate::schema::{Table, KEY_TABLE, KEY_VERSION, KEY_WRITER, SCHEMA_VERSION, WRITER};

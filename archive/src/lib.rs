@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod canonical;
+mod claims;
 pub mod code;
 pub mod compact;
 pub mod diff;

@@ -3,19 +3,20 @@
 //! Metrics are buffered and committed as small chunk files (every [`FlushPolicy::points`]
 //! points or [`FlushPolicy::interval`], whichever comes first), each written atomically, so a
 //! `kill -9` loses at most the points logged since the last chunk. While the writer lives it
-//! holds a flock on the attempt's claim file; when the process dies the kernel drops the lock
-//! and readers see the run as interrupted at its last flushed step.
+//! holds a lock on its claim (see `claims.rs`); when the process dies the kernel drops the
+//! lock and readers see the run as interrupted at its last flushed step.
 //!
 //! The run's `running` row is committed like a chunk: with the first chunk, or by a timer
 //! thread once [`FlushPolicy::interval`] has passed since the start (a trainer setting up
 //! logs nothing for a while), whichever comes first. A run that finishes sooner writes only
 //! its final row: one file, two fsyncs and a deleted file fewer per run, which is most of a
 //! sweep of small runs' logging. Like the points of its last second, a run killed in its
-//! first second leaves no row (its claim file stays, and a kill between its last chunk and
+//! first second leaves no row (its claim stays, and a kill between its last chunk and
 //! its final row leaves that chunk, which readers ignore).
 
-use crate::archive::{open_lock_file, try_lock, Archive};
+use crate::archive::{open_lock_file, Archive};
 use crate::canonical::Hash;
+use crate::claims::Claim;
 use crate::files::{self, day_dir, ChunkName};
 use crate::identity::Identity;
 use crate::records::{self, Check, MetricPoint, RunRecord, Status};
@@ -23,7 +24,7 @@ use crate::schema::Table;
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -112,8 +113,8 @@ pub struct RunWriter {
     last_flush: Instant,
     metrics: Metrics,
     policy: FlushPolicy,
-    /// The claim file, held (flock) for the run's life; closing it releases the lock.
-    lock: Option<(File, PathBuf)>,
+    /// The attempt's claim, held for the run's life; dropping it says the run is over.
+    claim: Option<Claim>,
     /// The `running` row until it is committed, shared with the timer thread.
     running: Arc<Mutex<RunningRow>>,
 }
@@ -269,14 +270,7 @@ impl Archive {
             self.put_blob(&spec.uncommitted_diff)?;
         }
         let run_id = hashes.run_id.to_hex();
-        let (attempt, lock) = self.claim_attempt(&run_id)?;
-        let lock_path = self.claim_path(&run_id, attempt);
-        if !try_lock(&lock, libc::LOCK_EX) {
-            return Err(Error::Invalid(format!(
-                "{} is locked by another writer",
-                lock_path.display()
-            )));
-        }
+        let (attempt, claim) = self.claim_attempt(&run_id)?;
         let now = records::now();
         let record = RunRecord {
             run_id,
@@ -329,33 +323,9 @@ impl Archive {
             last_flush: started,
             metrics: Metrics::default(),
             policy,
-            lock: Some((lock, lock_path)),
+            claim: Some(claim),
             running,
         })
-    }
-
-    /// Whether an attempt number of `run_id` was ever taken.
-    pub(crate) fn is_claimed(&self, run_id: &str, attempt: u32) -> bool {
-        self.claim_path(run_id, attempt).exists()
-    }
-
-    /// The lowest attempt number not yet taken for `run_id`, taken atomically (O_EXCL), so
-    /// that two processes starting the same identity at once get attempts 1 and 2; with the
-    /// claim file, which the writer then holds locked.
-    fn claim_attempt(&self, run_id: &str) -> Result<(u32, File)> {
-        let dir = self.path("_claims");
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        for attempt in 1..u32::MAX {
-            let path = self.claim_path(run_id, attempt);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((attempt, file)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
-        Err(Error::Invalid(format!(
-            "run {run_id} has no attempt numbers left"
-        )))
     }
 }
 
@@ -507,8 +477,8 @@ impl RunWriter {
         } else {
             self.write_row()?;
         }
-        // Closing the claim file releases the lock: the run is no longer live.
-        self.lock.take();
+        // The run is no longer live.
+        self.claim.take();
         crate::compact::auto(&self.archive, self.day)?;
         Ok(self.record.clone())
     }
@@ -549,7 +519,7 @@ impl RunWriter {
 
 impl Drop for RunWriter {
     fn drop(&mut self) {
-        if self.lock.is_some() {
+        if self.claim.is_some() {
             let _ = self.finish_in_place(
                 Status::Interrupted,
                 Some("the run was dropped before finish(): archived as interrupted".into()),
@@ -911,9 +881,12 @@ mod archive_tests {
                 crate::schema::SCHEMA_VERSION.to_string(),
             )]))
             .build();
-        let mut w =
-            parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), schema, Some(props))
-                .unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema,
+            Some(props),
+        )
+        .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         let err = crate::files::read_parquet(&path, Table::Metrics).unwrap_err();
@@ -964,7 +937,7 @@ mod archive_tests {
             )]))
             .build();
         let mut w = parquet::arrow::ArrowWriter::try_new(
-            File::create(&path).unwrap(),
+            std::fs::File::create(&path).unwrap(),
             batch.schema(),
             Some(props),
         )

@@ -1,0 +1,189 @@
+//! Claims: who took which attempt number of a run, and whether its writer is alive.
+//!
+//! A run attempt's claim is the name `_claims/<run_id>-a<attempt>`, taken atomically (two
+//! processes starting the same identity at once get attempts 1 and 2) and never removed. A
+//! process's claims on one archive are hard links to one file, the first claim it took: a
+//! claim then costs a directory entry, not a new file (creating a file is most of what a
+//! short run costs to log on ext4, which scans the inodes freed in the last half minute for
+//! every file it creates). While a run lives, its writer holds a lock on one byte of that
+//! file, at an offset hashed from the run id and attempt, through its own open claim (an
+//! open-file-description lock, so another handle in the same process sees it too). The lock goes when the run finishes or
+//! however its process ends (`kill -9` included), and readers then see the run as over.
+
+use crate::archive::Archive;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// A claimed attempt whose writer is alive: its byte stays locked until this is dropped.
+pub(crate) struct Claim {
+    file: File,
+    byte: i64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock_byte(&self.file, self.byte, libc::F_UNLCK as libc::c_short);
+    }
+}
+
+/// Per archive folder, the claim this process links its next claims to.
+fn link_sources() -> &'static Mutex<BTreeMap<PathBuf, PathBuf>> {
+    static SOURCES: OnceLock<Mutex<BTreeMap<PathBuf, PathBuf>>> = OnceLock::new();
+    SOURCES.get_or_init(Default::default)
+}
+
+impl Archive {
+    /// The name that says who took an attempt number of `run_id`.
+    pub(crate) fn claim_path(&self, run_id: &str, attempt: u32) -> PathBuf {
+        self.path("_claims").join(format!("{run_id}-a{attempt}"))
+    }
+
+    /// Whether an attempt number of `run_id` was ever taken.
+    pub(crate) fn is_claimed(&self, run_id: &str, attempt: u32) -> bool {
+        self.claim_path(run_id, attempt).exists()
+    }
+
+    /// Whether the writer of this attempt is still alive (in any process).
+    pub fn is_live(&self, run_id: &str, attempt: u32) -> bool {
+        let Ok(file) = File::open(self.claim_path(run_id, attempt)) else {
+            return false;
+        };
+        let mut probe = byte_lock(libc::F_WRLCK as libc::c_short, claim_byte(run_id, attempt));
+        // SAFETY: F_OFD_GETLK only fills in `probe`, a valid flock struct.
+        let asked = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) };
+        asked == 0 && probe.l_type != libc::F_UNLCK as libc::c_short
+    }
+
+    /// Take the lowest attempt number of `run_id` not yet taken, and lock its byte.
+    pub(crate) fn claim_attempt(&self, run_id: &str) -> Result<(u32, Claim)> {
+        let dir = self.path("_claims");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut sources = link_sources().lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in 1..u32::MAX {
+            let path = self.claim_path(run_id, attempt);
+            let byte = claim_byte(run_id, attempt);
+            let linked = match sources.get(self.root()) {
+                Some(source) => match fs::hard_link(source, &path) {
+                    Ok(()) => Some(
+                        OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| Error::io(&path, e))?,
+                    ),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    // The source is gone, or has as many links as the file system allows
+                    // (65,000 on ext4): this claim becomes a file of its own below.
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            let file = match linked {
+                Some(file) => file,
+                None => {
+                    let Some(file) = new_claim_file(&path)? else {
+                        continue;
+                    };
+                    // The source of this process's next claims.
+                    sources.insert(self.root().to_path_buf(), path.clone());
+                    file
+                }
+            };
+            if !lock_byte(&file, byte, libc::F_WRLCK as libc::c_short) {
+                return Err(Error::Invalid(format!(
+                    "{} is locked by another writer",
+                    path.display()
+                )));
+            }
+            return Ok((attempt, Claim { file, byte }));
+        }
+        Err(Error::Invalid(format!(
+            "run {run_id} has no attempt numbers left"
+        )))
+    }
+}
+
+/// Create a claim as a file of its own; `None` when the name is already taken.
+fn new_claim_file(path: &Path) -> Result<Option<File>> {
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// The byte of a claim file that the writer of `run_id`'s `attempt` holds locked.
+fn claim_byte(run_id: &str, attempt: u32) -> i64 {
+    let hash = blake3::hash(format!("{run_id}-a{attempt}").as_bytes());
+    let first = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
+    (first >> 1) as i64
+}
+
+fn byte_lock(kind: libc::c_short, byte: i64) -> libc::flock {
+    libc::flock {
+        l_type: kind,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: byte,
+        l_len: 1,
+        l_pid: 0,
+    }
+}
+
+/// Set (or with `F_UNLCK` release) the lock on one byte without waiting; false when another
+/// open file description holds it.
+fn lock_byte(file: &File, byte: i64, kind: libc::c_short) -> bool {
+    let lock = byte_lock(kind, byte);
+    // SAFETY: F_OFD_SETLK reads `lock`, a valid flock struct, on an open descriptor.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_process_links_its_claims_and_each_is_live_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let (first, claim_1) = archive.claim_attempt("aa").unwrap();
+        let (second, claim_2) = archive.claim_attempt("aa").unwrap();
+        let (_, claim_3) = archive.claim_attempt("bb").unwrap();
+        assert_eq!((first, second), (1, 2));
+        // One file, three names: no file was created for the later claims.
+        let inode = |run_id: &str, attempt: u32| {
+            fs::metadata(archive.claim_path(run_id, attempt))
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(inode("aa", 1), inode("aa", 2));
+        assert_eq!(inode("aa", 1), inode("bb", 1));
+        assert!(archive.is_live("aa", 1) && archive.is_live("aa", 2) && archive.is_live("bb", 1));
+        // Each claim says only for its own run whether it lives.
+        drop(claim_2);
+        assert!(archive.is_live("aa", 1) && !archive.is_live("aa", 2) && archive.is_live("bb", 1));
+        drop((claim_1, claim_3));
+        assert!(!archive.is_live("aa", 1) && !archive.is_live("bb", 1));
+        assert!(!archive.is_live("never", 1));
+        // A taken number stays taken.
+        let (third, _claim) = archive.claim_attempt("aa").unwrap();
+        assert_eq!(third, 3);
+    }
+
+    #[test]
+    fn a_claim_whose_link_source_is_gone_becomes_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let (_, _first) = archive.claim_attempt("cc").unwrap();
+        fs::remove_file(archive.claim_path("cc", 1)).unwrap();
+        let (attempt, _second) = archive.claim_attempt("dd").unwrap();
+        assert_eq!(attempt, 1);
+        assert!(archive.is_live("dd", 1));
+        let (_, _third) = archive.claim_attempt("ee").unwrap();
+        let inode = |run_id: &str| fs::metadata(archive.claim_path(run_id, 1)).unwrap().ino();
+        assert_eq!(inode("dd"), inode("ee"));
+    }
+}
