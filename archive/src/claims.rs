@@ -7,8 +7,11 @@
 //! short run costs to log on ext4, which scans the inodes freed in the last half minute for
 //! every file it creates). While a run lives, its writer holds a lock on one byte of that
 //! file, at an offset hashed from the run id and attempt, through its own open claim (an
-//! open-file-description lock, so another handle in the same process sees it too). The lock goes when the run finishes or
-//! however its process ends (`kill -9` included), and readers then see the run as over.
+//! open-file-description lock, so another handle in the same process sees it too). The lock
+//! goes when the run finishes or however its process ends (`kill -9` included), and readers
+//! then see the run as over. An empty claim is one of its own from before shared claims,
+//! whose writer holds a flock instead (readers ask that); a writer from before shared claims
+//! reading an archive that newer writers write to sees their live runs as over.
 
 use crate::archive::Archive;
 use crate::{Error, Result};
@@ -19,16 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 /// A claimed attempt whose writer is alive: its byte stays locked until this is dropped.
+/// Closing its file (when the process ends, however it ends) releases the lock.
 pub(crate) struct Claim {
-    file: File,
-    byte: i64,
+    _file: File,
 }
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        lock_byte(&self.file, self.byte, libc::F_UNLCK as libc::c_short);
-    }
-}
+/// What a claim file that others link to holds, so readers tell it from the empty, flocked
+/// claim files of recipe before shared claims.
+const SHARED_MARK: &[u8] = b"claims linked here; one locked byte per live run\n";
 
 /// Per archive folder, the claim this process links its next claims to.
 fn link_sources() -> &'static Mutex<BTreeMap<PathBuf, PathBuf>> {
@@ -52,28 +53,35 @@ impl Archive {
         let Ok(file) = File::open(self.claim_path(run_id, attempt)) else {
             return false;
         };
+        if file.metadata().is_ok_and(|m| m.len() == 0) {
+            // A claim of its own from before shared claims (or one being created): its
+            // writer holds a flock for the run's life.
+            return !crate::archive::try_lock(&file, libc::LOCK_SH);
+        }
         let mut probe = byte_lock(libc::F_WRLCK as libc::c_short, claim_byte(run_id, attempt));
         // SAFETY: F_OFD_GETLK only fills in `probe`, a valid flock struct.
         let asked = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) };
-        asked == 0 && probe.l_type != libc::F_UNLCK as libc::c_short
+        // A probe that fails says nothing: taken as live, the safe side (a live run is never
+        // settled as interrupted or merged away).
+        !(asked == 0 && probe.l_type == libc::F_UNLCK as libc::c_short)
     }
 
     /// Take the lowest attempt number of `run_id` not yet taken, and lock its byte.
     pub(crate) fn claim_attempt(&self, run_id: &str) -> Result<(u32, Claim)> {
         let dir = self.path("_claims");
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // By absolute path: a relative root means another folder after a change of directory.
+        let root = std::path::absolute(self.root()).map_err(|e| Error::io(self.root(), e))?;
         let mut sources = link_sources().lock().unwrap_or_else(|p| p.into_inner());
         for attempt in 1..u32::MAX {
-            let path = self.claim_path(run_id, attempt);
+            let path = root.join("_claims").join(format!("{run_id}-a{attempt}"));
             let byte = claim_byte(run_id, attempt);
-            let linked = match sources.get(self.root()) {
+            let linked = match sources.get(&root) {
                 Some(source) => match fs::hard_link(source, &path) {
-                    Ok(()) => Some(
-                        OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(|e| Error::io(&path, e))?,
-                    ),
+                    Ok(()) => Some(OpenOptions::new().write(true).open(&path).map_err(|e| {
+                        let _ = fs::remove_file(&path);
+                        Error::io(&path, e)
+                    })?),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     // The source is gone, or has as many links as the file system allows
                     // (65,000 on ext4): this claim becomes a file of its own below.
@@ -88,17 +96,19 @@ impl Archive {
                         continue;
                     };
                     // The source of this process's next claims.
-                    sources.insert(self.root().to_path_buf(), path.clone());
+                    sources.insert(root.clone(), path.clone());
                     file
                 }
             };
-            if !lock_byte(&file, byte, libc::F_WRLCK as libc::c_short) {
-                return Err(Error::Invalid(format!(
-                    "{} is locked by another writer",
-                    path.display()
-                )));
+            let lock = byte_lock(libc::F_WRLCK as libc::c_short, byte);
+            // SAFETY: F_OFD_SETLK reads `lock`, a valid flock struct, on an open descriptor.
+            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
+                let error = std::io::Error::last_os_error();
+                // The name stays taken (another process may already count on it), without
+                // a lock: it reads as a run that ended before writing anything.
+                return Err(Error::io(&path, error));
             }
-            return Ok((attempt, Claim { file, byte }));
+            return Ok((attempt, Claim { _file: file }));
         }
         Err(Error::Invalid(format!(
             "run {run_id} has no attempt numbers left"
@@ -109,7 +119,10 @@ impl Archive {
 /// Create a claim as a file of its own; `None` when the name is already taken.
 fn new_claim_file(path: &Path) -> Result<Option<File>> {
     match OpenOptions::new().write(true).create_new(true).open(path) {
-        Ok(file) => Ok(Some(file)),
+        Ok(mut file) => {
+            std::io::Write::write_all(&mut file, SHARED_MARK).map_err(|e| Error::io(path, e))?;
+            Ok(Some(file))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -130,14 +143,6 @@ fn byte_lock(kind: libc::c_short, byte: i64) -> libc::flock {
         l_len: 1,
         l_pid: 0,
     }
-}
-
-/// Set (or with `F_UNLCK` release) the lock on one byte without waiting; false when another
-/// open file description holds it.
-fn lock_byte(file: &File, byte: i64, kind: libc::c_short) -> bool {
-    let lock = byte_lock(kind, byte);
-    // SAFETY: F_OFD_SETLK reads `lock`, a valid flock struct, on an open descriptor.
-    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) == 0 }
 }
 
 #[cfg(test)]
@@ -185,5 +190,18 @@ mod tests {
         let (_, _third) = archive.claim_attempt("ee").unwrap();
         let inode = |run_id: &str| fs::metadata(archive.claim_path(run_id, 1)).unwrap().ino();
         assert_eq!(inode("dd"), inode("ee"));
+    }
+
+    #[test]
+    fn a_claim_file_of_its_own_from_before_is_live_while_flocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        fs::create_dir_all(archive.path("_claims")).unwrap();
+        let file = File::create(archive.claim_path("ff", 1)).unwrap();
+        assert!(!archive.is_live("ff", 1));
+        assert!(crate::archive::try_lock(&file, libc::LOCK_EX));
+        assert!(archive.is_live("ff", 1));
+        drop(file);
+        assert!(!archive.is_live("ff", 1));
     }
 }
