@@ -532,7 +532,10 @@ fn execute(
 /// After a failed cell with stop_on_error, answer the executes already queued as aborted
 /// (those sent after the client saw the error are not: it sent them knowing).
 fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receiver<JupyterMessage>) {
-    while let Ok(request) = work.try_recv() {
+    // Taken all at once before the first reply: a client that sends its next cell as soon as
+    // it sees that reply sends it knowing, and the cell must run.
+    let queued: Vec<JupyterMessage> = work.try_iter().collect();
+    for request in queued {
         kernel.publish(Status::busy(), &request);
         if let JupyterMessageContent::ExecuteRequest(r) = &request.content {
             session.record_aborted(&r.code);
