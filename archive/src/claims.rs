@@ -40,7 +40,7 @@ fn link_sources() -> &'static Mutex<BTreeMap<PathBuf, PathBuf>> {
 impl Archive {
     /// The name that says who took an attempt number of `run_id`.
     pub(crate) fn claim_path(&self, run_id: &str, attempt: u32) -> PathBuf {
-        self.path("_claims").join(format!("{run_id}-a{attempt}"))
+        self.path("_claims").join(claim_name(run_id, attempt))
     }
 
     /// Whether an attempt number of `run_id` was ever taken.
@@ -74,7 +74,7 @@ impl Archive {
         let root = std::path::absolute(self.root()).map_err(|e| Error::io(self.root(), e))?;
         let mut sources = link_sources().lock().unwrap_or_else(|p| p.into_inner());
         for attempt in 1..u32::MAX {
-            let path = root.join("_claims").join(format!("{run_id}-a{attempt}"));
+            let path = root.join("_claims").join(claim_name(run_id, attempt));
             let byte = claim_byte(run_id, attempt);
             let linked = match sources.get(&root) {
                 Some(source) => match fs::hard_link(source, &path) {
@@ -128,9 +128,13 @@ fn new_claim_file(path: &Path) -> Result<Option<File>> {
     }
 }
 
+fn claim_name(run_id: &str, attempt: u32) -> String {
+    format!("{run_id}-a{attempt}")
+}
+
 /// The byte of a claim file that the writer of `run_id`'s `attempt` holds locked.
 fn claim_byte(run_id: &str, attempt: u32) -> i64 {
-    let hash = blake3::hash(format!("{run_id}-a{attempt}").as_bytes());
+    let hash = blake3::hash(claim_name(run_id, attempt).as_bytes());
     let first = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
     (first >> 1) as i64
 }
