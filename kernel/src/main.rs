@@ -9,6 +9,7 @@
 //!
 //! Errors print one line (`error: ...`) and exit non-zero; usage errors exit 2.
 
+mod alloc;
 mod cli;
 mod exec;
 mod is_complete;
@@ -18,6 +19,9 @@ mod session;
 mod spare;
 
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 fn main() {
     // When evcxr starts this binary as the process that runs cells (or wraps rustc), control
