@@ -57,7 +57,8 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// analyzer frees and allocates again in waves; memory given back in between costs a page
 /// fault and a zeroed page when it is used again, which took back most of what mimalloc saves
 /// (session start to runtime attached, medians of 7: 3.35 s with glibc, 3.33 s with a 1 s
-/// delay, 3.00 s with this one; peak memory 463 -> 562 MB).
+/// delay, 3.00 s with this one; measured before the analyzer read a smaller std, with which
+/// peak memory is the same as with glibc).
 fn keep_freed_memory_a_while() {
     // SAFETY: sets one option of the C library before its first allocation in this process.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 10_000) };

@@ -84,6 +84,10 @@ impl Session {
         std::fs::copy(runtime.lock_file(), crate_dir.join("Cargo.lock"))
             .context("copy the runtime's Cargo.lock: run `recipe install` again")?;
         std::env::set_var("EVCXR_TMPDIR", &crate_dir);
+        // The analyzer reads the install's copy of std (without the x86 intrinsics).
+        if let Some(std_source) = runtime.std_source() {
+            std::env::set_var("RUST_SRC_PATH", std_source);
+        }
 
         let mut runner = std::process::Command::new(std::env::current_exe()?);
         runner.env(CELL_FILE_ENV, &cell_file);
