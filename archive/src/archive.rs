@@ -3,12 +3,14 @@
 
 use crate::canonical::Hash;
 use crate::files::{self, read_parquet, ChunkName};
+use crate::query::Condition;
 use crate::records::{self, CellRecord, MetricPoint, RunRecord, Status};
 use crate::schema::Table;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A run archive rooted at a directory.
 #[derive(Clone, Debug)]
@@ -158,13 +160,27 @@ impl Archive {
     /// writer is `interrupted` at its last flushed step, and the first attempt of an identity
     /// carries whether its replicates reproduced it.
     pub fn runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
-        let loaded = self.raw_runs()?;
+        self.runs_where(&[])
+    }
+
+    /// The runs that satisfy every condition: [`Archive::runs`] then
+    /// [`crate::query::filter_runs`], except that rows failing a condition on an identity
+    /// component (`config.lr=0.01`) are never turned into records (all attempts of a run
+    /// share their components, so replicates are still judged together).
+    pub fn runs_where(&self, conditions: &[Condition]) -> Result<Loaded<Vec<RunRecord>>> {
+        let (on_identity, others): (Vec<&Condition>, Vec<&Condition>) =
+            conditions.iter().partition(|c| c.component().is_some());
+        let keep = |components: &[Arc<serde_json::Value>; 5]| {
+            on_identity.iter().all(|c| c.matches_components(components))
+        };
+        let loaded = self.raw_runs_where(&keep)?;
         let mut damaged = loaded.damaged;
         let mut runs = loaded.value;
         for run in runs.iter_mut() {
             damaged.extend(self.settle_dead_writer(run)?);
         }
         mark_replicates(&mut runs);
+        runs.retain(|run| others.iter().all(|c| c.matches(run)));
         Ok(Loaded {
             value: runs,
             damaged,
@@ -190,7 +206,17 @@ impl Archive {
 
     /// The rows of `runs` as stored, one per attempt (the newest version of each).
     pub(crate) fn raw_runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
-        let loaded = self.read_rows(Table::Runs, &|_| true, &|_, b| records::runs_from_batch(b))?;
+        self.raw_runs_where(&|_| true)
+    }
+
+    /// [`Archive::raw_runs`] of the rows whose components pass `keep`.
+    fn raw_runs_where(
+        &self,
+        keep: &(dyn Fn(&[Arc<serde_json::Value>; 5]) -> bool + Sync),
+    ) -> Result<Loaded<Vec<RunRecord>>> {
+        let loaded = self.read_rows(Table::Runs, &|_| true, &|_, b| {
+            records::runs_from_batch_where(b, keep)
+        })?;
         let rows = loaded.value;
         // Sort positions, not the records (large structs, moved at every swap). The sort is
         // stable: among versions that are equally new, the first read wins.

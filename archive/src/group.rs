@@ -60,18 +60,18 @@ pub struct Group {
 
 /// Group completed runs by identity-minus-seeds, in the order groups first appear.
 pub fn group_runs(runs: &[RunRecord]) -> Vec<Group> {
-    let mut order: Vec<String> = Vec::new();
-    let mut members: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    let mut members: BTreeMap<&str, Vec<&RunRecord>> = BTreeMap::new();
     // One sample per identity, unless its attempts disagree (then each attempt is one).
     let mut counted: std::collections::BTreeSet<&str> = Default::default();
     for run in runs {
         let is_sample = run.status == Status::Completed
             && (run.reproduced == Some(false) || counted.insert(run.run_id.as_str()));
         if is_sample {
-            if !members.contains_key(&run.group_id) {
-                order.push(run.group_id.clone());
+            if !members.contains_key(&*run.group_id) {
+                order.push(&run.group_id);
             }
-            members.entry(run.group_id.clone()).or_default().push(run);
+            members.entry(&run.group_id).or_default().push(run);
         }
     }
     order
@@ -95,7 +95,7 @@ pub fn group_runs(runs: &[RunRecord]) -> Vec<Group> {
                     .iter()
                     .filter_map(|(m, s)| Stats::of(s).map(|st| (m.clone(), st)))
                     .collect(),
-                group_id,
+                group_id: group_id.to_string(),
             }
         })
         .collect()

@@ -5,10 +5,12 @@
 //! `sweep`, `group_id`, `parent_run`, `attempt`, `last_step`, `started_at`) or a dotted path
 //! into a component (`config.`, `seeds.`, `data.`, `code.`, `env.`) or into `summary.`.
 
+use crate::identity::COMPONENTS;
 use crate::records::RunRecord;
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// The value of a field of a run, if it has one.
 pub fn field(run: &RunRecord, key: &str) -> Option<Value> {
@@ -21,7 +23,7 @@ pub fn field(run: &RunRecord, key: &str) -> Option<Value> {
         "status" => Some(json!(run.status.as_str())),
         "recipe_step" | "step" => run.recipe_step.as_ref().map(|s| json!(s)),
         "sweep" => run.sweep.as_ref().map(|s| json!(s)),
-        "group_id" => Some(json!(run.group_id)),
+        "group_id" => Some(json!(&*run.group_id)),
         "parent_run" => run.parent_run.as_ref().map(|s| json!(s)),
         "last_step" => run.last_step.map(|s| json!(s)),
         "started_at" => Some(json!(run.started_at.to_rfc3339())),
@@ -100,7 +102,28 @@ impl Condition {
     /// Whether a run satisfies the condition. A run without the field never does, except
     /// for `!=`.
     pub fn matches(&self, run: &RunRecord) -> bool {
-        let Some(actual) = field(run, &self.field) else {
+        self.holds_for(field(run, &self.field))
+    }
+
+    /// The identity component the condition is about (`config.lr`: 0, the config), if it
+    /// is about one. Every attempt of a run has the same components, so such a condition
+    /// can be checked on a stored row before the row becomes a record.
+    pub fn component(&self) -> Option<usize> {
+        let head = self.field.split('.').next().unwrap_or_default();
+        COMPONENTS.iter().position(|c| *c == head)
+    }
+
+    /// Whether components satisfy a condition about one of them ([`Condition::component`]).
+    pub fn matches_components(&self, components: &[Arc<Value>; 5]) -> bool {
+        let Some(i) = self.component() else {
+            return true;
+        };
+        let rest = self.field.split_once('.').map_or("", |(_, rest)| rest);
+        self.holds_for(lookup(&components[i], rest))
+    }
+
+    fn holds_for(&self, actual: Option<Value>) -> bool {
+        let Some(actual) = actual else {
             return self.op == Op::Ne;
         };
         let ordering = compare_to_text(&actual, &self.value);

@@ -92,9 +92,11 @@ pub struct RunRecord {
     pub ended_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub last_step: Option<i64>,
-    pub group_id: String,
-    /// Component hashes in the order of [`crate::identity::COMPONENTS`].
-    pub component_hashes: [String; 5],
+    /// Shared between the records that have the same one, like the component hashes.
+    pub group_id: Arc<str>,
+    /// Component hashes in the order of [`crate::identity::COMPONENTS`], shared between the
+    /// runs that have the same one (as the components are).
+    pub component_hashes: [Arc<str>; 5],
     /// Component values (canonical JSON) in the same order, shared between the runs that
     /// have the same one (a sweep's data, code and environment are one value in memory).
     pub components: [Arc<Value>; 5],
@@ -282,7 +284,7 @@ pub fn runs_to_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(rows.iter().map(f)))
     };
     let component = |i: usize| strs(&move |r: &RunRecord| Some(json_text(&*r.components[i])));
-    let hash = |i: usize| strs(&move |r: &RunRecord| Some(r.component_hashes[i].clone()));
+    let hash = |i: usize| strs(&move |r: &RunRecord| Some(r.component_hashes[i].to_string()));
     let columns: Vec<ArrayRef> = vec![
         strs(&|r| Some(r.run_id.clone())),
         Arc::new(UInt32Array::from_iter_values(
@@ -297,7 +299,7 @@ pub fn runs_to_batch(rows: &[RunRecord]) -> Result<RecordBatch> {
         utc_array(rows.iter().map(|r| r.ended_at.map(micros))),
         utc_array(rows.iter().map(|r| Some(micros(r.updated_at)))),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.last_step))),
-        strs(&|r| Some(r.group_id.clone())),
+        strs(&|r| Some(r.group_id.to_string())),
         hash(0),
         hash(1),
         hash(2),
@@ -491,8 +493,42 @@ impl<'a> SharedJson<'a> {
     }
 }
 
+/// A text column read as a dictionary whose distinct values become one shared string each
+/// (the hashes a sweep's runs have in common).
+struct SharedText<'a> {
+    column: Dictionary<'a>,
+    shared: Vec<Option<Arc<str>>>,
+}
+
+impl<'a> SharedText<'a> {
+    fn new(batch: &'a RecordBatch, name: &str) -> Result<SharedText<'a>> {
+        let column = Columns(batch).dictionary(name)?;
+        Ok(SharedText {
+            shared: vec![None; column.texts.len()],
+            column,
+        })
+    }
+
+    fn get(&mut self, row: usize) -> Arc<str> {
+        // Keys were checked against the dictionary when the column was opened.
+        let key = self.column.keys.value(row) as usize;
+        self.shared[key]
+            .get_or_insert_with(|| Arc::from(self.column.texts.value(key)))
+            .clone()
+    }
+}
+
 /// Rows of `runs` back from a batch read with [`Table::read_schema`].
 pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
+    runs_from_batch_where(batch, &|_| true)
+}
+
+/// The rows of a batch whose identity components pass `keep`; the others are never turned
+/// into records.
+pub fn runs_from_batch_where(
+    batch: &RecordBatch,
+    keep: &dyn Fn(&[Arc<Value>; 5]) -> bool,
+) -> Result<Vec<RunRecord>> {
     let c = Columns(batch);
     let (run_id, attempt, name) = (
         c.text("run_id")?,
@@ -510,13 +546,13 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         c.time("ended_at")?,
         c.time("updated_at")?,
     );
-    let (last_step, group) = (c.int("last_step")?, c.text("group_id")?);
-    let hash_cols = [
-        c.text("config_hash")?,
-        c.text("seeds_hash")?,
-        c.text("data_hash")?,
-        c.text("code_hash")?,
-        c.text("env_hash")?,
+    let (last_step, mut group) = (c.int("last_step")?, SharedText::new(batch, "group_id")?);
+    let mut hash_cols = [
+        SharedText::new(batch, "config_hash")?,
+        SharedText::new(batch, "seeds_hash")?,
+        SharedText::new(batch, "data_hash")?,
+        SharedText::new(batch, "code_hash")?,
+        SharedText::new(batch, "env_hash")?,
     ];
     let mut value_cols = [
         SharedJson::new(batch, "config")?,
@@ -536,39 +572,42 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
         c.int("cell_execution")?,
         c.text("cell_history_hash")?,
     );
-    (0..batch.num_rows())
-        .map(|i| {
-            let mut components: [Arc<Value>; 5] = Default::default();
-            for (slot, col) in components.iter_mut().zip(value_cols.iter_mut()) {
-                *slot = col.get(i)?;
-            }
-            Ok(RunRecord {
-                run_id: run_id.value(i).to_string(),
-                attempt: attempt.value(i),
-                name: name.value(i).to_string(),
-                recipe_step: opt_text(step, i),
-                parent_run: opt_text(parent, i),
-                sweep: opt_text(sweep, i),
-                status: Status::parse(status.value(i))?,
-                started_at: from_micros(started.value(i)),
-                ended_at: ended.is_valid(i).then(|| from_micros(ended.value(i))),
-                updated_at: from_micros(updated.value(i)),
-                last_step: opt_int(last_step, i),
-                group_id: group.value(i).to_string(),
-                component_hashes: hash_cols.map(|col| col.value(i).to_string()),
-                components,
-                summary: summary_from_json(summary.value(i))?,
-                checks: parse_json(checks.value(i), "checks")?,
-                artifacts: parse_json(artifacts.value(i), "artifacts")?,
-                error: opt_text(error, i),
-                reproduced: reproduced.is_valid(i).then(|| reproduced.value(i)),
-                diverged_step: opt_int(diverged, i),
-                session_id: opt_text(session, i),
-                cell_execution: opt_int(cell_exec, i),
-                cell_history_hash: opt_text(history, i),
-            })
-        })
-        .collect()
+    let mut runs = Vec::new();
+    for i in 0..batch.num_rows() {
+        let mut components: [Arc<Value>; 5] = Default::default();
+        for (slot, col) in components.iter_mut().zip(value_cols.iter_mut()) {
+            *slot = col.get(i)?;
+        }
+        if !keep(&components) {
+            continue;
+        }
+        runs.push(RunRecord {
+            run_id: run_id.value(i).to_string(),
+            attempt: attempt.value(i),
+            name: name.value(i).to_string(),
+            recipe_step: opt_text(step, i),
+            parent_run: opt_text(parent, i),
+            sweep: opt_text(sweep, i),
+            status: Status::parse(status.value(i))?,
+            started_at: from_micros(started.value(i)),
+            ended_at: ended.is_valid(i).then(|| from_micros(ended.value(i))),
+            updated_at: from_micros(updated.value(i)),
+            last_step: opt_int(last_step, i),
+            group_id: group.get(i),
+            component_hashes: hash_cols.each_mut().map(|col| col.get(i)),
+            components,
+            summary: summary_from_json(summary.value(i))?,
+            checks: parse_json(checks.value(i), "checks")?,
+            artifacts: parse_json(artifacts.value(i), "artifacts")?,
+            error: opt_text(error, i),
+            reproduced: reproduced.is_valid(i).then(|| reproduced.value(i)),
+            diverged_step: opt_int(diverged, i),
+            session_id: opt_text(session, i),
+            cell_execution: opt_int(cell_exec, i),
+            cell_history_hash: opt_text(history, i),
+        });
+    }
+    Ok(runs)
 }
 
 /// Points of a `metrics` batch read with [`Table::read_schema`], all of which belong to
@@ -701,8 +740,8 @@ mod tests {
                     ended_at: ended,
                     updated_at: started,
                     last_step,
-                    group_id: run_id.chars().rev().collect(),
-                    component_hashes: ["a", "b", "c", "d", "e"].map(String::from),
+                    group_id: run_id.chars().rev().collect::<String>().into(),
+                    component_hashes: ["a", "b", "c", "d", "e"].map(Arc::from),
                     components: [
                         json!({"lr": 0.001}),
                         json!({"init": 1}),

@@ -63,7 +63,7 @@ pub fn runs_table(runs: &[RunRecord], for_scripts: bool) -> TextTable {
                 run.last_step.map(|s| s.to_string()).unwrap_or_default(),
                 run.started_at.to_rfc3339(),
                 run.ended_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                run.group_id.clone(),
+                run.group_id.to_string(),
                 run.reproduced.map(|b| b.to_string()).unwrap_or_default(),
                 run.diverged_step.map(|s| s.to_string()).unwrap_or_default(),
             ];

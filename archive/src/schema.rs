@@ -3,7 +3,6 @@
 //!
 //! A change to any schema bumps [`SCHEMA_VERSION`]; readers refuse other versions by name.
 
-use crate::identity::COMPONENTS;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, OnceLock};
 
@@ -50,8 +49,9 @@ impl Table {
 
     /// The schema a reader asks for: the stored one, except that columns with few distinct
     /// values come back as dictionaries (the files store them dictionary-encoded): the
-    /// identity components of `runs`, so a sweep's shared config, data, code and environment
-    /// text is decoded and parsed once, and the run id and metric names of `metrics`.
+    /// identity components of `runs`, their hashes and group, so a sweep's shared config,
+    /// data, code and environment text is decoded and parsed once, and the run id and metric
+    /// names of `metrics`.
     pub fn read_schema(self) -> SchemaRef {
         static SCHEMAS: OnceLock<[SchemaRef; 3]> = OnceLock::new();
         let all = SCHEMAS.get_or_init(|| {
@@ -65,7 +65,7 @@ impl Table {
                 Arc::new(Schema::new(fields.collect::<Vec<_>>()))
             };
             [
-                dictionaries(runs_schema(), &COMPONENTS),
+                dictionaries(runs_schema(), &SHARED_RUN_COLUMNS),
                 dictionaries(metrics_schema(), &["run_id", "name"]),
                 cells_schema(),
             ]
@@ -73,6 +73,22 @@ impl Table {
         all[self as usize].clone()
     }
 }
+
+/// The columns of `runs` read as dictionaries: the identity components, their hashes and the
+/// group (what a sweep's runs share).
+const SHARED_RUN_COLUMNS: [&str; 11] = [
+    "config",
+    "seeds",
+    "data",
+    "code",
+    "env",
+    "config_hash",
+    "seeds_hash",
+    "data_hash",
+    "code_hash",
+    "env_hash",
+    "group_id",
+];
 
 fn dictionary() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))

@@ -284,8 +284,8 @@ impl Archive {
             ended_at: None,
             updated_at: now,
             last_step: None,
-            group_id: hashes.group_id.to_hex(),
-            component_hashes: hashes.components.map(|h| h.to_hex()),
+            group_id: hashes.group_id.to_hex().as_str().into(),
+            component_hashes: hashes.components.map(|h| h.to_hex().as_str().into()),
             components: components.map(std::sync::Arc::new),
             summary: BTreeMap::new(),
             checks: Vec::new(),
@@ -682,6 +682,43 @@ mod archive_tests {
         let other_seed = train(&archive, 2, 0.0);
         assert_ne!(other_seed.run_id, first.run_id);
         assert_eq!(other_seed.group_id, first.group_id);
+    }
+
+    #[test]
+    fn runs_where_is_runs_then_filter() {
+        use crate::query::{filter_runs, Condition};
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        train(&archive, 1, 0.0);
+        train(&archive, 1, 1e-9); // a replicate that diverges: both attempts are marked
+        train(&archive, 2, 0.0);
+        train(&archive, 3, 0.5);
+        let mut live = archive.begin_run(spec("live", 4)).unwrap();
+        live.log(0, "loss", 1.0).unwrap();
+        live.flush().unwrap();
+        let all = archive.runs().unwrap().value;
+        for conditions in [
+            vec!["seeds.init=1"],
+            vec!["seeds.init=1", "reproduced=false"],
+            vec!["seeds.init!=1", "summary.loss<0.2"],
+            vec!["config.lr=0.001", "status=running"],
+            vec!["config.hidden>32"],
+            vec!["env.nothing.here!=1", "name=toy"],
+            vec![],
+        ] {
+            let parsed: Vec<Condition> = conditions
+                .iter()
+                .map(|c| Condition::parse(c).unwrap())
+                .collect();
+            let found = archive.runs_where(&parsed).unwrap().value;
+            assert_eq!(found, filter_runs(all.clone(), &parsed), "{conditions:?}");
+        }
+        // The conditions select what they say (the comparison above is not vacuous).
+        let one = |c: &str| archive.runs_where(&[Condition::parse(c).unwrap()]).unwrap();
+        assert_eq!(one("seeds.init=1").value.len(), 2);
+        assert_eq!(one("status=running").value.len(), 1);
+        assert_eq!(one("config.hidden>32").value.len(), 0);
+        live.finish(Status::Completed, None).unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use recipe_archive::diff::diff_runs;
-use recipe_archive::query::{filter_runs, Condition};
+use recipe_archive::query::Condition;
 use recipe_archive::{Archive, CodeState, DataFingerprint, Environment, Identity, RunSpec, Status};
 use recipe_tests::peak_rss_mib;
 use serde_json::{json, Value};
@@ -81,10 +81,9 @@ fn main() -> Result<()> {
         Condition::parse("summary.loss<0.5")?,
     ];
     let (filter_s, found) = median_of(REPEATS, || {
-        Ok(filter_runs(
-            Archive::open_existing(&root)?.runs()?.value,
-            &conditions,
-        ))
+        Ok(Archive::open_existing(&root)?
+            .runs_where(&conditions)?
+            .value)
     })?;
     ours.insert("filter", filter_s);
     let (diff_s, diff) = median_of(REPEATS, || {

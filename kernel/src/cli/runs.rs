@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use recipe_archive::archive::find_in;
 use recipe_archive::diff::diff_runs;
 use recipe_archive::export::{results_table, TextTable};
-use recipe_archive::query::{filter_runs, sort_runs, Condition};
+use recipe_archive::query::{sort_runs, Condition};
 use recipe_archive::{compact, group, report, Archive, RunRecord};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -247,7 +247,7 @@ fn select(archive: &Archive, selection: &Selection) -> Result<Vec<RunRecord>> {
         .iter()
         .map(|c| Condition::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut runs = filter_runs(archive.runs()?.warn_damaged(), &conditions);
+    let mut runs = archive.runs_where(&conditions)?.warn_damaged();
     if let Some(key) = &selection.sort {
         sort_runs(&mut runs, key);
     }
@@ -261,7 +261,7 @@ fn run_json(run: &RunRecord) -> Value {
     let components: serde_json::Map<String, Value> = recipe_archive::identity::COMPONENTS
         .iter()
         .zip(run.components.iter().zip(&run.component_hashes))
-        .map(|(name, (value, hash))| (name.to_string(), json!({"hash": hash, "value": **value})))
+        .map(|(name, (value, hash))| (name.to_string(), json!({"hash": &**hash, "value": **value})))
         .collect();
     json!({
         "run_id": run.run_id,
@@ -274,7 +274,7 @@ fn run_json(run: &RunRecord) -> Value {
         "started_at": run.started_at.to_rfc3339(),
         "ended_at": run.ended_at.map(|t| t.to_rfc3339()),
         "last_step": run.last_step,
-        "group_id": run.group_id,
+        "group_id": &*run.group_id,
         "identity": components,
         "summary": run.summary.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "checks": run.checks,
