@@ -496,25 +496,30 @@ impl<'a> SharedJson<'a> {
 /// A text column read as a dictionary whose distinct values become one shared string each
 /// (the hashes a sweep's runs have in common).
 struct SharedText<'a> {
+    name: &'static str,
     column: Dictionary<'a>,
     shared: Vec<Option<Arc<str>>>,
 }
 
 impl<'a> SharedText<'a> {
-    fn new(batch: &'a RecordBatch, name: &str) -> Result<SharedText<'a>> {
+    fn new(batch: &'a RecordBatch, name: &'static str) -> Result<SharedText<'a>> {
         let column = Columns(batch).dictionary(name)?;
         Ok(SharedText {
+            name,
             shared: vec![None; column.texts.len()],
             column,
         })
     }
 
-    fn get(&mut self, row: usize) -> Arc<str> {
-        // Keys were checked against the dictionary when the column was opened.
+    fn get(&mut self, row: usize) -> Result<Arc<str>> {
         let key = self.column.keys.value(row) as usize;
-        self.shared[key]
+        let slot = self
+            .shared
+            .get_mut(key)
+            .ok_or_else(|| Error::Format(format!("column {:?}: bad dictionary key", self.name)))?;
+        Ok(slot
             .get_or_insert_with(|| Arc::from(self.column.texts.value(key)))
-            .clone()
+            .clone())
     }
 }
 
@@ -523,8 +528,8 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
     runs_from_batch_where(batch, &|_| true)
 }
 
-/// The rows of a batch whose identity components pass `keep`; the others are never turned
-/// into records.
+/// The rows of a batch whose identity components pass `keep`; the others are checked as
+/// [`runs_from_batch`] checks them, but never turned into records.
 pub fn runs_from_batch_where(
     batch: &RecordBatch,
     keep: &dyn Fn(&[Arc<Value>; 5]) -> bool,
@@ -579,6 +584,12 @@ pub fn runs_from_batch_where(
             *slot = col.get(i)?;
         }
         if !keep(&components) {
+            // Not returned, but still read: a damaged row makes its file damaged whatever
+            // the conditions, as in a listing of everything.
+            Status::parse(status.value(i))?;
+            summary_from_json(summary.value(i))?;
+            parse_json::<Vec<Check>>(checks.value(i), "checks")?;
+            parse_json::<BTreeMap<String, String>>(artifacts.value(i), "artifacts")?;
             continue;
         }
         runs.push(RunRecord {
@@ -593,8 +604,14 @@ pub fn runs_from_batch_where(
             ended_at: ended.is_valid(i).then(|| from_micros(ended.value(i))),
             updated_at: from_micros(updated.value(i)),
             last_step: opt_int(last_step, i),
-            group_id: group.get(i),
-            component_hashes: hash_cols.each_mut().map(|col| col.get(i)),
+            group_id: group.get(i)?,
+            component_hashes: [
+                hash_cols[0].get(i)?,
+                hash_cols[1].get(i)?,
+                hash_cols[2].get(i)?,
+                hash_cols[3].get(i)?,
+                hash_cols[4].get(i)?,
+            ],
             components,
             summary: summary_from_json(summary.value(i))?,
             checks: parse_json(checks.value(i), "checks")?,
@@ -810,6 +827,24 @@ mod tests {
             assert_eq!(b.components, r.components);
         }
         assert!(Arc::ptr_eq(&back[0].components[4], &back[1].components[4]));
+    }
+
+    #[test]
+    fn a_damaged_row_is_an_error_whether_or_not_it_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.parquet");
+        let rows = [test_run("a", 1, None, 0.5), test_run("b", 1, None, 0.5)];
+        write_parquet(&path, Table::Runs, &runs_to_batch(&rows).unwrap()).unwrap();
+        let batch = read_parquet(&path, Table::Runs).unwrap().remove(0);
+        // The second row's summary is not JSON (as a flipped byte would leave it).
+        let (schema, mut columns) = (batch.schema(), batch.columns().to_vec());
+        let summary = schema.index_of("summary").unwrap();
+        columns[summary] = Arc::new(StringArray::from(vec![r#"{"acc":0.5}"#, r#"{"acc":0.5"#]));
+        let damaged = RecordBatch::try_new(schema, columns).unwrap();
+        assert!(runs_from_batch(&damaged).is_err());
+        assert!(runs_from_batch_where(&damaged, &|_| false).is_err());
+        let fine = runs_from_batch_where(&batch, &|_| false).unwrap();
+        assert!(fine.is_empty());
     }
 
     proptest! {

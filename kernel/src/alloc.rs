@@ -64,9 +64,15 @@ fn keep_freed_memory_a_while() {
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 10_000) };
 }
 
-/// Whether this process's first argument names an analyzer host. Anything unreadable
-/// answers no (the system allocator, as without this module).
+/// Whether this process's first argument names an analyzer host. The process that runs cells
+/// never is, whatever its arguments (evcxr passes it those after `--`: `recipe exec -- exec`
+/// would name one); anything unreadable answers no (the system allocator, as without this
+/// module).
 fn hosts_analyzer() -> bool {
+    // SAFETY: getenv of a static name; nothing here allocates or sets the environment.
+    if unsafe { !libc::getenv(c"EVCXR_IS_RUNTIME".as_ptr()).is_null() } {
+        return false;
+    }
     let mut buffer = [0u8; 512];
     // SAFETY: a plain read into a buffer we own; the file descriptor is closed below.
     let length = unsafe {

@@ -213,6 +213,12 @@ fn toolchain_std_source() -> anyhow::Result<Option<PathBuf>> {
         .args(["--print", "sysroot"])
         .output()
         .context("run rustc")?;
+    if !out.status.success() {
+        bail!(
+            "`rustc --print sysroot` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let library = sysroot.join("lib/rustlib/src/rust/library");
     Ok(library.join("core").is_dir().then_some(library))
@@ -227,7 +233,9 @@ fn toolchain_std_source() -> anyhow::Result<Option<PathBuf>> {
 ///
 /// Files are hard links to the toolchain's (copies where links cannot be made), except the
 /// workspace files at the top, which are copied so that nothing run on the copy can write
-/// into the toolchain.
+/// into the toolchain. Nothing is ever opened for writing at a path that exists: a file left
+/// there (a hard link to the toolchain's) is removed first, so the toolchain's files are never
+/// written through a link.
 fn std_source_for_analyzer(library: &Path, to: &Path) -> anyhow::Result<()> {
     link_tree(library, to, Path::new(""))
 }
@@ -241,17 +249,40 @@ fn link_tree(from: &Path, to: &Path, relative: &Path) -> anyhow::Result<()> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             link_tree(&path, &target, &relative)?;
-        } else if LEFT_OUT_OF_STD.iter().any(|l| Path::new(l) == relative) {
+            continue;
+        }
+        match std::fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("remove {}", target.display()))
+            }
+            _ => {}
+        }
+        if LEFT_OUT_OF_STD.iter().any(|l| Path::new(l) == relative) {
             std::fs::write(&target, "//! Left out of the analyzer's copy of std.\n")?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&path)?, &target)?;
-        } else if relative.parent() == Some(Path::new(""))
-            || std::fs::hard_link(&path, &target).is_err()
-        {
+        } else if relative.parent() == Some(Path::new("")) || !hard_linked(&path, &target)? {
             std::fs::copy(&path, &target).with_context(|| format!("copy {}", path.display()))?;
         }
     }
     Ok(())
+}
+
+/// Hard-link `path` at `target`; false where the file system cannot (another device, no
+/// links allowed, too many links), any other failure is an error.
+fn hard_linked(path: &Path, target: &Path) -> anyhow::Result<bool> {
+    match std::fs::hard_link(path, target) {
+        Ok(()) => Ok(true),
+        Err(e)
+            if [libc::EXDEV, libc::EPERM, libc::EMLINK]
+                .contains(&e.raw_os_error().unwrap_or(0)) =>
+        {
+            Ok(false)
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("link {} at {}", path.display(), target.display()))
+        }
+    }
 }
 
 /// The toolchain's `libstd-*.so`, which the library and every cell load.
@@ -336,7 +367,23 @@ impl InstallPlan {
         let root = self.share.join("recipe");
         let dir = root.join("runtime");
         let staging = root.join("runtime.new");
-        let _ = std::fs::remove_dir_all(&staging);
+        // One install at a time per folder: the staging folder is this install's alone.
+        std::fs::create_dir_all(&root)?;
+        let lock = std::fs::File::create(root.join("install.lock"))?;
+        // SAFETY: flock on an open file descriptor; released when `lock` is closed.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            bail!(
+                "lock {}: {}",
+                root.join("install.lock").display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        match std::fs::remove_dir_all(&staging) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("remove {}", staging.display()))
+            }
+            _ => {}
+        }
         std::fs::create_dir_all(&staging)?;
         let mut names = Vec::new();
         let mut bytes = 0u64;
@@ -461,15 +508,26 @@ mod tests {
 
     #[test]
     fn the_analyzers_std_links_the_toolchains_files_and_leaves_out_x86_intrinsics() {
-        let root = std::env::temp_dir().join(format!("recipe-std-test-{}", std::process::id()));
-        let (library, copy) = (root.join("library"), root.join("copy"));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = tempfile::tempdir().unwrap();
+        let (library, copy) = (root.path().join("library"), root.path().join("copy"));
         let intrinsics = library.join(LEFT_OUT_OF_STD[0]);
         std::fs::create_dir_all(intrinsics.parent().unwrap()).unwrap();
         std::fs::create_dir_all(library.join("core/src")).unwrap();
         std::fs::write(&intrinsics, "pub unsafe fn _mm_pause() {}\n").unwrap();
         std::fs::write(library.join("core/src/lib.rs"), "pub mod option;\n").unwrap();
         std::fs::write(library.join("Cargo.lock"), "# lock\n").unwrap();
+
+        // A copy left half-made (an install that stopped) holds links to the toolchain's
+        // files where the new copy writes: they must be replaced, never written through.
+        std::fs::create_dir_all(copy.join("core/src")).unwrap();
+        std::fs::create_dir_all(copy.join(LEFT_OUT_OF_STD[0]).parent().unwrap()).unwrap();
+        std::fs::hard_link(&intrinsics, copy.join(LEFT_OUT_OF_STD[0])).unwrap();
+        std::fs::hard_link(library.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
+        std::fs::hard_link(
+            library.join("core/src/lib.rs"),
+            copy.join("core/src/lib.rs"),
+        )
+        .unwrap();
 
         std_source_for_analyzer(&library, &copy).unwrap();
 
@@ -486,10 +544,13 @@ mod tests {
         );
         let left_out = std::fs::read_to_string(copy.join(LEFT_OUT_OF_STD[0])).unwrap();
         assert!(!left_out.contains("_mm_pause"), "{left_out}");
-        // The toolchain's own file is untouched.
+        // The toolchain's own files are untouched.
         assert!(std::fs::read_to_string(&intrinsics)
             .unwrap()
             .contains("_mm_pause"));
-        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(library.join("Cargo.lock")).unwrap(),
+            "# lock\n"
+        );
     }
 }
