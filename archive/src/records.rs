@@ -456,71 +456,52 @@ impl<'a> Dictionary<'a> {
     }
 }
 
-/// A JSON column read as a dictionary (see [`Table::read_schema`]): the runs of a sweep
-/// share their data, code and environment, so each distinct text is parsed once and its
-/// value shared between the records.
-struct SharedJson<'a> {
+/// A text column read as a dictionary (see [`Table::read_schema`]) whose distinct values are
+/// each made into a `T` once and shared between the records: the runs of a sweep share
+/// their data, code and environment (parsed JSON) and the hashes of them (strings).
+struct Shared<'a, T> {
     name: &'static str,
     column: Dictionary<'a>,
-    parsed: Vec<Option<Arc<Value>>>,
+    made: Vec<Option<T>>,
+    make: fn(&str, &'static str) -> Result<T>,
 }
 
-impl<'a> SharedJson<'a> {
-    fn new(batch: &'a RecordBatch, name: &'static str) -> Result<SharedJson<'a>> {
+impl<'a, T: Clone> Shared<'a, T> {
+    fn new(
+        batch: &'a RecordBatch,
+        name: &'static str,
+        make: fn(&str, &'static str) -> Result<T>,
+    ) -> Result<Shared<'a, T>> {
         let column = Columns(batch).dictionary(name)?;
-        Ok(SharedJson {
+        Ok(Shared {
             name,
-            parsed: vec![None; column.texts.len()],
+            made: vec![None; column.texts.len()],
             column,
+            make,
         })
     }
 
-    fn get(&mut self, row: usize) -> Result<Arc<Value>> {
+    fn get(&mut self, row: usize) -> Result<T> {
         let key = self.column.keys.value(row) as usize;
         let slot = self
-            .parsed
+            .made
             .get_mut(key)
             .ok_or_else(|| Error::Format(format!("column {:?}: bad dictionary key", self.name)))?;
         if let Some(value) = slot {
             return Ok(value.clone());
         }
-        let value = Arc::new(parse_json::<Value>(
-            self.column.texts.value(key),
-            self.name,
-        )?);
+        let value = (self.make)(self.column.texts.value(key), self.name)?;
         *slot = Some(value.clone());
         Ok(value)
     }
 }
 
-/// A text column read as a dictionary whose distinct values become one shared string each
-/// (the hashes a sweep's runs have in common).
-struct SharedText<'a> {
-    name: &'static str,
-    column: Dictionary<'a>,
-    shared: Vec<Option<Arc<str>>>,
+fn shared_json(text: &str, column: &'static str) -> Result<Arc<Value>> {
+    Ok(Arc::new(parse_json(text, column)?))
 }
 
-impl<'a> SharedText<'a> {
-    fn new(batch: &'a RecordBatch, name: &'static str) -> Result<SharedText<'a>> {
-        let column = Columns(batch).dictionary(name)?;
-        Ok(SharedText {
-            name,
-            shared: vec![None; column.texts.len()],
-            column,
-        })
-    }
-
-    fn get(&mut self, row: usize) -> Result<Arc<str>> {
-        let key = self.column.keys.value(row) as usize;
-        let slot = self
-            .shared
-            .get_mut(key)
-            .ok_or_else(|| Error::Format(format!("column {:?}: bad dictionary key", self.name)))?;
-        Ok(slot
-            .get_or_insert_with(|| Arc::from(self.column.texts.value(key)))
-            .clone())
-    }
+fn shared_text(text: &str, _column: &'static str) -> Result<Arc<str>> {
+    Ok(Arc::from(text))
 }
 
 /// Rows of `runs` back from a batch read with [`Table::read_schema`].
@@ -551,20 +532,23 @@ pub fn runs_from_batch_where(
         c.time("ended_at")?,
         c.time("updated_at")?,
     );
-    let (last_step, mut group) = (c.int("last_step")?, SharedText::new(batch, "group_id")?);
+    let (last_step, mut group) = (
+        c.int("last_step")?,
+        Shared::new(batch, "group_id", shared_text)?,
+    );
     let mut hash_cols = [
-        SharedText::new(batch, "config_hash")?,
-        SharedText::new(batch, "seeds_hash")?,
-        SharedText::new(batch, "data_hash")?,
-        SharedText::new(batch, "code_hash")?,
-        SharedText::new(batch, "env_hash")?,
+        Shared::new(batch, "config_hash", shared_text)?,
+        Shared::new(batch, "seeds_hash", shared_text)?,
+        Shared::new(batch, "data_hash", shared_text)?,
+        Shared::new(batch, "code_hash", shared_text)?,
+        Shared::new(batch, "env_hash", shared_text)?,
     ];
     let mut value_cols = [
-        SharedJson::new(batch, "config")?,
-        SharedJson::new(batch, "seeds")?,
-        SharedJson::new(batch, "data")?,
-        SharedJson::new(batch, "code")?,
-        SharedJson::new(batch, "env")?,
+        Shared::new(batch, "config", shared_json)?,
+        Shared::new(batch, "seeds", shared_json)?,
+        Shared::new(batch, "data", shared_json)?,
+        Shared::new(batch, "code", shared_json)?,
+        Shared::new(batch, "env", shared_json)?,
     ];
     let (summary, checks, error) = (c.text("summary")?, c.text("checks")?, c.text("error")?);
     let artifacts = c.text("artifacts")?;
