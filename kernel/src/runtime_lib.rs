@@ -251,12 +251,7 @@ fn link_tree(from: &Path, to: &Path, relative: &Path) -> anyhow::Result<()> {
             link_tree(&path, &target, &relative)?;
             continue;
         }
-        match std::fs::remove_file(&target) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("remove {}", target.display()))
-            }
-            _ => {}
-        }
+        removed(std::fs::remove_file(&target), &target)?;
         if LEFT_OUT_OF_STD.iter().any(|l| Path::new(l) == relative) {
             std::fs::write(&target, "//! Left out of the analyzer's copy of std.\n")?;
         } else if kind.is_symlink() {
@@ -266,6 +261,16 @@ fn link_tree(from: &Path, to: &Path, relative: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The result of removing `path`, where a path that was not there counts as removed.
+fn removed(result: std::io::Result<()>, path: &Path) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Hard-link `path` at `target`; false where the file system cannot (another device, no
@@ -369,21 +374,17 @@ impl InstallPlan {
         let staging = root.join("runtime.new");
         // One install at a time per folder: the staging folder is this install's alone.
         std::fs::create_dir_all(&root)?;
-        let lock = std::fs::File::create(root.join("install.lock"))?;
+        let lock_path = root.join("install.lock");
+        let lock = std::fs::File::create(&lock_path)?;
         // SAFETY: flock on an open file descriptor; released when `lock` is closed.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
             bail!(
                 "lock {}: {}",
-                root.join("install.lock").display(),
+                lock_path.display(),
                 std::io::Error::last_os_error()
             );
         }
-        match std::fs::remove_dir_all(&staging) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("remove {}", staging.display()))
-            }
-            _ => {}
-        }
+        removed(std::fs::remove_dir_all(&staging), &staging)?;
         std::fs::create_dir_all(&staging)?;
         let mut names = Vec::new();
         let mut bytes = 0u64;
