@@ -1,16 +1,18 @@
 //! An archive directory: opening it, blobs, cells, and reading runs and their curves back
 //! with every status derived (a `running` row whose writer died reads as `interrupted`).
 
+use crate::cache::{RunsCache, Stamp};
 use crate::canonical::Hash;
 use crate::files::{self, read_parquet, ChunkName};
 use crate::query::Condition;
-use crate::records::{self, CellRecord, MetricPoint, RunRecord, Status};
+use crate::records::{self, CellRecord, MetricPoint, RowFilter, RunRecord, Status};
 use crate::schema::Table;
 use crate::{Error, Result};
+use arrow::array::RecordBatch;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// A run archive rooted at a directory.
 #[derive(Clone, Debug)]
@@ -170,10 +172,21 @@ impl Archive {
     pub fn runs_where(&self, conditions: &[Condition]) -> Result<Loaded<Vec<RunRecord>>> {
         let (on_identity, others): (Vec<&Condition>, Vec<&Condition>) =
             conditions.iter().partition(|c| c.component().is_some());
-        let keep = |components: &[Arc<serde_json::Value>; 5]| {
-            on_identity.iter().all(|c| c.matches_components(components))
+        let passes = |component: usize, value: &serde_json::Value| {
+            on_identity
+                .iter()
+                .filter(|c| c.component() == Some(component))
+                .all(|c| c.matches_component(value))
         };
-        let loaded = self.raw_runs_where(&keep)?;
+        let mut tested = [false; 5];
+        for c in &on_identity {
+            tested[c.component().unwrap_or_default()] = true;
+        }
+        let loaded = self.raw_runs_where(&RowFilter {
+            passes: &passes,
+            tested,
+            check_left_out: true,
+        })?;
         let mut damaged = loaded.damaged;
         let mut runs = loaded.value;
         for run in runs.iter_mut() {
@@ -206,17 +219,17 @@ impl Archive {
 
     /// The rows of `runs` as stored, one per attempt (the newest version of each).
     pub(crate) fn raw_runs(&self) -> Result<Loaded<Vec<RunRecord>>> {
-        self.raw_runs_where(&|_| true)
+        self.raw_runs_where(&RowFilter::ALL)
     }
 
-    /// [`Archive::raw_runs`] of the rows whose components pass `keep`.
-    fn raw_runs_where(
-        &self,
-        keep: &(dyn Fn(&[Arc<serde_json::Value>; 5]) -> bool + Sync),
-    ) -> Result<Loaded<Vec<RunRecord>>> {
-        let loaded = self.read_rows(Table::Runs, &|_| true, &|_, b| {
-            records::runs_from_batch_where(b, keep)
-        })?;
+    /// [`Archive::raw_runs`] of the rows `filter` keeps.
+    fn raw_runs_where(&self, filter: &RowFilter) -> Result<Loaded<Vec<RunRecord>>> {
+        let cache = RunsCache::load(&self.root);
+        let loaded = match self.runs_rows(&cache, filter) {
+            // Cached rows that do not read back: the cache is ignored and written again.
+            Err(_) if cache.len() > 0 => self.runs_rows(&RunsCache::default(), filter)?,
+            read => read?,
+        };
         let rows = loaded.value;
         // Sort positions, not the records (large structs, moved at every swap). The sort is
         // stable: among versions that are equally new, the first read wins.
@@ -237,7 +250,8 @@ impl Archive {
         let listed = |i: usize| (rows[i].started_at, &rows[i].run_id, rows[i].attempt);
         newest.sort_by(|&a, &b| listed(a).cmp(&listed(b)));
         let mut slots: Vec<Option<RunRecord>> = rows.into_iter().map(Some).collect();
-        let runs = newest.into_iter().filter_map(|i| slots[i].take()).collect();
+        let mut runs = Vec::with_capacity(newest.len());
+        runs.extend(newest.into_iter().filter_map(|i| slots[i].take()));
         Ok(Loaded {
             value: runs,
             damaged: loaded.damaged,
@@ -318,6 +332,120 @@ impl Archive {
         find_in(&runs, reference).cloned()
     }
 
+    /// The rows of every `runs` file that `filter` keeps, in the order of the files' paths:
+    /// a file unchanged since it was cached is read from the runs cache, the others are
+    /// decoded from Parquet, all on every core; then the cache is brought up to date.
+    fn runs_rows(&self, cache: &RunsCache, filter: &RowFilter) -> Result<Loaded<Vec<RunRecord>>> {
+        enum Part {
+            Cached(Range<usize>),
+            Stored(PathBuf),
+        }
+        // Cached rows were read through when their file was first decoded.
+        let trusted = RowFilter {
+            check_left_out: false,
+            ..*filter
+        };
+        retrying(Table::Runs, || {
+            let paths = files::list_table(&self.root, Table::Runs)?;
+            let (mut listed, mut parts) = (Vec::with_capacity(paths.len()), Vec::new());
+            for path in paths {
+                let stamp = match Stamp::of(&path) {
+                    Ok(stamp) => stamp,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::io(&path, e)),
+                };
+                let key = path
+                    .strip_prefix(&self.root)
+                    .map_or_else(|_| path.to_string_lossy(), |p| p.to_string_lossy())
+                    .replace(std::path::MAIN_SEPARATOR, "/");
+                let cached = cache.rows(&key, &stamp);
+                match (&cached, parts.last_mut()) {
+                    // Files cached one after the other are read as one run of rows.
+                    (Some(rows), Some((_, Part::Cached(last)))) if last.end == rows.start => {
+                        last.end = rows.end
+                    }
+                    (Some(rows), _) => parts.push((listed.len(), Part::Cached(rows.clone()))),
+                    (None, _) => parts.push((listed.len(), Part::Stored(path))),
+                }
+                listed.push((key, stamp, cached));
+            }
+            let large = |(_, part): &(usize, Part)| match part {
+                Part::Cached(_) => true,
+                Part::Stored(path) => files::is_merged(path),
+            };
+            let results = in_parallel(&parts, large, |(_, part)| match part {
+                Part::Cached(rows) => {
+                    let batch = cache.batch().expect("rows of a cached file");
+                    let runs = records::runs_from_batch_where(batch, rows.clone(), &trusted)?;
+                    Ok((None, runs))
+                }
+                Part::Stored(path) => {
+                    let batches = read_parquet(path, Table::Runs)?;
+                    let mut runs = Vec::new();
+                    for batch in &batches {
+                        let all = 0..batch.num_rows();
+                        runs.extend(records::runs_from_batch_where(batch, all, filter)?);
+                    }
+                    let whole = match batches.len() {
+                        1 => batches[0].clone(),
+                        _ => arrow::compute::concat_batches(&Table::Runs.read_schema(), &batches)?,
+                    };
+                    Ok((Some(whole), runs))
+                }
+            });
+            let (mut runs, mut damaged) = (Vec::new(), Vec::new());
+            let mut fresh: Vec<Option<RecordBatch>> = vec![None; listed.len()];
+            for ((file, part), result) in parts.iter().zip(results) {
+                match (part, result) {
+                    (_, Ok((whole, rows))) => {
+                        match runs.is_empty() {
+                            true => runs = rows, // the common case: one part, not moved again
+                            false => runs.extend(rows),
+                        }
+                        fresh[*file] = whole;
+                    }
+                    // Cached rows that do not read back: the caller reads without the cache.
+                    (Part::Cached(_), Err(e)) => return Err(e),
+                    (Part::Stored(_), Err(Error::Io { source, .. }))
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        return Ok(None)
+                    }
+                    (Part::Stored(path), Err(Error::Format(reason))) => {
+                        damaged.push(Error::Damaged {
+                            path: path.clone(),
+                            reason,
+                        })
+                    }
+                    (Part::Stored(_), Err(e)) => damaged.push(e),
+                }
+            }
+            // Files new or gone since the cache was written: write it again. A cache that
+            // cannot be written (a read-only archive) only makes the next read slower.
+            let hits = listed
+                .iter()
+                .filter(|(_, _, cached)| cached.is_some())
+                .count();
+            let added = fresh.iter().filter(|f| f.is_some()).count();
+            if added > 0 || cache.len() > hits {
+                let next: Vec<(String, Stamp, RecordBatch)> = listed
+                    .into_iter()
+                    .zip(fresh)
+                    .filter_map(|((key, stamp, cached), fresh)| {
+                        let cached = cached
+                            .and_then(|rows| Some(cache.batch()?.slice(rows.start, rows.len())));
+                        Some((key, stamp, cached.or(fresh)?))
+                    })
+                    .collect();
+                let _ = RunsCache::store(&self.root, &next);
+            }
+            Ok(Some(Loaded {
+                value: runs,
+                damaged,
+            }))
+        })
+    }
+
     /// Read every file of a table whose name `select` keeps. A file deleted between listing and
     /// reading (a concurrent compaction) restarts the read, so a reader never sees a
     /// half-compacted table; damaged files are collected, not fatal.
@@ -327,8 +455,7 @@ impl Archive {
         select: &dyn Fn(&str) -> bool,
         decode: Decoder<T>,
     ) -> Result<Loaded<Vec<T>>> {
-        const TRIES: usize = 20;
-        'retry: for _ in 0..TRIES {
+        retrying(table, || {
             let mut paths: Vec<PathBuf> = files::list_table_where(&self.root, table, select)?;
             if table == Table::Metrics {
                 let named = paths
@@ -340,82 +467,124 @@ impl Archive {
                     .map(|(p, _)| p)
                     .collect();
             }
+            let Some(decoded) = read_listed(&paths, table, decode) else {
+                return Ok(None);
+            };
             let mut rows = Vec::new();
             let mut damaged = Vec::new();
-            for (path, result) in paths.iter().zip(read_all(&paths, table, decode)) {
+            for result in decoded {
                 match result {
                     Ok(decoded) => rows.extend(decoded),
-                    Err(Error::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        continue 'retry
-                    }
-                    Err(Error::Format(reason)) => damaged.push(Error::Damaged {
-                        path: path.clone(),
-                        reason,
-                    }),
                     Err(e) => damaged.push(e),
                 }
             }
-            return Ok(Loaded {
+            Ok(Some(Loaded {
                 value: rows,
                 damaged,
-            });
-        }
-        Err(Error::Invalid(format!(
-            "the {} table kept changing while it was read ({TRIES} tries); try again",
-            table.name()
-        )))
+            }))
+        })
     }
+}
+
+/// Run `read` (list a table's files, then read them) until no file it listed was deleted
+/// before it could be read (`None`: a concurrent compaction replaced it), so that a reader
+/// never sees a half-compacted table.
+fn retrying<T>(table: Table, mut read: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    const TRIES: usize = 20;
+    for _ in 0..TRIES {
+        if let Some(read) = read()? {
+            return Ok(read);
+        }
+    }
+    Err(Error::Invalid(format!(
+        "the {} table kept changing while it was read ({TRIES} tries); try again",
+        table.name()
+    )))
+}
+
+/// Each file's decoded rows, or the error that makes it damaged (named by its path); `None`
+/// when a file was deleted before it could be read.
+fn read_listed<T: Send>(
+    paths: &[PathBuf],
+    table: Table,
+    decode: Decoder<T>,
+) -> Option<Vec<Result<Vec<T>>>> {
+    let mut out = Vec::with_capacity(paths.len());
+    for (path, result) in paths.iter().zip(read_all(paths, table, decode)) {
+        out.push(match result {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return None
+            }
+            Err(Error::Format(reason)) => Err(Error::Damaged {
+                path: path.clone(),
+                reason,
+            }),
+            other => other,
+        });
+    }
+    Some(out)
 }
 
 /// Turns one batch of a table's file into records; called on several threads at once.
 type Decoder<'a, T> = &'a (dyn Fn(&Path, &arrow::array::RecordBatch) -> Result<Vec<T>> + Sync);
 
 /// Read and decode files on every core: reading is per-file work (open, footer,
-/// decompress, decode), and a table is often one large merged file beside many small ones.
-/// Each thread takes the next file not yet taken, merged files first, so one thread decodes
-/// the large file while the others go through the small ones. Results come back in the order
-/// of `paths`.
+/// decompress, decode), and a table is often one large merged file beside many small ones,
+/// which [`in_parallel`] takes first.
 fn read_all<T: Send>(paths: &[PathBuf], table: Table, decode: Decoder<T>) -> Vec<Result<Vec<T>>> {
     let read_one = |path: &PathBuf| -> Result<Vec<T>> {
-        // A panic while decoding (a damaged file the decoder did not foresee) is that file's
-        // error, not the reader's end.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut out = Vec::new();
-            for batch in read_parquet(path, table)? {
-                out.extend(decode(path, &batch)?);
-            }
-            Ok(out)
-        }))
-        .unwrap_or_else(|_| Err(Error::Format("decoding it panicked".into())))
+        let mut out = Vec::new();
+        for batch in read_parquet(path, table)? {
+            out.extend(decode(path, &batch)?);
+        }
+        Ok(out)
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8)
-        .min(paths.len());
+    in_parallel(paths, |path| files::is_merged(path), read_one)
+}
+
+/// The cores this process may use (asked once: the answer reads several files).
+fn available_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// `work` on every item, on every core, results in the order of `items`. Each thread takes
+/// the next item not yet taken, the `large` ones first, so one thread works through a large
+/// item while the others go through the small ones. A panic in `work` (a damaged file the
+/// decoder did not foresee) is that item's error, not the reader's end.
+fn in_parallel<I: Sync, T: Send>(
+    items: &[I],
+    large: impl Fn(&I) -> bool,
+    work: impl Fn(&I) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    let cores = available_cores();
+    let one = |item: &I| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)))
+            .unwrap_or_else(|_| Err(Error::Format("decoding it panicked".into())))
+    };
+    let threads = cores.min(8).min(items.len());
     if threads <= 1 {
-        return paths.iter().map(read_one).collect();
+        return items.iter().map(one).collect();
     }
-    let mut order: Vec<usize> = (0..paths.len()).collect();
-    order.sort_by_key(|&i| !files::is_merged(&paths[i])); // merged files first
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| !large(&items[i]));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || {
+    let worker = || {
         let mut done = Vec::new();
         loop {
             let taken = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(&i) = order.get(taken) else {
                 return done;
             };
-            done.push((i, read_one(&paths[i])));
+            done.push((i, one(&items[i])));
         }
     };
-    let mut results: Vec<Option<Result<Vec<T>>>> = (0..paths.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut all = work();
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+        let mut all = worker();
         for helper in helpers {
-            // A panicking reader leaves its files unset; they are reported below.
+            // A panicking thread leaves its items unset; they are reported below.
             all.extend(helper.join().unwrap_or_default());
         }
         for (i, result) in all {

@@ -12,6 +12,7 @@
 //! It knows nothing of candle or Jupyter.
 
 pub mod archive;
+mod cache;
 pub mod canonical;
 mod claims;
 pub mod code;

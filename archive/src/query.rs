@@ -10,7 +10,6 @@ use crate::records::RunRecord;
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::cmp::Ordering;
-use std::sync::Arc;
 
 /// The value of a field of a run, if it has one.
 pub fn field(run: &RunRecord, key: &str) -> Option<Value> {
@@ -67,6 +66,8 @@ pub struct Condition {
     pub field: String,
     pub op: Op,
     pub value: String,
+    /// `value` as a number, if it is one (parsed once, compared with every run).
+    number: Option<f64>,
 }
 
 impl Condition {
@@ -87,11 +88,15 @@ impl Condition {
                 .map(|(s, op)| (i, s.len(), *op))
         });
         match found {
-            Some((i, len, op)) if i > 0 => Ok(Condition {
-                field: text[..i].trim().to_string(),
-                op,
-                value: text[i + len..].trim().to_string(),
-            }),
+            Some((i, len, op)) if i > 0 => {
+                let value = text[i + len..].trim().to_string();
+                Ok(Condition {
+                    field: text[..i].trim().to_string(),
+                    op,
+                    number: value.parse().ok(),
+                    value,
+                })
+            }
             _ => Err(Error::Invalid(format!(
                 "{text:?} is not a condition; write FIELD=VALUE (or != < <= > >=), \
                  e.g. status=completed, config.lr<0.01, summary.test_acc>=0.9"
@@ -113,20 +118,18 @@ impl Condition {
         COMPONENTS.iter().position(|c| *c == head)
     }
 
-    /// Whether components satisfy a condition about one of them ([`Condition::component`]).
-    pub fn matches_components(&self, components: &[Arc<Value>; 5]) -> bool {
-        let Some(i) = self.component() else {
-            return true;
-        };
+    /// Whether the value of the component the condition is about ([`Condition::component`])
+    /// satisfies it.
+    pub fn matches_component(&self, value: &Value) -> bool {
         let rest = self.field.split_once('.').map_or("", |(_, rest)| rest);
-        self.holds_for(lookup(&components[i], rest))
+        self.holds_for(lookup(value, rest))
     }
 
     fn holds_for(&self, actual: Option<Value>) -> bool {
         let Some(actual) = actual else {
             return self.op == Op::Ne;
         };
-        let ordering = compare_to_text(&actual, &self.value);
+        let ordering = compare_to_text(&actual, &self.value, self.number);
         match self.op {
             Op::Eq => ordering == Some(Ordering::Equal),
             Op::Ne => ordering != Some(Ordering::Equal),
@@ -138,10 +141,10 @@ impl Condition {
     }
 }
 
-/// Compare a field's value with a condition's text: numerically when both are numbers,
-/// as a glob when the text has `*`, else as text.
-fn compare_to_text(actual: &Value, text: &str) -> Option<Ordering> {
-    if let (Some(a), Ok(b)) = (actual.as_f64(), text.parse::<f64>()) {
+/// Compare a field's value with a condition's text (`number` if it is one): numerically
+/// when both are numbers, as a glob when the text has `*`, else as text.
+fn compare_to_text(actual: &Value, text: &str, number: Option<f64>) -> Option<Ordering> {
+    if let (Some(a), Some(b)) = (actual.as_f64(), number) {
         return a.partial_cmp(&b);
     }
     let actual_text = match actual {
@@ -239,14 +242,15 @@ mod tests {
 
     #[test]
     fn numbers_compare_as_numbers() {
-        assert_eq!(
-            compare_to_text(&json!(0.0003), "3e-4"),
-            Some(Ordering::Equal)
-        );
-        assert_eq!(compare_to_text(&json!(10), "9"), Some(Ordering::Greater));
-        assert_eq!(
-            compare_to_text(&json!("completed"), "completed"),
-            Some(Ordering::Equal)
-        );
+        let holds = |text: &str, actual: Value| {
+            let c = Condition::parse(text).unwrap();
+            c.holds_for(Some(actual))
+        };
+        assert!(holds("x=3e-4", json!(0.0003)));
+        assert!(holds("x>9", json!(10)));
+        assert!(holds("x<10", json!(9.5)));
+        assert!(holds("x=completed", json!("completed")));
+        // Text compares as text: "10" < "9".
+        assert!(holds("x<9", json!("10")));
     }
 }

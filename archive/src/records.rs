@@ -193,8 +193,75 @@ fn summary_json(summary: &BTreeMap<String, f64>) -> String {
 }
 
 fn summary_from_json(text: &str) -> Result<BTreeMap<String, f64>> {
+    if let Some(summary) = summary_as_written(text) {
+        return Ok(summary);
+    }
     let map: BTreeMap<String, SummaryValue> = parse_json(text, "summary")?;
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// A summary exactly as [`summary_json`] writes it (`{"name":number,"other":"NaN"}`: no
+/// spaces, no escapes in names), read without a JSON parser: a listing reads one per run.
+/// `None` for any other text, which the JSON parser then reads (or refuses).
+fn summary_as_written(text: &str) -> Option<BTreeMap<String, f64>> {
+    let mut rest = text.strip_prefix('{')?.strip_suffix('}')?;
+    let mut summary = BTreeMap::new();
+    while !rest.is_empty() {
+        let after_quote = rest.strip_prefix('"')?;
+        let (name, after_name) = after_quote.split_at(after_quote.find('"')?);
+        let after_colon = after_name.strip_prefix("\":")?;
+        let (value, next) =
+            after_colon.split_at(after_colon.find(',').unwrap_or(after_colon.len()));
+        let number = match value.strip_prefix('"') {
+            Some(special) => match special.strip_suffix('"')? {
+                "NaN" => f64::NAN,
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                _ => return None,
+            },
+            // Past f64's range: the JSON parser's call.
+            None if is_json_number(value) => value.parse().ok().filter(|v: &f64| v.is_finite())?,
+            None => return None,
+        };
+        if name.contains('\\') {
+            return None;
+        }
+        summary.insert(name.to_string(), number);
+        rest = match next.strip_prefix(',') {
+            Some(more) if !more.is_empty() => more,
+            Some(_) => return None,
+            None => next,
+        };
+    }
+    Some(summary)
+}
+
+/// Whether `text` is a number in JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)?
+/// ([eE] [+-]? [0-9]+)?` (Rust's float parser also takes `+1`, `.5`, `1.` and `inf`).
+fn is_json_number(text: &str) -> bool {
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let s = text.strip_prefix('-').unwrap_or(text);
+    let whole = digits(s);
+    if whole == 0 || (whole > 1 && s.starts_with('0')) {
+        return false;
+    }
+    let mut s = &s[whole..];
+    if let Some(fraction) = s.strip_prefix('.') {
+        let n = digits(fraction);
+        if n == 0 {
+            return false;
+        }
+        s = &fraction[n..];
+    }
+    if let Some(exponent) = s.strip_prefix(['e', 'E']) {
+        let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        let n = digits(exponent);
+        if n == 0 {
+            return false;
+        }
+        s = &exponent[n..];
+    }
+    s.is_empty()
 }
 
 /// One summary value as [`summary_json`] writes it: a number, or `"NaN"`, `"inf"`, `"-inf"`
@@ -413,11 +480,12 @@ impl<'a> Columns<'a> {
         // A damaged file can carry keys past its dictionary (the reader does not check them
         // when the dictionary is empty).
         let keys = column.keys();
-        if keys
-            .iter()
-            .flatten()
-            .any(|k| k < 0 || k as usize >= texts.len())
-        {
+        let past = |k: i32| k < 0 || k as usize >= texts.len();
+        let damaged = match keys.null_count() {
+            0 => keys.values().iter().any(|&k| past(k)), // one pass over a plain slice
+            _ => keys.iter().flatten().any(past),
+        };
+        if damaged {
             return Err(Error::Format(format!(
                 "column {name:?} points past its dictionary"
             )));
@@ -463,6 +531,8 @@ struct Shared<'a, T> {
     name: &'static str,
     column: Dictionary<'a>,
     made: Vec<Option<T>>,
+    /// Whether each distinct value passed the test of [`Shared::passes`].
+    verdicts: Vec<Option<bool>>,
     make: fn(&str, &'static str) -> Result<T>,
 }
 
@@ -476,6 +546,7 @@ impl<'a, T: Clone> Shared<'a, T> {
         Ok(Shared {
             name,
             made: vec![None; column.texts.len()],
+            verdicts: vec![None; column.texts.len()],
             column,
             make,
         })
@@ -494,6 +565,17 @@ impl<'a, T: Clone> Shared<'a, T> {
         *slot = Some(value.clone());
         Ok(value)
     }
+
+    /// Whether a row's value passes `test`, which sees each distinct value once.
+    fn passes(&mut self, row: usize, test: impl Fn(&T) -> bool) -> Result<bool> {
+        let key = self.column.keys.value(row) as usize;
+        if let Some(Some(verdict)) = self.verdicts.get(key) {
+            return Ok(*verdict);
+        }
+        let verdict = test(&self.get(row)?);
+        self.verdicts[key] = Some(verdict);
+        Ok(verdict)
+    }
 }
 
 fn shared_json(text: &str, column: &'static str) -> Result<Arc<Value>> {
@@ -506,14 +588,37 @@ fn shared_text(text: &str, _column: &'static str) -> Result<Arc<str>> {
 
 /// Rows of `runs` back from a batch read with [`Table::read_schema`].
 pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
-    runs_from_batch_where(batch, &|_| true)
+    runs_from_batch_where(batch, 0..batch.num_rows(), &RowFilter::ALL)
 }
 
-/// The rows of a batch whose identity components pass `keep`; the others are checked as
-/// [`runs_from_batch`] checks them, but never turned into records.
-pub fn runs_from_batch_where(
+/// Which rows of a `runs` batch become records: those whose identity components pass.
+#[derive(Clone, Copy)]
+pub(crate) struct RowFilter<'a> {
+    /// Whether a value of a component passes (its index in [`crate::identity::COMPONENTS`],
+    /// the value); asked once per distinct value, and only about the components `tested`
+    /// names.
+    pub passes: &'a (dyn Fn(usize, &Value) -> bool + Sync),
+    pub tested: [bool; 5],
+    /// Whether the rows left out are still read through, so that a damaged row damages its
+    /// file whatever the conditions (as in a listing of everything). Rows that were read
+    /// through once already (the runs cache's) need not be.
+    pub check_left_out: bool,
+}
+
+impl RowFilter<'static> {
+    /// Every row.
+    pub const ALL: RowFilter<'static> = RowFilter {
+        passes: &|_, _| true,
+        tested: [false; 5],
+        check_left_out: true,
+    };
+}
+
+/// The rows of a batch in `rows` that `filter` keeps.
+pub(crate) fn runs_from_batch_where(
     batch: &RecordBatch,
-    keep: &dyn Fn(&[Arc<Value>; 5]) -> bool,
+    rows: std::ops::Range<usize>,
+    filter: &RowFilter,
 ) -> Result<Vec<RunRecord>> {
     let c = Columns(batch);
     let (run_id, attempt, name) = (
@@ -561,15 +666,32 @@ pub fn runs_from_batch_where(
         c.int("cell_execution")?,
         c.text("cell_history_hash")?,
     );
-    let mut runs = Vec::new();
-    for i in 0..batch.num_rows() {
-        let mut components: [Arc<Value>; 5] = Default::default();
-        for (slot, col) in components.iter_mut().zip(value_cols.iter_mut()) {
-            *slot = col.get(i)?;
+    let rows = rows.start..rows.end.min(batch.num_rows());
+    let mut passes = |i: usize| -> Result<bool> {
+        for (c, column) in value_cols.iter_mut().enumerate() {
+            if filter.tested[c] && !column.passes(i, |value| (filter.passes)(c, value))? {
+                return Ok(false);
+            }
         }
-        if !keep(&components) {
-            // Not returned, but still read: a damaged row makes its file damaged whatever
-            // the conditions, as in a listing of everything.
+        Ok(true)
+    };
+    let mut kept_rows = Vec::with_capacity(rows.len());
+    for i in rows.clone() {
+        kept_rows.push(passes(i)?);
+    }
+    let mut runs = Vec::with_capacity(kept_rows.iter().filter(|k| **k).count());
+    for (i, kept) in rows.zip(kept_rows) {
+        if !kept && !filter.check_left_out {
+            continue;
+        }
+        let components = [
+            value_cols[0].get(i)?,
+            value_cols[1].get(i)?,
+            value_cols[2].get(i)?,
+            value_cols[3].get(i)?,
+            value_cols[4].get(i)?,
+        ];
+        if !kept {
             Status::parse(status.value(i))?;
             summary_from_json(summary.value(i))?;
             parse_json::<Vec<Check>>(checks.value(i), "checks")?;
@@ -598,8 +720,14 @@ pub fn runs_from_batch_where(
             ],
             components,
             summary: summary_from_json(summary.value(i))?,
-            checks: parse_json(checks.value(i), "checks")?,
-            artifacts: parse_json(artifacts.value(i), "artifacts")?,
+            checks: match checks.value(i) {
+                "[]" => Vec::new(),
+                text => parse_json(text, "checks")?,
+            },
+            artifacts: match artifacts.value(i) {
+                "{}" => BTreeMap::new(),
+                text => parse_json(text, "artifacts")?,
+            },
             error: opt_text(error, i),
             reproduced: reproduced.is_valid(i).then(|| reproduced.value(i)),
             diverged_step: opt_int(diverged, i),
@@ -826,9 +954,70 @@ mod tests {
         columns[summary] = Arc::new(StringArray::from(vec![r#"{"acc":0.5}"#, r#"{"acc":0.5"#]));
         let damaged = RecordBatch::try_new(schema, columns).unwrap();
         assert!(runs_from_batch(&damaged).is_err());
-        assert!(runs_from_batch_where(&damaged, &|_| false).is_err());
-        let fine = runs_from_batch_where(&batch, &|_| false).unwrap();
-        assert!(fine.is_empty());
+        let mut none = RowFilter {
+            passes: &|_, _| false,
+            tested: [true, false, false, false, false],
+            check_left_out: true,
+        };
+        assert!(runs_from_batch_where(&damaged, 0..2, &none).is_err());
+        assert!(runs_from_batch_where(&batch, 0..2, &none)
+            .unwrap()
+            .is_empty());
+        // Rows read through before (the runs cache's) are trusted when left out.
+        none.check_left_out = false;
+        assert!(runs_from_batch_where(&damaged, 0..2, &none)
+            .unwrap()
+            .is_empty());
+    }
+
+    /// What the JSON parser alone makes of a summary's text (values compared by their bits,
+    /// so that NaN equals NaN).
+    fn summary_by_json_parser(text: &str) -> Option<Vec<(String, u64)>> {
+        let map: BTreeMap<String, SummaryValue> = serde_json::from_str(text).ok()?;
+        Some(map.into_iter().map(|(k, v)| (k, v.0.to_bits())).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn summaries_read_without_the_json_parser_read_as_with_it(
+            summary in proptest::collection::btree_map(
+                "[a-z\\\\\",:é ]{0,6}",
+                prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), Just(-0.0)],
+                0..5,
+            ),
+            cut in any::<prop::sample::Index>(),
+            junk in "[0-9eE.+\\-\",:{}a-z ]{0,4}",
+        ) {
+            // What the writer writes is read back whole, by the fast path (names without
+            // escapes) or by the parser.
+            let text = summary_json(&summary);
+            let back = summary_from_json(&text).unwrap();
+            let bits = |m: &BTreeMap<String, f64>| -> Vec<(String, u64)> {
+                m.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect()
+            };
+            prop_assert_eq!(bits(&back), bits(&summary));
+            if !text.contains('\\') {
+                prop_assert!(summary_as_written(&text).is_some(), "{}", text);
+            }
+            // Any edit of it is read as the parser reads it, or refused as the parser refuses it.
+            let at = cut.index(text.len() + 1);
+            let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let edited = format!("{}{junk}{}", &text[..at], &text[at..]);
+            let expected = summary_by_json_parser(&edited);
+            prop_assert_eq!(summary_from_json(&edited).ok().map(|m| bits(&m)), expected, "{}", edited);
+        }
+
+        #[test]
+        fn summary_numbers_are_json_numbers(
+            token in "[-+]?[0-9.]{0,4}([eE][-+]?[0-9]{0,3})?|inf|NaN|1e400|\"[a-zA-Z-]{0,4}\"",
+        ) {
+            let text = format!(r#"{{"a":{token}}}"#);
+            let expected = summary_by_json_parser(&text);
+            let bits = |m: BTreeMap<String, f64>| -> Vec<(String, u64)> {
+                m.into_iter().map(|(k, v)| (k, v.to_bits())).collect()
+            };
+            prop_assert_eq!(summary_from_json(&text).ok().map(bits), expected, "{}", text);
+        }
     }
 
     proptest! {

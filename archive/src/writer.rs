@@ -596,12 +596,12 @@ mod tests {
 }
 
 #[cfg(test)]
-mod archive_tests {
+pub(crate) mod archive_tests {
     use super::*;
     use crate::{CodeState, DataFingerprint, Environment};
     use serde_json::json;
 
-    fn spec(name: &str, seed: u64) -> RunSpec {
+    pub(crate) fn spec(name: &str, seed: u64) -> RunSpec {
         let identity = Identity {
             config: json!({"lr": 0.001, "hidden": 32}),
             seeds: [("init".to_string(), seed)].into(),
@@ -616,7 +616,7 @@ mod archive_tests {
         RunSpec::new(name, identity)
     }
 
-    fn train(archive: &Archive, seed: u64, wobble: f64) -> RunRecord {
+    pub(crate) fn train(archive: &Archive, seed: u64, wobble: f64) -> RunRecord {
         let mut run = archive.begin_run(spec("toy", seed)).unwrap();
         for step in 0..10 {
             let loss = 1.0 / (step as f64 + 1.0) + if step >= 7 { wobble } else { 0.0 };
@@ -710,6 +710,10 @@ mod archive_tests {
                 .iter()
                 .map(|c| Condition::parse(c).unwrap())
                 .collect();
+            // Rows read from the runs cache, and from the Parquet files alone.
+            let found = archive.runs_where(&parsed).unwrap().value;
+            assert_eq!(found, filter_runs(all.clone(), &parsed), "{conditions:?}");
+            fs::remove_file(archive.root().join(crate::cache::CACHE_FILE)).unwrap();
             let found = archive.runs_where(&parsed).unwrap().value;
             assert_eq!(found, filter_runs(all.clone(), &parsed), "{conditions:?}");
         }

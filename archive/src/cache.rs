@@ -1,0 +1,393 @@
+//! The runs cache: the rows of the `runs` files already read once, kept beside the table in
+//! one uncompressed Arrow IPC file (`_cache/runs.arrow`), so that listing or querying runs
+//! reads that one file and decodes only the Parquet files that are new since.
+//!
+//! It holds nothing the table does not. A file's cached rows are used only while the file is
+//! unchanged (same path, size, modification time and inode: every file is written under a
+//! temp name and renamed, so a rewritten one differs); a cache that cannot be read, or is of
+//! another version, is ignored and written again; deleting it loses nothing.
+
+use crate::schema::{Table, SCHEMA_VERSION};
+use crate::{files, Error, Result};
+use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
+use arrow::datatypes::Schema;
+use arrow::ipc::convert::try_fb_to_schema;
+use arrow::ipc::reader::{read_footer_length, FileDecoder};
+use arrow::ipc::root_as_footer;
+use arrow::ipc::writer::FileWriter;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where the cache lives, relative to the archive's root.
+pub const CACHE_FILE: &str = "_cache/runs.arrow";
+/// Metadata key of the cached files, as JSON ([`Entry`] in row order).
+const KEY_FILES: &str = "recipe.cache.files";
+/// Metadata key of the cache's layout: the runs schema version, then the cache's own.
+const KEY_LAYOUT: &str = "recipe.cache.layout";
+
+fn layout() -> String {
+    format!("runs-{SCHEMA_VERSION}.cache-1")
+}
+
+/// A committed file as the file system describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    len: u64,
+    modified_ns: i64,
+    inode: u64,
+}
+
+impl Stamp {
+    pub fn of(path: &Path) -> std::io::Result<Stamp> {
+        let metadata = std::fs::metadata(path)?;
+        let modified = metadata.modified()?;
+        let modified_ns = match modified.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => after.as_nanos() as i64,
+            Err(before) => -(before.duration().as_nanos() as i64),
+        };
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Ok(Stamp {
+            len: metadata.len(),
+            modified_ns,
+            inode,
+        })
+    }
+}
+
+/// One file's rows in the cache: the next `rows` rows after the previous file's.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    /// Relative to the archive's root, with `/`.
+    path: String,
+    stamp: Stamp,
+    rows: usize,
+}
+
+/// The cached rows of each file, as read from `_cache/runs.arrow`.
+#[derive(Default)]
+pub struct RunsCache {
+    batch: Option<RecordBatch>,
+    /// Path -> (stamp, first row, rows). Looked up, never iterated.
+    files: HashMap<String, (Stamp, usize, usize)>,
+}
+
+impl RunsCache {
+    /// The cache of the archive at `root`; empty when there is none or it cannot be used
+    /// (damaged, foreign, another version).
+    pub fn load(root: &Path) -> RunsCache {
+        let path = root.join(CACHE_FILE);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return RunsCache::default();
+        };
+        // Offsets in a damaged file may point anywhere; the decoder's slicing panics then.
+        std::panic::catch_unwind(|| decode(Buffer::from_vec(bytes)))
+            .ok()
+            .and_then(|cache| cache.ok())
+            .unwrap_or_default()
+    }
+
+    /// How many files the cache holds rows of.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Where the rows of the file at `path` (relative to the root) are in [`RunsCache::batch`],
+    /// if they were cached while the file had this stamp.
+    pub fn rows(&self, path: &str, stamp: &Stamp) -> Option<Range<usize>> {
+        let (cached, first, rows) = self.files.get(path)?;
+        (cached == stamp).then_some(*first..first + rows)
+    }
+
+    /// The cached rows of every file.
+    pub fn batch(&self) -> Option<&RecordBatch> {
+        self.batch.as_ref()
+    }
+
+    /// Replace the cache with these files' rows (path relative to the root, stamp, rows read
+    /// with [`Table::read_schema`]), in this order.
+    pub fn store(root: &Path, files: &[(String, Stamp, RecordBatch)]) -> Result<()> {
+        let entries: Vec<Entry> = files
+            .iter()
+            .map(|(path, stamp, batch)| Entry {
+                path: path.clone(),
+                stamp: stamp.clone(),
+                rows: batch.num_rows(),
+            })
+            .collect();
+        let metadata = [
+            (KEY_LAYOUT.to_string(), layout()),
+            (
+                KEY_FILES.to_string(),
+                serde_json::to_string(&entries).map_err(|e| Error::Format(e.to_string()))?,
+            ),
+        ];
+        let read_schema = Table::Runs.read_schema();
+        let schema = Arc::new(
+            Schema::new(read_schema.fields().clone()).with_metadata(HashMap::from(metadata)),
+        );
+        let batch = arrow::compute::concat_batches(&read_schema, files.iter().map(|f| &f.2))?
+            .with_schema(schema.clone())?;
+        let path = root.join(CACHE_FILE);
+        files::write_atomic(&path, |file| {
+            let mut writer = FileWriter::try_new(file, &schema)?;
+            writer.write(&batch)?;
+            writer.finish()?;
+            Ok(())
+        })
+    }
+}
+
+/// A cache from the bytes of its file; every offset is checked by the decoder.
+fn decode(buffer: Buffer) -> Result<RunsCache> {
+    let bad = |reason: &str| Error::Format(format!("{CACHE_FILE}: {reason}"));
+    let trailer = buffer
+        .len()
+        .checked_sub(10)
+        .ok_or_else(|| bad("too short"))?;
+    let footer_len = read_footer_length(buffer[trailer..].try_into().map_err(|_| bad("trailer"))?)
+        .map_err(|e| bad(&e.to_string()))?;
+    let footer_start = trailer
+        .checked_sub(footer_len)
+        .ok_or_else(|| bad("footer"))?;
+    let footer = root_as_footer(&buffer[footer_start..trailer]).map_err(|e| bad(&e.to_string()))?;
+    let schema = try_fb_to_schema(footer.schema().ok_or_else(|| bad("no schema"))?)
+        .map_err(|e| bad(&e.to_string()))?;
+    if schema.metadata().get(KEY_LAYOUT) != Some(&layout()) {
+        return Err(bad("another layout"));
+    }
+    if schema.fields() != Table::Runs.read_schema().fields() {
+        return Err(bad("other columns"));
+    }
+    let entries: Vec<Entry> = serde_json::from_str(
+        schema
+            .metadata()
+            .get(KEY_FILES)
+            .ok_or_else(|| bad("no file list"))?,
+    )
+    .map_err(|e| bad(&e.to_string()))?;
+    let mut decoder = FileDecoder::new(Arc::new(schema), footer.version());
+    let block_data = |block: &arrow::ipc::Block| {
+        let len = block.bodyLength() as usize + block.metaDataLength() as usize;
+        buffer.slice_with_length(block.offset() as usize, len)
+    };
+    for block in footer.dictionaries().iter().flatten() {
+        decoder
+            .read_dictionary(block, &block_data(block))
+            .map_err(|e| bad(&e.to_string()))?;
+    }
+    let blocks = footer.recordBatches().ok_or_else(|| bad("no rows"))?;
+    if blocks.len() != 1 {
+        return Err(bad("not one batch"));
+    }
+    let block = blocks.get(0);
+    let batch = decoder
+        .read_record_batch(block, &block_data(block))
+        .map_err(|e| bad(&e.to_string()))?
+        .ok_or_else(|| bad("no rows"))?;
+    let mut files = HashMap::with_capacity(entries.len());
+    let mut first = 0;
+    for entry in entries {
+        files.insert(entry.path, (entry.stamp, first, entry.rows));
+        first += entry.rows;
+    }
+    if first != batch.num_rows() {
+        return Err(bad("its file list does not add up to its rows"));
+    }
+    Ok(RunsCache {
+        batch: Some(batch),
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::archive_tests::{spec, train};
+    use crate::{Archive, Loaded, RunRecord, Status};
+    use std::fs;
+
+    /// `runs()` through the cache, checked against `runs()` from the Parquet files alone.
+    fn runs_both_ways(archive: &Archive) -> Loaded<Vec<RunRecord>> {
+        let cached = archive.runs().unwrap();
+        let cache = archive.root().join(CACHE_FILE);
+        fs::remove_file(&cache).unwrap();
+        let fresh = archive.runs().unwrap();
+        assert_eq!(cached.value, fresh.value);
+        let names = |loaded: &Loaded<Vec<RunRecord>>| -> Vec<String> {
+            loaded.damaged.iter().map(|e| e.to_string()).collect()
+        };
+        assert_eq!(names(&cached), names(&fresh));
+        assert!(
+            RunsCache::load(archive.root()).len() > 0,
+            "the fresh read writes it again"
+        );
+        cached
+    }
+
+    #[test]
+    fn a_read_through_the_cache_is_a_read_of_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        for seed in 0..3 {
+            train(&archive, seed, 0.0);
+        }
+        assert_eq!(runs_both_ways(&archive).value.len(), 3);
+        // A new file, then the same file rewritten in place (a run's row at finish).
+        let mut live = archive.begin_run(spec("live", 10)).unwrap();
+        live.log(0, "loss", 1.0).unwrap();
+        live.flush().unwrap();
+        let runs = runs_both_ways(&archive).value;
+        assert_eq!(
+            runs.iter().filter(|r| r.status == Status::Running).count(),
+            1
+        );
+        live.finish(Status::Completed, None).unwrap();
+        let runs = runs_both_ways(&archive).value;
+        assert!(
+            runs.iter().all(|r| r.status == Status::Completed),
+            "{runs:?}"
+        );
+        // Files merged and removed by compaction.
+        let plan = crate::compact::plan(&archive).unwrap();
+        crate::compact::execute(&archive, &plan).unwrap();
+        assert_eq!(runs_both_ways(&archive).value.len(), 4);
+        // A damaged file is never cached: every read names it.
+        let day =
+            crate::files::day_dir(archive.root(), Table::Runs, runs[0].started_at.date_naive());
+        fs::write(day.join("zz-damaged-a1.parquet"), b"PAR1 not really").unwrap();
+        for _ in 0..2 {
+            let loaded = runs_both_ways(&archive);
+            assert_eq!(loaded.value.len(), 4);
+            assert_eq!(loaded.damaged.len(), 1);
+        }
+    }
+
+    #[test]
+    fn the_cache_serves_the_files_it_has_read_while_they_are_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let run = train(&archive, 1, 0.0);
+        assert_eq!(archive.runs().unwrap().value, vec![run.clone()]);
+        // The file's bytes replaced in place, with its size, inode and time kept: the cache
+        // still serves what the file held when it was read (this is what it trusts).
+        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
+        let path = day.join(format!("{}-a1.parquet", run.run_id));
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        let len = fs::metadata(&path).unwrap().len() as usize;
+        fs::write(&path, vec![b'x'; len]).unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(modified).unwrap();
+        drop(file);
+        assert_eq!(archive.runs().unwrap().value, vec![run]);
+        // Any other change of its stamp, and the file is read again (and found damaged).
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(modified + std::time::Duration::from_secs(1))
+            .unwrap();
+        drop(file);
+        let loaded = archive.runs().unwrap();
+        assert!(loaded.value.is_empty());
+        assert_eq!(loaded.damaged.len(), 1);
+    }
+
+    /// `bytes` with every `from` replaced by `to` (of the same length); at least one.
+    fn replaced(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let mut out = bytes.to_vec();
+        let mut found = 0;
+        for at in 0..=out.len() - from.len() {
+            if &out[at..at + from.len()] == from {
+                out[at..at + from.len()].copy_from_slice(to);
+                found += 1;
+            }
+        }
+        assert!(
+            found > 0,
+            "{:?} is not in the cache",
+            String::from_utf8_lossy(from)
+        );
+        out
+    }
+
+    #[test]
+    fn a_cache_that_cannot_be_used_is_ignored_and_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        for seed in 0..3 {
+            train(&archive, seed, 0.0);
+        }
+        let expected = archive.runs().unwrap().value;
+        let cache = archive.root().join(CACHE_FILE);
+        let good = fs::read(&cache).unwrap();
+        let mut bad: Vec<Vec<u8>> = (1..16)
+            .map(|i| good[..good.len() * i / 16].to_vec())
+            .collect();
+        bad.push(b"not a cache at all".to_vec());
+        bad.push(Vec::new());
+        // Its footer (the layout of its columns) damaged.
+        let mut flipped = good.clone();
+        let end = flipped.len() - 10;
+        for byte in &mut flipped[end - 64..end] {
+            *byte ^= 0x55;
+        }
+        bad.push(flipped);
+        // Another layout: the same file with its layout's name changed.
+        let other_layout = layout().replace("cache-", "cache_");
+        bad.push(replaced(
+            &good,
+            layout().as_bytes(),
+            other_layout.as_bytes(),
+        ));
+        // Rows that do not read back (a summary that is not JSON), in a file that does.
+        bad.push(replaced(&good, br#""loss":"#, br#""loss"!"#));
+        for bytes in bad {
+            fs::write(&cache, &bytes).unwrap();
+            assert_eq!(archive.runs().unwrap().value, expected);
+            assert_eq!(RunsCache::load(archive.root()).len(), 3, "written again");
+        }
+    }
+
+    #[test]
+    fn stored_rows_come_back_under_their_file_and_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let runs: Vec<RunRecord> = (0..3).map(|seed| train(&archive, seed, 0.0)).collect();
+        let batch = |rows: &[RunRecord]| {
+            let path = dir.path().join("rows.parquet");
+            files::write_parquet(
+                &path,
+                Table::Runs,
+                &crate::records::runs_to_batch(rows).unwrap(),
+            )
+            .unwrap();
+            files::read_parquet(&path, Table::Runs).unwrap().remove(0)
+        };
+        let stamp = |len: u64| Stamp {
+            len,
+            modified_ns: 1,
+            inode: 2,
+        };
+        let files = [
+            ("runs/a.parquet".to_string(), stamp(1), batch(&runs[..2])),
+            ("runs/b.parquet".to_string(), stamp(2), batch(&runs[2..])),
+        ];
+        RunsCache::store(dir.path(), &files).unwrap();
+        let cache = RunsCache::load(dir.path());
+        assert_eq!(cache.len(), 2);
+        let read = |path: &str, len: u64| {
+            let rows = cache.rows(path, &stamp(len))?;
+            let batch = cache.batch().unwrap();
+            Some(crate::records::runs_from_batch(&batch.slice(rows.start, rows.len())).unwrap())
+        };
+        assert_eq!(read("runs/a.parquet", 1).unwrap(), runs[..2]);
+        assert_eq!(read("runs/b.parquet", 2).unwrap(), runs[2..]);
+        assert_eq!(read("runs/a.parquet", 2), None, "another stamp");
+        assert_eq!(read("runs/c.parquet", 1), None, "another file");
+    }
+}
