@@ -15,6 +15,8 @@
 //! _claims/<run_id>-a<attempt>                                who took which attempt number (a
 //!                                                            process's claims: links to one file);
 //!                                                            a byte of it locked while its writer lives
+//! _cache/runs.arrow                                          the rows of `runs` files already read
+//!                                                            (Arrow IPC; derived, see `cache`)
 //! ```
 
 use crate::schema::{Table, KEY_TABLE, KEY_VERSION, KEY_WRITER, SCHEMA_VERSION, WRITER};
