@@ -135,10 +135,11 @@ impl RunsCache {
         let batch = arrow::compute::concat_batches(&read_schema, files.iter().map(|f| &f.2))?
             .with_schema(schema.clone())?;
         let path = root.join(CACHE_FILE);
-        files::write_atomic(&path, |file| {
-            let mut writer = FileWriter::try_new(file, &schema)?;
+        files::write_derived(&path, |file| {
+            let mut writer = FileWriter::try_new_buffered(file, &schema)?;
             writer.write(&batch)?;
             writer.finish()?;
+            writer.flush()?;
             Ok(())
         })
     }

@@ -40,6 +40,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Write `bytes` to `path` so that the file appears whole or not at all: temp name in the
 /// same folder, write, fsync, rename, fsync the folder.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    write_whole(path, write, true)
+}
+
+/// [`write_atomic`] without waiting for the rename to reach the disk (the file's bytes do):
+/// for derived files (the runs cache), which a crash may set back to their previous version
+/// but never leave torn.
+pub fn write_derived(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    write_whole(path, write, false)
+}
+
+fn write_whole(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<()>,
+    durable_rename: bool,
+) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
@@ -56,6 +71,9 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
         write(&mut file)?;
         file.sync_all().map_err(|e| Error::io(&temp, e))?;
         fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
+        if !durable_rename {
+            return Ok(());
+        }
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::io(dir, e))
