@@ -5,7 +5,10 @@
 //! It holds nothing the table does not. A file's cached rows are used only while the file is
 //! unchanged (same path, size, modification time and inode: every file is written under a
 //! temp name and renamed, so a rewritten one differs); a cache that cannot be read, or is of
-//! another version, is ignored and written again; deleting it loses nothing.
+//! another version, is ignored and written again; deleting it loses nothing. It is written
+//! without fsync (a reader would wait for the disk), under the system's boot id: a cache
+//! from before the system last started, which a crash may have left with missing blocks, is
+//! not used. Where the boot id is unknown, the cache is fsynced instead.
 
 use crate::schema::{Table, SCHEMA_VERSION};
 use crate::{files, Error, Result};
@@ -20,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Where the cache lives, relative to the archive's root.
 pub const CACHE_FILE: &str = "_cache/runs.arrow";
@@ -31,6 +34,19 @@ const KEY_LAYOUT: &str = "recipe.cache.layout";
 
 fn layout() -> String {
     format!("runs-{SCHEMA_VERSION}.cache-1")
+}
+
+/// Metadata key of the boot of the system that wrote the cache without fsync.
+const KEY_BOOT: &str = "recipe.cache.boot";
+
+/// This boot of the system (Linux's random boot id), if it is known.
+fn boot() -> Option<&'static str> {
+    static BOOT: OnceLock<Option<String>> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(id.trim().to_string()).filter(|id| !id.is_empty())
+    })
+    .as_deref()
 }
 
 /// A committed file as the file system describes it.
@@ -121,27 +137,32 @@ impl RunsCache {
                 rows: batch.num_rows(),
             })
             .collect();
-        let metadata = [
+        let mut metadata = HashMap::from([
             (KEY_LAYOUT.to_string(), layout()),
             (
                 KEY_FILES.to_string(),
                 serde_json::to_string(&entries).map_err(|e| Error::Format(e.to_string()))?,
             ),
-        ];
+        ]);
+        if let Some(boot) = boot() {
+            metadata.insert(KEY_BOOT.to_string(), boot.to_string());
+        }
         let read_schema = Table::Runs.read_schema();
-        let schema = Arc::new(
-            Schema::new(read_schema.fields().clone()).with_metadata(HashMap::from(metadata)),
-        );
+        let schema = Arc::new(Schema::new(read_schema.fields().clone()).with_metadata(metadata));
         let batch = arrow::compute::concat_batches(&read_schema, files.iter().map(|f| &f.2))?
             .with_schema(schema.clone())?;
         let path = root.join(CACHE_FILE);
-        files::write_derived(&path, |file| {
+        let write = |file: &mut std::fs::File| {
             let mut writer = FileWriter::try_new_buffered(file, &schema)?;
             writer.write(&batch)?;
             writer.finish()?;
             writer.flush()?;
             Ok(())
-        })
+        };
+        match boot() {
+            Some(_) => files::write_derived(&path, write),
+            None => files::write_atomic(&path, write),
+        }
     }
 }
 
@@ -162,6 +183,11 @@ fn decode(buffer: Buffer) -> Result<RunsCache> {
         .map_err(|e| bad(&e.to_string()))?;
     if schema.metadata().get(KEY_LAYOUT) != Some(&layout()) {
         return Err(bad("another layout"));
+    }
+    if let Some(written) = schema.metadata().get(KEY_BOOT) {
+        if Some(written.as_str()) != boot() {
+            return Err(bad("written without fsync before the system last started"));
+        }
     }
     if schema.fields() != Table::Runs.read_schema().fields() {
         return Err(bad("other columns"));
@@ -345,13 +371,22 @@ mod tests {
             layout().as_bytes(),
             other_layout.as_bytes(),
         ));
-        // Rows that do not read back (a summary that is not JSON), in a file that does.
-        bad.push(replaced(&good, br#""loss":"#, br#""loss"!"#));
+        // Written without fsync before the system last started.
+        if let Some(boot) = boot() {
+            let other_boot: String = boot.chars().rev().collect();
+            bad.push(replaced(&good, boot.as_bytes(), other_boot.as_bytes()));
+        }
         for bytes in bad {
             fs::write(&cache, &bytes).unwrap();
+            assert_eq!(RunsCache::load(archive.root()).len(), 0, "not used");
             assert_eq!(archive.runs().unwrap().value, expected);
             assert_eq!(RunsCache::load(archive.root()).len(), 3, "written again");
         }
+        // Rows that do not read back (a summary that is not JSON) in a file that does.
+        fs::write(&cache, replaced(&good, br#""loss":"#, br#""loss"!"#)).unwrap();
+        assert_eq!(RunsCache::load(archive.root()).len(), 3);
+        assert_eq!(archive.runs().unwrap().value, expected);
+        assert_eq!(fs::read(&cache).unwrap(), good, "written again");
     }
 
     #[test]

@@ -43,9 +43,9 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
     write_whole(path, write, true)
 }
 
-/// [`write_atomic`] without waiting for the rename to reach the disk (the file's bytes do):
-/// for derived files (the runs cache), which a crash may set back to their previous version
-/// but never leave torn.
+/// Write `path` whole or not at all for the readers of this boot of the system (temp name,
+/// write, rename), without fsync: for derived files whose readers do not trust a version
+/// written before the system last started (the runs cache).
 pub fn write_derived(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     write_whole(path, write, false)
 }
@@ -53,7 +53,7 @@ pub fn write_derived(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -
 fn write_whole(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<()>,
-    durable_rename: bool,
+    synced: bool,
 ) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path
@@ -69,9 +69,11 @@ fn write_whole(
     let result = (|| {
         let mut file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
         write(&mut file)?;
-        file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        if synced {
+            file.sync_all().map_err(|e| Error::io(&temp, e))?;
+        }
         fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
-        if !durable_rename {
+        if !synced {
             return Ok(());
         }
         File::open(dir)

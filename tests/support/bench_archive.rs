@@ -118,7 +118,7 @@ fn main() -> Result<()> {
 
     if skip_mlflow {
         for (phase, t) in &ours {
-            println!("{phase:<8} recipe {t:>9.4} s");
+            println!("{phase:<10} recipe {t:>9.5} s");
         }
         return Ok(());
     }
@@ -153,7 +153,7 @@ fn main() -> Result<()> {
             ours[phase],
             theirs["timings"][phase].as_f64().unwrap_or(f64::NAN),
         );
-        println!("| {phase} | {us:.4} | {them:.3} | {:.0}x |", them / us);
+        println!("| {phase} | {us:.5} | {them:.3} | {:.0}x |", them / us);
     }
     Ok(())
 }
