@@ -219,10 +219,12 @@ fn decode(buffer: Buffer) -> Result<RunsCache> {
         .map_err(|e| bad(&e.to_string()))?
         .ok_or_else(|| bad("no rows"))?;
     let mut files = HashMap::with_capacity(entries.len());
-    let mut first = 0;
+    let mut first: usize = 0;
     for entry in entries {
         files.insert(entry.path, (entry.stamp, first, entry.rows));
-        first += entry.rows;
+        first = first
+            .checked_add(entry.rows)
+            .ok_or_else(|| bad("its file list does not add up to its rows"))?;
     }
     if first != batch.num_rows() {
         return Err(bad("its file list does not add up to its rows"));
