@@ -9,13 +9,15 @@
 //! `running` row whose writer died is written back as `interrupted` at its last step.
 
 use crate::archive::{open_lock_file, try_lock, Archive};
+use crate::cache::Stamp;
 use crate::files::{self, list_table, ChunkName};
 use crate::records::{self, RunRecord};
 use crate::schema::Table;
 use crate::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// One step of a compaction.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,7 +86,7 @@ pub fn plan(archive: &Archive) -> Result<Vec<Action>> {
 
     // 2. Rows of runs (of finished or dead runs) and cells, per day folder.
     for table in [Table::Runs, Table::Cells] {
-        actions.extend(plan_row_merges(archive, table, 2)?);
+        actions.extend(plan_row_merges(archive, table, Tiers::One(2))?);
     }
 
     // 3. Temp files of writers that died mid-write.
@@ -109,28 +111,52 @@ pub fn plan(archive: &Archive) -> Result<Vec<Action>> {
     Ok(actions)
 }
 
-/// Merge the row files of each day folder of `table` that has at least `min_files` of them,
-/// leaving out the rows of runs whose writer is alive.
-fn plan_row_merges(archive: &Archive, table: Table, min_files: usize) -> Result<Vec<Action>> {
-    let mut per_day: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+/// Which row files of a day folder one merge takes, and how many make a merge.
+#[derive(Clone, Copy, PartialEq)]
+enum Tiers {
+    /// All of them, merged or not, once there are this many: the fewest files (`recipe runs
+    /// compact`).
+    One(usize),
+    /// The files not merged yet, and the merged ones, apart: a finishing writer's merge then
+    /// reads the rows written since the last merge, not every row of the day again.
+    Two { fresh: usize, merged: usize },
+}
+
+impl Tiers {
+    /// How many files of a group make a merge.
+    fn enough(self, merged: bool) -> usize {
+        match self {
+            Tiers::One(n) => n,
+            Tiers::Two { fresh, .. } if !merged => fresh,
+            Tiers::Two { merged, .. } => merged,
+        }
+    }
+}
+
+/// Merge the row files of each day folder of `table` that has enough of them in one of its
+/// `tiers`, leaving out the rows of runs whose writer is alive.
+fn plan_row_merges(archive: &Archive, table: Table, tiers: Tiers) -> Result<Vec<Action>> {
+    let mut groups: BTreeMap<(PathBuf, bool), Vec<PathBuf>> = BTreeMap::new();
     for path in list_table(archive.root(), table)? {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let merged = stem.starts_with(files::MERGED_PREFIX);
         let writer_live = table == Table::Runs
-            && !stem.starts_with(files::MERGED_PREFIX)
+            && !merged
             && stem
                 .rsplit_once("-a")
                 .is_some_and(|(id, a)| a.parse().is_ok_and(|a| archive.is_live(id, a)));
         if !writer_live {
-            per_day
-                .entry(path.parent().map(Path::to_path_buf).unwrap_or_default())
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            groups
+                .entry((dir, matches!(tiers, Tiers::Two { .. }) && merged))
                 .or_default()
                 .push(path);
         }
     }
-    Ok(per_day
+    Ok(groups
         .into_iter()
-        .filter(|(_, sources)| sources.len() >= min_files)
-        .map(|(dir, sources)| {
+        .filter(|((_, merged), sources)| sources.len() >= tiers.enough(*merged))
+        .map(|((dir, _), sources)| {
             let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
             let tag = blake3::hash(names.join("\n").as_bytes()).to_hex();
             let dest = dir.join(format!("{}{}.parquet", files::MERGED_PREFIX, &tag[..16]));
@@ -147,37 +173,55 @@ fn plan_row_merges(archive: &Archive, table: Table, min_files: usize) -> Result<
 /// them: listing reads every file, so a long sweep must not leave thousands of them.
 pub const AUTO_COMPACT_ROWS: usize = 32;
 
-/// The compaction a finishing writer does on its way out: merge the day's run rows once there
-/// are [`AUTO_COMPACT_ROWS`] of them. Skipped (not waited for) while another compaction runs.
+/// How many merged files of a day of `runs` a finishing writer merges into one. Every merged
+/// file costs a listing a file to read, and every merge of them reads all their rows again:
+/// with 4, a day's rows are read again about once per 128 runs of the day, and a listing
+/// finds at most 3 merged files and 31 unmerged ones per day.
+pub const AUTO_COMPACT_MERGED: usize = 4;
+
+/// The compaction a finishing writer does on its way out: merge the day's unmerged run rows
+/// once there are [`AUTO_COMPACT_ROWS`] of them, and its merged files once there are
+/// [`AUTO_COMPACT_MERGED`]. Skipped (not waited for) while another compaction runs.
 ///
 /// Most finishes merge nothing, so they only count the names in their own day folder; the
 /// plan, which asks every row file's writer whether it is alive, runs when a merge is due.
+/// Merging every row of the day at each merge read the whole day again every 32 runs.
 pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
     let dir = files::day_dir(archive.root(), Table::Runs, day);
-    let unmerged = match fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name();
+    let (mut unmerged, mut merged) = (0, 0);
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
                 let name = name.to_str().unwrap_or("");
-                !name.starts_with('.')
-                    && !name.starts_with(files::MERGED_PREFIX)
-                    && name.ends_with(".parquet")
-            })
-            .count(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                if name.starts_with('.') || !name.ends_with(".parquet") {
+                    continue;
+                }
+                if name.starts_with(files::MERGED_PREFIX) {
+                    merged += 1;
+                } else {
+                    unmerged += 1;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&dir, e)),
+    }
+    if unmerged < AUTO_COMPACT_ROWS && merged < AUTO_COMPACT_MERGED {
+        return Ok(());
+    }
+    let Some(lock) = compaction_lock(archive)? else {
+        return Ok(());
     };
-    if unmerged < AUTO_COMPACT_ROWS {
-        return Ok(());
-    }
-    let actions = plan_row_merges(archive, Table::Runs, AUTO_COMPACT_ROWS)?;
-    if actions.is_empty() {
-        return Ok(());
-    }
+    let tiers = Tiers::Two {
+        fresh: AUTO_COMPACT_ROWS,
+        merged: AUTO_COMPACT_MERGED,
+    };
+    let actions = plan_row_merges(archive, Table::Runs, tiers)?;
     // Best effort: the run is already archived, and a failed merge leaves every source in
     // place, so a finishing writer never fails because of a compaction.
-    let _ = execute(archive, &actions);
+    let _ = apply(archive, &actions);
+    drop(lock);
     Ok(())
 }
 
@@ -203,6 +247,54 @@ fn read_sources(
         }
     }
     Ok(read)
+}
+
+/// Run rows this process wrote lately, each with the stamp of the file that holds it: a
+/// finishing writer's merge takes a source's row from here while its file is unchanged
+/// (decoding a file of one row costs about 0.1 ms, most of a merge).
+static WRITTEN: Mutex<VecDeque<(PathBuf, Stamp, RunRecord)>> = Mutex::new(VecDeque::new());
+
+/// Remember the row just written at `path` (which reads back as exactly this record).
+pub(crate) fn remember_written(path: &Path, record: &RunRecord) {
+    let Ok(stamp) = Stamp::of(path) else {
+        return;
+    };
+    let mut written = WRITTEN.lock().unwrap_or_else(|p| p.into_inner());
+    written.retain(|(p, _, _)| p != path);
+    if written.len() >= 2 * AUTO_COMPACT_ROWS {
+        written.pop_front();
+    }
+    written.push_back((path.to_path_buf(), stamp, record.clone()));
+}
+
+/// The row this process wrote at `path`, while the file there is still the one it wrote.
+fn written_row(path: &Path) -> Option<RunRecord> {
+    let written = WRITTEN.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, stamp, record) = written.iter().find(|(p, _, _)| p == path)?;
+    (Stamp::of(path).ok()? == *stamp).then(|| record.clone())
+}
+
+/// The rows of the `runs` files `sources` (those this process wrote from memory, the rest
+/// read), leaving out damaged files as [`read_sources`] does; and the paths they came from.
+fn read_run_rows(sources: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<RunRecord>)> {
+    let mut used = Vec::new();
+    let mut rows = Vec::new();
+    let mut unknown = Vec::new();
+    for source in sources {
+        match written_row(source) {
+            Some(row) => {
+                used.push(source.clone());
+                rows.push(row);
+            }
+            None => unknown.push(source.clone()),
+        }
+    }
+    let (read, batches) = split(read_sources(&unknown, Table::Runs)?);
+    used.extend(read);
+    for batch in &batches {
+        rows.extend(records::runs_from_batch(batch)?);
+    }
+    Ok((used, rows))
 }
 
 /// The paths and the batches of what [`read_sources`] read.
@@ -243,23 +335,39 @@ fn merge(table: Table, batches: &[arrow::array::RecordBatch]) -> Result<arrow::a
 
 /// Carry out a plan. Holds the archive's compaction lock, so two compactions never race.
 pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
-    let lock_path = archive.root().join("_compact.lock");
-    let lock = open_lock_file(&lock_path)?;
-    if !try_lock(&lock, libc::LOCK_EX) {
+    let Some(lock) = compaction_lock(archive)? else {
         return Err(Error::Invalid(
             "another compaction of this archive is running; try again when it ends".into(),
         ));
-    }
+    };
     let count = || -> Result<usize> {
         Table::ALL
             .iter()
             .map(|t| list_table(archive.root(), *t).map(|f| f.len()))
             .sum()
     };
-    let mut report = Report {
-        files_before: count()?,
-        ..Report::default()
+    let files_before = count()?;
+    let (merges, temps_removed) = apply(archive, actions)?;
+    let report = Report {
+        files_before,
+        files_after: count()?,
+        merges,
+        temps_removed,
     };
+    drop(lock);
+    Ok(report)
+}
+
+/// The archive's compaction lock, or `None` while another compaction holds it.
+fn compaction_lock(archive: &Archive) -> Result<Option<File>> {
+    let lock = open_lock_file(&archive.root().join("_compact.lock"))?;
+    Ok(try_lock(&lock, libc::LOCK_EX).then_some(lock))
+}
+
+/// Carry out a plan under the compaction lock: how many merges it made and temp files it
+/// removed.
+fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
+    let (mut merges, mut temps_removed) = (0, 0);
     for action in actions {
         match action {
             Action::MergeMetrics { sources, dest } => {
@@ -273,7 +381,7 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
                 let (used, batches) = split(read);
                 files::write_parquet(dest, Table::Metrics, &merge(Table::Metrics, &batches)?)?;
                 remove_all(&used)?;
-                report.merges += 1;
+                merges += 1;
             }
             Action::MergeRows {
                 table: Table::Runs,
@@ -282,17 +390,15 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
             } => {
                 // The newest row of each attempt, with a dead writer's run settled as
                 // interrupted, so other engines read the same status recipe shows.
-                let (used, batches) = split(read_sources(sources, Table::Runs)?);
+                let (used, read) = read_run_rows(sources)?;
                 if used.is_empty() {
                     continue;
                 }
                 let mut newest: BTreeMap<(String, u32), RunRecord> = BTreeMap::new();
-                for batch in &batches {
-                    for row in records::runs_from_batch(batch)? {
-                        let key = (row.run_id.clone(), row.attempt);
-                        if newest.get(&key).is_none_or(|old| row.is_newer_than(old)) {
-                            newest.insert(key, row);
-                        }
+                for row in read {
+                    let key = (row.run_id.clone(), row.attempt);
+                    if newest.get(&key).is_none_or(|old| row.is_newer_than(old)) {
+                        newest.insert(key, row);
                     }
                 }
                 let mut rows: Vec<RunRecord> = newest.into_values().collect();
@@ -301,7 +407,7 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
                 }
                 files::write_parquet(dest, Table::Runs, &records::runs_to_batch(&rows)?)?;
                 remove_all(&used)?;
-                report.merges += 1;
+                merges += 1;
             }
             Action::MergeRows {
                 table,
@@ -314,17 +420,15 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
                 }
                 files::write_parquet(dest, *table, &merge(*table, &batches)?)?;
                 remove_all(&used)?;
-                report.merges += 1;
+                merges += 1;
             }
             Action::RemoveTemp(path) => {
                 remove_all(std::slice::from_ref(path))?;
-                report.temps_removed += 1;
+                temps_removed += 1;
             }
         }
     }
-    report.files_after = count()?;
-    drop(lock);
-    Ok(report)
+    Ok((merges, temps_removed))
 }
 
 fn remove_all(paths: &[PathBuf]) -> Result<()> {
@@ -345,6 +449,41 @@ fn remove_all(paths: &[PathBuf]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use crate::records::RunRecord;
+    use crate::schema::Table;
+    use crate::writer::archive_tests::train;
+    use crate::Archive;
+
+    #[test]
+    fn a_remembered_row_serves_only_while_its_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let row = train(&archive, 1, 0.0);
+        let path = crate::files::list_table(archive.root(), Table::Runs).unwrap()[0].clone();
+        let read = |path: &std::path::Path| -> RunRecord {
+            let batches = crate::files::read_parquet(path, Table::Runs).unwrap();
+            crate::records::runs_from_batch(&batches[0])
+                .unwrap()
+                .remove(0)
+        };
+        assert_eq!(super::written_row(&path), Some(read(&path)));
+        assert_eq!(read(&path), row);
+        // The same file written by someone else (here: another record, same path).
+        let mut other = row.clone();
+        other.name = "rewritten".into();
+        crate::files::write_parquet(
+            &path,
+            Table::Runs,
+            &crate::records::runs_to_batch(std::slice::from_ref(&other)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(super::written_row(&path), None);
+        assert_eq!(
+            super::read_run_rows(&[path.clone()]).unwrap().1,
+            vec![other]
+        );
+    }
+
     #[test]
     fn temp_names_carry_the_writer_pid() {
         let p = std::path::Path::new("x/.abc-a1-c000001.parquet.tmp-4242-7");

@@ -110,7 +110,9 @@ pub struct RunWriter {
     day: NaiveDate,
     buffer: Buffer,
     next_chunk: u32,
-    last_flush: Instant,
+    /// When the last chunk was committed (or the run began), in wall-clock microseconds: the
+    /// clock every point is stamped with anyway, so a point costs one reading of it.
+    last_flush_micros: i64,
     metrics: Metrics,
     policy: FlushPolicy,
     /// The attempt's claim, held for the run's life; dropping it says the run is over.
@@ -320,7 +322,7 @@ impl Archive {
             record,
             buffer: Buffer::default(),
             next_chunk: 1,
-            last_flush: started,
+            last_flush_micros: records::micros(now),
             metrics: Metrics::default(),
             policy,
             claim: Some(claim),
@@ -358,7 +360,7 @@ impl RunWriter {
                 "a metric needs a name (got {name:?})"
             )));
         }
-        let wall_time = records::micros(Utc::now());
+        let wall_time = records::now_micros();
         for &(name, value) in values {
             let metric = self.metrics.index_of(name);
             self.metrics.last[metric as usize] = (step, value);
@@ -368,7 +370,9 @@ impl RunWriter {
             self.buffer.wall_micros.push(wall_time);
         }
         if self.buffer.steps.len() >= self.policy.points
-            || self.last_flush.elapsed() >= self.policy.interval
+            // Either way: a clock set back flushes early, which only costs a chunk.
+            || u128::from(wall_time.abs_diff(self.last_flush_micros))
+                >= self.policy.interval.as_micros()
         {
             self.flush()?;
         }
@@ -378,7 +382,7 @@ impl RunWriter {
     /// Commit the buffered points as one chunk file now (after the `running` row, if that
     /// is still pending: a reader that finds a chunk finds its run).
     pub fn flush(&mut self) -> Result<()> {
-        self.last_flush = Instant::now();
+        self.last_flush_micros = records::now_micros();
         if self.buffer.steps.is_empty() {
             return Ok(());
         }
@@ -539,7 +543,9 @@ fn write_run_row(path: &std::path::Path, record: &RunRecord) -> Result<()> {
         path,
         Table::Runs,
         &records::runs_to_batch(std::slice::from_ref(record))?,
-    )
+    )?;
+    crate::compact::remember_written(path, record);
+    Ok(())
 }
 
 /// The first step at which two curves differ in any metric (bit for bit, so a NaN equals
@@ -732,23 +738,42 @@ pub(crate) mod archive_tests {
         let mut live = archive.begin_run(spec("live", 999)).unwrap();
         live.log(0, "loss", 1.0).unwrap();
         live.flush().unwrap();
-        let finished: Vec<RunRecord> = (0..2 * crate::compact::AUTO_COMPACT_ROWS as u64)
-            .map(|seed| train(&archive, seed, 0.0))
-            .collect();
-        let names: Vec<String> =
+        let names = || -> Vec<String> {
             crate::files::list_table(archive.root(), crate::schema::Table::Runs)
                 .unwrap()
                 .iter()
                 .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-                .collect();
-        let merged = names.iter().filter(|n| n.starts_with("compacted-")).count();
-        assert_eq!(merged, 1, "{names:?}");
+                .collect()
+        };
+        let merged =
+            |names: &[String]| names.iter().filter(|n| n.starts_with("compacted-")).count();
+        let (fresh, merges) = (
+            crate::compact::AUTO_COMPACT_ROWS as u64,
+            crate::compact::AUTO_COMPACT_MERGED as u64,
+        );
+        let mut finished: Vec<RunRecord> = (0..2 * fresh)
+            .map(|seed| train(&archive, seed, 0.0))
+            .collect();
+        // The second merge took the rows written since the first, not the first's file.
+        let two = names();
+        assert_eq!(merged(&two), 2, "{two:?}");
+        // Once there are enough merged files, the next finish merges them into one.
+        finished.extend((2 * fresh..fresh * merges + 1).map(|seed| train(&archive, seed, 0.0)));
+        let names = names();
+        assert_eq!(merged(&names), 1, "{names:?}");
         assert!(names.len() < crate::compact::AUTO_COMPACT_ROWS, "{names:?}");
         let live_file = format!("{}-a1.parquet", live.run_id());
         assert!(names.contains(&live_file), "{names:?}");
         let runs = archive.runs().unwrap().value;
         assert_eq!(runs.len(), finished.len() + 1);
         assert!(runs.iter().any(|r| r.status == Status::Running));
+        // Merges took this process's own rows from memory: the merged files hold exactly
+        // what was written.
+        let key = |r: &RunRecord| (r.run_id.clone(), r.attempt);
+        let mut kept: Vec<RunRecord> = runs.into_iter().filter(|r| r.name != "live").collect();
+        kept.sort_by_key(key);
+        finished.sort_by_key(key);
+        assert_eq!(kept, finished);
         drop(live);
     }
 
