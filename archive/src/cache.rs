@@ -12,8 +12,11 @@
 
 use crate::schema::{Table, SCHEMA_VERSION};
 use crate::{files, Error, Result};
-use arrow::array::RecordBatch;
+use arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray,
+};
 use arrow::buffer::Buffer;
+use arrow::datatypes::Int32Type;
 use arrow::datatypes::Schema;
 use arrow::ipc::convert::try_fb_to_schema;
 use arrow::ipc::reader::{read_footer_length, FileDecoder};
@@ -149,8 +152,9 @@ impl RunsCache {
         }
         let read_schema = Table::Runs.read_schema();
         let schema = Arc::new(Schema::new(read_schema.fields().clone()).with_metadata(metadata));
-        let batch = arrow::compute::concat_batches(&read_schema, files.iter().map(|f| &f.2))?
-            .with_schema(schema.clone())?;
+        let batch = arrow::compute::concat_batches(&read_schema, files.iter().map(|f| &f.2))?;
+        let columns = batch.columns().iter().map(one_value_once).collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let path = root.join(CACHE_FILE);
         let write = |file: &mut std::fs::File| {
             let mut writer = FileWriter::try_new_buffered(file, &schema)?;
@@ -163,6 +167,39 @@ impl RunsCache {
             Some(_) => files::write_derived(&path, write),
             None => files::write_atomic(&path, write),
         }
+    }
+}
+
+/// A dictionary column with each of its values once. Rows of many files come with a
+/// dictionary each, concatenated, and a reader decides about (and parses) a component once
+/// per dictionary value: a sweep's environment, stored once per file, was parsed once per
+/// file on every read.
+fn one_value_once(column: &ArrayRef) -> ArrayRef {
+    let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() else {
+        return column.clone();
+    };
+    let Some(values) = dictionary.values().as_string_opt::<i32>() else {
+        return column.clone();
+    };
+    if values.null_count() > 0 {
+        return column.clone();
+    }
+    let mut first: HashMap<&str, i32> = HashMap::new();
+    let mut kept: Vec<&str> = Vec::new();
+    let moved: Vec<i32> = (values.iter().flatten())
+        .map(|value| {
+            *first.entry(value).or_insert_with(|| {
+                kept.push(value);
+                kept.len() as i32 - 1
+            })
+        })
+        .collect();
+    let keys: Int32Array = (dictionary.keys().iter())
+        .map(|key| key.and_then(|k| moved.get(k as usize).copied()))
+        .collect();
+    match DictionaryArray::try_new(keys, Arc::new(StringArray::from(kept))) {
+        Ok(merged) => Arc::new(merged),
+        Err(_) => column.clone(),
     }
 }
 
@@ -427,5 +464,14 @@ mod tests {
         assert_eq!(read("runs/b.parquet", 2).unwrap(), runs[2..]);
         assert_eq!(read("runs/a.parquet", 2), None, "another stamp");
         assert_eq!(read("runs/c.parquet", 1), None, "another file");
+        // The two files' dictionaries became one, each value once: the three runs share
+        // their environment, and differ in their seeds.
+        let distinct = |column: &str| {
+            let batch = cache.batch().unwrap();
+            let column = batch.column_by_name(column).unwrap();
+            column.as_dictionary::<Int32Type>().values().len()
+        };
+        assert_eq!(distinct("env"), 1);
+        assert_eq!(distinct("seeds"), 3);
     }
 }

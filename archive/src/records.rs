@@ -200,18 +200,41 @@ fn summary_from_json(text: &str) -> Result<BTreeMap<String, f64>> {
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
-/// A summary exactly as [`summary_json`] writes it (`{"name":number,"other":"NaN"}`: no
-/// spaces, no escapes in names), read without a JSON parser: a listing reads one per run.
-/// `None` for any other text, which the JSON parser then reads (or refuses).
-fn summary_as_written(text: &str) -> Option<BTreeMap<String, f64>> {
+/// The members of a flat JSON object as recipe writes it (`{"name":value,...}`: no spaces,
+/// no escapes or raw control characters in names), each name with its value's text (up to
+/// the next comma), in order; `None` for any other text. Callers accept a value only if
+/// it cannot hold a comma, so the split is exact wherever they take it.
+fn for_each_member<'a>(
+    text: &'a str,
+    mut member: impl FnMut(&'a str, &'a str) -> Option<()>,
+) -> Option<()> {
     let mut rest = text.strip_prefix('{')?.strip_suffix('}')?;
-    let mut summary = BTreeMap::new();
     while !rest.is_empty() {
         let after_quote = rest.strip_prefix('"')?;
         let (name, after_name) = after_quote.split_at(after_quote.find('"')?);
         let after_colon = after_name.strip_prefix("\":")?;
         let (value, next) =
             after_colon.split_at(after_colon.find(',').unwrap_or(after_colon.len()));
+        // Escapes, and control characters JSON refuses raw: the parser's call.
+        if name.bytes().any(|b| b == b'\\' || b < 0x20) {
+            return None;
+        }
+        member(name, value)?;
+        rest = match next.strip_prefix(',') {
+            Some(more) if !more.is_empty() => more,
+            Some(_) => return None,
+            None => next,
+        };
+    }
+    Some(())
+}
+
+/// A summary exactly as [`summary_json`] writes it (`{"name":number,"other":"NaN"}`), read
+/// without a JSON parser: a listing reads one per run. `None` for any other text, which the
+/// JSON parser then reads (or refuses).
+fn summary_as_written(text: &str) -> Option<BTreeMap<String, f64>> {
+    let mut summary = BTreeMap::new();
+    for_each_member(text, |name, value| {
         let number = match value.strip_prefix('"') {
             Some(special) => match special.strip_suffix('"')? {
                 "NaN" => f64::NAN,
@@ -223,18 +246,25 @@ fn summary_as_written(text: &str) -> Option<BTreeMap<String, f64>> {
             None if is_json_number(value) => value.parse().ok().filter(|v: &f64| v.is_finite())?,
             None => return None,
         };
-        // Escapes, and control characters JSON refuses raw: the parser's call.
-        if name.bytes().any(|b| b == b'\\' || b < 0x20) {
+        summary.insert(name.to_string(), number);
+        Some(())
+    })?;
+    Some(summary)
+}
+
+/// An object of whole numbers from 0 to `u64::MAX` as canonical JSON writes it (the seeds:
+/// `{"data_order":7,"init":7}`), read without a JSON parser: a listing reads one per run.
+/// `None` for any other text.
+fn whole_numbers_as_written(text: &str) -> Option<Value> {
+    let mut object = serde_json::Map::new();
+    for_each_member(text, |name, value| {
+        if !is_json_number(value) || value.contains(['-', '.', 'e', 'E']) {
             return None;
         }
-        summary.insert(name.to_string(), number);
-        rest = match next.strip_prefix(',') {
-            Some(more) if !more.is_empty() => more,
-            Some(_) => return None,
-            None => next,
-        };
-    }
-    Some(summary)
+        object.insert(name.to_string(), Value::from(value.parse::<u64>().ok()?));
+        Some(())
+    })?;
+    Some(Value::Object(object))
 }
 
 /// Whether `text` is a number in JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)?
@@ -588,7 +618,10 @@ impl<'a, T: Clone> Shared<'a, T> {
 }
 
 fn shared_json(text: &str, column: &'static str) -> Result<Arc<Value>> {
-    Ok(Arc::new(parse_json(text, column)?))
+    match whole_numbers_as_written(text) {
+        Some(value) => Ok(Arc::new(value)),
+        None => Ok(Arc::new(parse_json(text, column)?)),
+    }
 }
 
 fn shared_text(text: &str, _column: &'static str) -> Result<Arc<str>> {
@@ -1014,6 +1047,40 @@ mod tests {
             let edited = format!("{}{junk}{}", &text[..at], &text[at..]);
             let expected = summary_by_json_parser(&edited);
             prop_assert_eq!(summary_from_json(&edited).ok().map(|m| bits(&m)), expected, "{}", edited);
+        }
+
+        #[test]
+        fn seeds_read_without_the_json_parser_read_as_with_it(
+            seeds in proptest::collection::btree_map(
+                "[a-z_\\\\\",:é \t]{0,6}",
+                prop_oneof![any::<u64>(), Just(0u64), Just(u64::MAX)],
+                0..5,
+            ),
+            cut in any::<prop::sample::Index>(),
+            junk in "[0-9eE.+\\-\",:{}a-z \t\\[\\]]{0,4}",
+        ) {
+            let value = serde_json::to_value(&seeds).unwrap();
+            let text = json_text(&value);
+            let parsed = |text: &str| serde_json::from_str::<Value>(text).ok();
+            let fast = |text: &str| shared_json(text, "seeds").ok().map(|v| (*v).clone());
+            prop_assert_eq!(fast(&text), Some(value.clone()));
+            if !text.contains('\\') {
+                prop_assert_eq!(whole_numbers_as_written(&text), Some(value), "{}", text);
+            }
+            // Any edit of it is read as the parser reads it, or refused as the parser refuses it.
+            let at = cut.index(text.len() + 1);
+            let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let edited = format!("{}{junk}{}", &text[..at], &text[at..]);
+            prop_assert_eq!(fast(&edited), parsed(&edited), "{}", edited);
+        }
+
+        #[test]
+        fn seed_numbers_are_json_numbers(
+            token in "[-+]?[0-9.]{0,4}([eE][-+]?[0-9]{0,3})?|18446744073709551615|18446744073709551616",
+        ) {
+            let text = format!(r#"{{"a":{token},"b":1}}"#);
+            let fast = shared_json(&text, "seeds").ok().map(|v| (*v).clone());
+            prop_assert_eq!(fast, serde_json::from_str::<Value>(&text).ok(), "{}", text);
         }
 
         #[test]
