@@ -89,22 +89,27 @@ pub fn plan(archive: &Archive) -> Result<Vec<Action>> {
         actions.extend(plan_row_merges(archive, table, Tiers::One(2))?);
     }
 
-    // 3. Temp files of writers that died mid-write.
+    // 3. Temp files of writers that died mid-write: in the tables' day folders, and the
+    // runs cache's folder (a reader killed while writing the cache).
+    let cache_folder = Path::new(crate::cache::CACHE_FILE)
+        .parent()
+        .unwrap_or(Path::new(""));
+    let mut folders = vec![archive.root().join(cache_folder)];
     for table in Table::ALL {
-        let Ok(days) = fs::read_dir(archive.root().join(table.name())) else {
+        if let Ok(days) = fs::read_dir(archive.root().join(table.name())) {
+            folders.extend(days.flatten().map(|day| day.path()));
+        }
+    }
+    for folder in folders {
+        let Ok(entries) = fs::read_dir(&folder) else {
             continue;
         };
-        for day in days.flatten() {
-            let Ok(entries) = fs::read_dir(day.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if temp_writer_pid(&path)
-                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-                {
-                    actions.push(Action::RemoveTemp(path));
-                }
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if temp_writer_pid(&path)
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            {
+                actions.push(Action::RemoveTemp(path));
             }
         }
     }
@@ -453,6 +458,40 @@ mod tests {
     use crate::schema::Table;
     use crate::writer::archive_tests::train;
     use crate::Archive;
+
+    #[test]
+    fn temp_files_of_dead_writers_are_swept_from_the_tables_and_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        train(&archive, 1, 0.0);
+        archive.runs().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let (dead, alive) = (child.id(), std::process::id());
+        let day = crate::files::list_table(archive.root(), Table::Runs).unwrap()[0]
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let cache = archive.root().join("_cache");
+        let temp = |folder: &std::path::Path, name: &str, pid: u32| {
+            let path = folder.join(format!(".{name}.tmp-{pid}-0"));
+            std::fs::write(&path, b"half written").unwrap();
+            path
+        };
+        let swept = [
+            temp(&cache, "runs.arrow", dead),
+            temp(&day, "x.parquet", dead),
+        ];
+        let kept = [
+            temp(&cache, "runs.arrow", alive),
+            temp(&day, "x.parquet", alive),
+        ];
+        let report = super::execute(&archive, &super::plan(&archive).unwrap()).unwrap();
+        assert_eq!(report.temps_removed, 2);
+        assert!(swept.iter().all(|p| !p.exists()), "{swept:?}");
+        assert!(kept.iter().all(|p| p.exists()), "{kept:?}");
+        assert_eq!(archive.runs().unwrap().value.len(), 1);
+    }
 
     #[test]
     fn a_remembered_row_serves_only_while_its_file_is_unchanged() {

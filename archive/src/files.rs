@@ -71,6 +71,7 @@ fn write_whole(
         if synced {
             file.sync_all().map_err(|e| Error::io(&temp, e))?;
         }
+        close(file).map_err(|e| Error::io(&temp, e))?;
         fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
         if !synced {
             return Ok(());
@@ -83,6 +84,21 @@ fn write_whole(
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Close a file and report what close(2) says: dropping a `File` ignores it, and a network
+/// file system may report a failed write only there.
+fn close(file: File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: `file` gives up its descriptor here, so it is closed exactly once.
+    match unsafe { libc::close(file.into_raw_fd()) } {
+        0 => Ok(()),
+        _ => match std::io::Error::last_os_error() {
+            // Linux closes the descriptor even when interrupted.
+            e if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            e => Err(e),
+        },
+    }
 }
 
 /// Files with fewer rows than this are written uncompressed.
