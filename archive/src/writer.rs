@@ -767,14 +767,27 @@ pub(crate) mod archive_tests {
         let runs = archive.runs().unwrap().value;
         assert_eq!(runs.len(), finished.len() + 1);
         assert!(runs.iter().any(|r| r.status == Status::Running));
-        // Merges took this process's own rows from memory: the merged files hold exactly
-        // what was written.
+        // The merged files hold exactly what was written (rows taken from memory or read).
         let key = |r: &RunRecord| (r.run_id.clone(), r.attempt);
         let mut kept: Vec<RunRecord> = runs.into_iter().filter(|r| r.name != "live").collect();
         kept.sort_by_key(key);
         finished.sort_by_key(key);
         assert_eq!(kept, finished);
         drop(live);
+    }
+
+    #[test]
+    fn a_compaction_lock_that_cannot_be_opened_never_fails_a_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        // A folder where the lock file should be: opening it fails, as it would for a lock
+        // file another user owns.
+        fs::create_dir(archive.root().join("_compact.lock")).unwrap();
+        let runs = crate::compact::AUTO_COMPACT_ROWS as u64 + 1;
+        for seed in 0..runs {
+            train(&archive, seed, 0.0);
+        }
+        assert_eq!(archive.runs().unwrap().value.len(), runs as usize);
     }
 
     #[test]
