@@ -36,7 +36,7 @@ const KEY_FILES: &str = "recipe.cache.files";
 const KEY_LAYOUT: &str = "recipe.cache.layout";
 
 fn layout() -> String {
-    format!("runs-{SCHEMA_VERSION}.cache-1")
+    format!("runs-{SCHEMA_VERSION}.cache-2")
 }
 
 /// Metadata key of the boot of the system that wrote the cache without fsync.
@@ -57,6 +57,9 @@ fn boot() -> Option<&'static str> {
 pub struct Stamp {
     len: u64,
     modified_ns: i64,
+    /// When the file's inode last changed (ctime): a write in place changes it even when the
+    /// writer sets the modification time back, which no one can do to this one.
+    changed_ns: i64,
     inode: u64,
 }
 
@@ -69,12 +72,20 @@ impl Stamp {
             Err(before) => -(before.duration().as_nanos() as i64),
         };
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        let (inode, changed_ns) = {
+            use std::os::unix::fs::MetadataExt;
+            let seconds = metadata.ctime().saturating_mul(1_000_000_000);
+            (
+                metadata.ino(),
+                seconds.saturating_add(metadata.ctime_nsec()),
+            )
+        };
         #[cfg(not(unix))]
-        let inode = 0;
+        let (inode, changed_ns) = (0, 0);
         Ok(Stamp {
             len: metadata.len(),
             modified_ns,
+            changed_ns,
             inode,
         })
     }
@@ -341,25 +352,27 @@ mod tests {
         let archive = Archive::open(dir.path()).unwrap();
         let run = train(&archive, 1, 0.0);
         assert_eq!(archive.runs().unwrap().value, vec![run.clone()]);
-        // The file's bytes replaced in place, with its size, inode and time kept: the cache
-        // still serves what the file held when it was read (this is what it trusts).
+        // The file's bytes replaced in place, with its size, inode and modification time
+        // kept: its inode's change time moved, so it is read again (and found damaged).
         let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
         let path = day.join(format!("{}-a1.parquet", run.run_id));
         let modified = fs::metadata(&path).unwrap().modified().unwrap();
         let len = fs::metadata(&path).unwrap().len() as usize;
+        // Unchanged since it was read: the cache serves it.
+        let relative = path.strip_prefix(archive.root()).unwrap().to_str().unwrap();
+        let cache = RunsCache::load(archive.root());
+        assert!(cache.rows(relative, &Stamp::of(&path).unwrap()).is_some());
         fs::write(&path, vec![b'x'; len]).unwrap();
         let file = fs::File::options().write(true).open(&path).unwrap();
         file.set_modified(modified).unwrap();
         drop(file);
-        assert_eq!(archive.runs().unwrap().value, vec![run]);
-        // Any other change of its stamp, and the file is read again (and found damaged).
-        let file = fs::File::options().write(true).open(&path).unwrap();
-        file.set_modified(modified + std::time::Duration::from_secs(1))
-            .unwrap();
-        drop(file);
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified);
         let loaded = archive.runs().unwrap();
         assert!(loaded.value.is_empty());
         assert_eq!(loaded.damaged.len(), 1);
+        // The same file unchanged since: still read each time (a damaged file is never
+        // cached), and named each time.
+        assert_eq!(archive.runs().unwrap().damaged.len(), 1);
     }
 
     /// `bytes` with every `from` replaced by `to` (of the same length); at least one.
@@ -446,6 +459,7 @@ mod tests {
         let stamp = |len: u64| Stamp {
             len,
             modified_ns: 1,
+            changed_ns: 3,
             inode: 2,
         };
         let files = [
