@@ -190,7 +190,6 @@ pub const AUTO_COMPACT_MERGED: usize = 4;
 ///
 /// Most finishes merge nothing, so they only count the names in their own day folder; the
 /// plan, which asks every row file's writer whether it is alive, runs when a merge is due.
-/// Merging every row of the day at each merge read the whole day again every 32 runs.
 pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
     let dir = files::day_dir(archive.root(), Table::Runs, day);
     let (mut unmerged, mut merged) = (0, 0);
