@@ -30,6 +30,7 @@ pub mod records;
 pub mod report;
 pub mod schema;
 pub mod writer;
+mod written_json;
 
 pub use archive::{Archive, Loaded};
 pub use code::CodeState;
