@@ -1,7 +1,7 @@
 //! An archive directory: opening it, blobs, cells, and reading runs and their curves back
 //! with every status derived (a `running` row whose writer died reads as `interrupted`).
 
-use crate::cache::{RunsCache, Stamp};
+use crate::cache::{self, RunsCache, Stamp};
 use crate::canonical::Hash;
 use crate::files::{self, read_parquet, ChunkName};
 use crate::query::Condition;
@@ -381,15 +381,15 @@ impl Archive {
                 }
                 Part::Stored(path) => {
                     let batches = read_parquet(path, Table::Runs)?;
-                    let mut runs = Vec::new();
-                    for batch in &batches {
-                        let all = 0..batch.num_rows();
-                        runs.extend(records::runs_from_batch_where(batch, all, filter)?);
-                    }
                     let whole = match batches.len() {
                         1 => batches[0].clone(),
                         _ => arrow::compute::concat_batches(&Table::Runs.read_schema(), &batches)?,
                     };
+                    // Summaries are parsed once, into the cache's form, which the records
+                    // are then made from.
+                    let whole = cache::cached_form(&whole)?;
+                    let all = 0..whole.num_rows();
+                    let runs = records::runs_from_batch_where(&whole, all, filter)?;
                     Ok((Some(whole), runs))
                 }
             });

@@ -1,6 +1,9 @@
 //! The runs cache: the rows of the `runs` files already read once, kept beside the table in
 //! one uncompressed Arrow IPC file (`_cache/runs.arrow`), so that listing or querying runs
-//! reads that one file and decodes only the Parquet files that are new since.
+//! reads that one file and decodes only the Parquet files that are new since. The rows are
+//! kept in the form a reader wants ([`cache_schema`]): each text of a few distinct values
+//! (components, hashes) as a dictionary holding each value once, and each summary as its
+//! names and values instead of JSON text, so no number is parsed again.
 //!
 //! It holds nothing the table does not. A file's cached rows are used only while the file is
 //! unchanged (same path, size, modification time and inode: every file is written under a
@@ -10,20 +13,22 @@
 //! from before the system last started, which a crash may have left with missing blocks, is
 //! not used. Where the boot id is unknown, the cache is fsynced instead.
 
-use crate::schema::{Table, SCHEMA_VERSION};
+use crate::schema::{self, Table, SCHEMA_VERSION};
+use crate::written_json::{json_text, summary_from_json};
 use crate::{files, Error, Result};
 use arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, DictionaryArray, Float64Builder, Int32Array, ListBuilder,
+    RecordBatch, StringArray, StringDictionaryBuilder,
 };
 use arrow::buffer::Buffer;
-use arrow::datatypes::Int32Type;
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
 use arrow::ipc::convert::try_fb_to_schema;
 use arrow::ipc::reader::{read_footer_length, FileDecoder};
 use arrow::ipc::root_as_footer;
 use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -36,7 +41,71 @@ const KEY_FILES: &str = "recipe.cache.files";
 const KEY_LAYOUT: &str = "recipe.cache.layout";
 
 fn layout() -> String {
-    format!("runs-{SCHEMA_VERSION}.cache-2")
+    format!("runs-{SCHEMA_VERSION}.cache-3")
+}
+
+/// The cache's columns: the runs table as read ([`Table::read_schema`]), with the `summary`
+/// text in its place replaced by `summary_names` (the names of a row's summary as a JSON
+/// array, in order; a dictionary, so the runs of one trainer share one) and `summary_values`
+/// (the values, in the same order; NaN and the infinities as themselves).
+pub(crate) fn cache_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut fields: Vec<FieldRef> = Vec::new();
+            for field in Table::Runs.read_schema().fields() {
+                match field.name().as_str() {
+                    "summary" => fields.extend([
+                        Arc::new(Field::new(SUMMARY_NAMES, schema::dictionary(), false)),
+                        Arc::new(Field::new(SUMMARY_VALUES, summary_values_type(), false)),
+                    ]),
+                    _ => fields.push(field.clone()),
+                }
+            }
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
+/// Column of [`cache_schema`]: each row's summary names.
+pub(crate) const SUMMARY_NAMES: &str = "summary_names";
+/// Column of [`cache_schema`]: each row's summary values.
+pub(crate) const SUMMARY_VALUES: &str = "summary_values";
+
+fn summary_values_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float64, false)))
+}
+
+/// Rows of `runs` read with [`Table::read_schema`] in the cache's form ([`cache_schema`]).
+/// Fails on a summary that does not read (such rows are not cached).
+pub(crate) fn cached_form(batch: &RecordBatch) -> Result<RecordBatch> {
+    let texts = batch
+        .column_by_name("summary")
+        .and_then(|column| column.as_string_opt::<i32>())
+        .ok_or_else(|| Error::Format("column \"summary\" is missing".into()))?;
+    let mut names = StringDictionaryBuilder::<Int32Type>::new();
+    let mut values = ListBuilder::with_capacity(Float64Builder::new(), texts.len())
+        .with_field(Arc::new(Field::new("item", DataType::Float64, false)));
+    for text in texts.iter() {
+        let text =
+            text.ok_or_else(|| Error::Format("column \"summary\": a row has none".into()))?;
+        let summary = summary_from_json(text)?;
+        names.append_value(json_text(&summary.keys().map(|k| &**k).collect::<Vec<_>>()));
+        for value in summary.into_values() {
+            values.values().append_value(value);
+        }
+        values.append(true);
+    }
+    let (names, values): (ArrayRef, ArrayRef) =
+        (Arc::new(names.finish()), Arc::new(values.finish()));
+    let mut columns = Vec::with_capacity(batch.num_columns() + 1);
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match field.name().as_str() {
+            "summary" => columns.extend([names.clone(), values.clone()]),
+            _ => columns.push(column.clone()),
+        }
+    }
+    Ok(RecordBatch::try_new(cache_schema(), columns)?)
 }
 
 /// Metadata key of the boot of the system that wrote the cache without fsync.
@@ -140,8 +209,8 @@ impl RunsCache {
         self.batch.as_ref()
     }
 
-    /// Replace the cache with these files' rows (path relative to the root, stamp, rows read
-    /// with [`Table::read_schema`]), in this order.
+    /// Replace the cache with these files' rows (path relative to the root, stamp, rows in
+    /// the cache's form, [`cached_form`]), in this order.
     pub fn store(root: &Path, files: &[(String, Stamp, RecordBatch)]) -> Result<()> {
         let entries: Vec<Entry> = files
             .iter()
@@ -161,9 +230,9 @@ impl RunsCache {
         if let Some(boot) = boot() {
             metadata.insert(KEY_BOOT.to_string(), boot.to_string());
         }
-        let read_schema = Table::Runs.read_schema();
-        let schema = Arc::new(Schema::new(read_schema.fields().clone()).with_metadata(metadata));
-        let batch = arrow::compute::concat_batches(&read_schema, files.iter().map(|f| &f.2))?;
+        let form = cache_schema();
+        let schema = Arc::new(Schema::new(form.fields().clone()).with_metadata(metadata));
+        let batch = arrow::compute::concat_batches(&form, files.iter().map(|f| &f.2))?;
         let columns = batch.columns().iter().map(one_value_once).collect();
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let path = root.join(CACHE_FILE);
@@ -195,7 +264,8 @@ fn one_value_once(column: &ArrayRef) -> ArrayRef {
     if values.null_count() > 0 {
         return column.clone();
     }
-    let mut first: HashMap<&str, i32> = HashMap::new();
+    let mut first: HashMap<&str, i32, BuildHasherDefault<WordHasher>> =
+        HashMap::with_capacity_and_hasher(values.len(), Default::default());
     let mut kept: Vec<&str> = Vec::new();
     let moved: Vec<i32> = (values.iter().flatten())
         .map(|value| {
@@ -205,12 +275,41 @@ fn one_value_once(column: &ArrayRef) -> ArrayRef {
             })
         })
         .collect();
-    let keys: Int32Array = (dictionary.keys().iter())
-        .map(|key| key.and_then(|k| moved.get(k as usize).copied()))
-        .collect();
+    let keys = dictionary.keys();
+    let keys: Int32Array = match keys.null_count() {
+        // Keys past the dictionary are a damaged column, which `try_new` below refuses.
+        0 => (keys.values().iter())
+            .map(|&k| moved.get(k as usize).copied().unwrap_or(-1))
+            .collect::<Vec<i32>>()
+            .into(),
+        _ => (keys.iter())
+            .map(|key| key.and_then(|k| moved.get(k as usize).copied()))
+            .collect(),
+    };
     match DictionaryArray::try_new(keys, Arc::new(StringArray::from(kept))) {
         Ok(merged) => Arc::new(merged),
         Err(_) => column.clone(),
+    }
+}
+
+/// A hasher of texts hashed within one process, eight bytes per step (FxHash's round):
+/// a cache merges a thousand run ids' worth of dictionary values, where the default
+/// hasher, built against adversaries, took most of the time.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let word = u64::from_le_bytes(word);
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -237,7 +336,7 @@ fn decode(buffer: Buffer) -> Result<RunsCache> {
             return Err(bad("written without fsync before the system last started"));
         }
     }
-    if schema.fields() != Table::Runs.read_schema().fields() {
+    if schema.fields() != cache_schema().fields() {
         return Err(bad("other columns"));
     }
     let entries: Vec<Entry> = serde_json::from_str(
@@ -434,8 +533,8 @@ mod tests {
             assert_eq!(archive.runs().unwrap().value, expected);
             assert_eq!(RunsCache::load(archive.root()).len(), 3, "written again");
         }
-        // Rows that do not read back (a summary that is not JSON) in a file that does.
-        fs::write(&cache, replaced(&good, br#""loss":"#, br#""loss"!"#)).unwrap();
+        // Rows that do not read back (summary names that are not JSON) in a file that does.
+        fs::write(&cache, replaced(&good, br#""loss"]"#, br#""loss"}"#)).unwrap();
         assert_eq!(RunsCache::load(archive.root()).len(), 3);
         assert_eq!(archive.runs().unwrap().value, expected);
         assert_eq!(fs::read(&cache).unwrap(), good, "written again");
@@ -454,7 +553,7 @@ mod tests {
                 &crate::records::runs_to_batch(rows).unwrap(),
             )
             .unwrap();
-            files::read_parquet(&path, Table::Runs).unwrap().remove(0)
+            cached_form(&files::read_parquet(&path, Table::Runs).unwrap().remove(0)).unwrap()
         };
         let stamp = |len: u64| Stamp {
             len,
@@ -487,5 +586,33 @@ mod tests {
         };
         assert_eq!(distinct("env"), 1);
         assert_eq!(distinct("seeds"), 3);
+    }
+
+    #[test]
+    fn summaries_are_kept_as_names_and_values_that_must_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let run = train(&archive, 1, 0.0);
+        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
+        let path = day.join(format!("{}-a1.parquet", run.run_id));
+        let stored = files::read_parquet(&path, Table::Runs).unwrap().remove(0);
+        let cached = cached_form(&stored).unwrap();
+        assert!(cached.column_by_name("summary").is_none());
+        let names = cached
+            .column_by_name(SUMMARY_NAMES)
+            .unwrap()
+            .as_dictionary::<Int32Type>();
+        let names = names.values().as_string::<i32>().value(0);
+        assert_eq!(names, r#"["acc","loss"]"#);
+        let back = crate::records::runs_from_batch(&cached).unwrap();
+        assert_eq!(back, crate::records::runs_from_batch(&stored).unwrap());
+        assert_eq!(back[0].summary, run.summary);
+        // Names and values that do not pair up are an error, not a shorter summary.
+        let one_name: DictionaryArray<Int32Type> = [r#"["acc"]"#].into_iter().collect();
+        let mut columns = cached.columns().to_vec();
+        columns[cached.schema().index_of(SUMMARY_NAMES).unwrap()] = Arc::new(one_name);
+        let mismatched = RecordBatch::try_new(cache_schema(), columns).unwrap();
+        let err = crate::records::runs_from_batch(&mismatched).unwrap_err();
+        assert!(err.to_string().contains("not one value per name"), "{err}");
     }
 }

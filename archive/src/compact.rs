@@ -526,7 +526,7 @@ mod tests {
         .unwrap();
         assert_eq!(super::written_row(&path), None);
         assert_eq!(
-            super::read_run_rows(&[path.clone()]).unwrap().1,
+            super::read_run_rows(std::slice::from_ref(&path)).unwrap().1,
             vec![other]
         );
     }

@@ -82,7 +82,7 @@ pub fn group_runs(runs: &[RunRecord]) -> Vec<Group> {
             for run in runs {
                 for (metric, value) in &run.summary {
                     samples
-                        .entry(metric.clone())
+                        .entry(metric.to_string())
                         .or_default()
                         .push((run.key(), *value));
                 }

@@ -1,14 +1,15 @@
 //! The rows of the archive's tables as Rust values, and their conversion to and from Arrow
 //! record batches (one batch per chunk of rows, never per row).
 
+use crate::cache::{SUMMARY_NAMES, SUMMARY_VALUES};
 use crate::schema::Table;
 use crate::written_json::{component_json, json_text, parse_json, summary_from_json, summary_json};
 use crate::{Error, Result};
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array,
+    ListArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
-use arrow::datatypes::Int32Type;
+use arrow::datatypes::{Float64Type, Int32Type};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -101,8 +102,9 @@ pub struct RunRecord {
     /// Component values (canonical JSON) in the same order, shared between the runs that
     /// have the same one (a sweep's data, code and environment are one value in memory).
     pub components: [Arc<Value>; 5],
-    /// Final value of each metric, plus any summary value the writer added.
-    pub summary: BTreeMap<String, f64>,
+    /// Final value of each metric, plus any summary value the writer added. The names are
+    /// shared between the records read together (`run.summary["loss"]` as with `String`s).
+    pub summary: BTreeMap<Arc<str>, f64>,
     pub checks: Vec<Check>,
     /// Named blobs (checkpoints, snapshots): name -> blake3 hex.
     pub artifacts: BTreeMap<String, String>,
@@ -194,7 +196,7 @@ pub(crate) fn test_run(id: &str, attempt: u32, reproduced: Option<bool>, acc: f6
         group_id: "g".into(),
         component_hashes: Default::default(),
         components: Default::default(),
-        summary: [("acc".to_string(), acc)].into(),
+        summary: [("acc".into(), acc)].into(),
         checks: vec![],
         artifacts: Default::default(),
         error: None,
@@ -361,9 +363,11 @@ impl<'a> Columns<'a> {
         // A damaged file can carry keys past its dictionary (the reader does not check them
         // when the dictionary is empty).
         let keys = column.keys();
-        let past = |k: i32| k < 0 || k as usize >= texts.len();
+        // As unsigned, a negative key is past any dictionary.
+        let past = |k: i32| k as u32 as usize >= texts.len();
         let damaged = match keys.null_count() {
-            0 => keys.values().iter().any(|&k| past(k)), // one pass over a plain slice
+            // The largest key, found without a branch per key (the loop runs on vectors).
+            0 => (keys.values().iter().map(|&k| k as u32).max()).is_some_and(|k| past(k as i32)),
             _ => keys.iter().flatten().any(past),
         };
         if damaged {
@@ -420,10 +424,11 @@ impl<'a, T: Clone> Shared<'a, T> {
         make: fn(&str, &'static str) -> Result<T>,
     ) -> Result<Shared<'a, T>> {
         let column = Columns(batch).dictionary(name)?;
+        let distinct = column.texts.len();
         Ok(Shared {
             name,
-            made: vec![None; column.texts.len()],
-            verdicts: vec![None; column.texts.len()],
+            made: std::iter::repeat_with(|| None).take(distinct).collect(),
+            verdicts: vec![None; distinct],
             column,
             make,
         })
@@ -452,6 +457,64 @@ impl<'a, T: Clone> Shared<'a, T> {
         let verdict = test(&self.get(row)?);
         self.verdicts[key] = Some(verdict);
         Ok(verdict)
+    }
+}
+
+/// The summaries of a `runs` batch: JSON texts as stored in Parquet, or names and values as
+/// the runs cache keeps them ([`crate::cache::cache_schema`]).
+enum Summaries<'a> {
+    Texts(&'a StringArray),
+    Columns {
+        /// Each row's names, made once per distinct list.
+        names: Shared<'a, Arc<[Arc<str>]>>,
+        offsets: &'a [i32],
+        values: &'a [f64],
+    },
+}
+
+impl<'a> Summaries<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Summaries<'a>> {
+        if batch.column_by_name(SUMMARY_NAMES).is_none() {
+            return Ok(Summaries::Texts(Columns(batch).text("summary")?));
+        }
+        let lists: &ListArray = Columns(batch).get(SUMMARY_VALUES)?;
+        let values = lists
+            .values()
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| Error::Format(format!("column {SUMMARY_VALUES:?} is not numbers")))?;
+        Ok(Summaries::Columns {
+            names: Shared::new(batch, SUMMARY_NAMES, |text, column| {
+                let names: Vec<String> = parse_json(text, column)?;
+                Ok(names.iter().map(|name| Arc::from(name.as_str())).collect())
+            })?,
+            offsets: lists.value_offsets(),
+            values: values.values(),
+        })
+    }
+
+    fn get(&mut self, row: usize) -> Result<BTreeMap<Arc<str>, f64>> {
+        let (names, offsets, values) = match self {
+            Summaries::Texts(texts) => return summary_from_json(texts.value(row)),
+            Summaries::Columns {
+                names,
+                offsets,
+                values,
+            } => (names.get(row)?, offsets, values),
+        };
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        match values.get(start..end) {
+            Some(values) if values.len() == names.len() => {
+                // Inserted one by one: `collect` would first gather and sort them in a Vec.
+                let mut summary = BTreeMap::new();
+                for (name, value) in names.iter().zip(values) {
+                    summary.insert(name.clone(), *value);
+                }
+                Ok(summary)
+            }
+            _ => Err(Error::Format(format!(
+                "column {SUMMARY_VALUES:?}: row {row} has not one value per name"
+            ))),
+        }
     }
 }
 
@@ -532,7 +595,8 @@ pub(crate) fn runs_from_batch_where(
         Shared::new(batch, "code", shared_json)?,
         Shared::new(batch, "env", shared_json)?,
     ];
-    let (summary, checks, error) = (c.text("summary")?, c.text("checks")?, c.text("error")?);
+    let mut summaries = Summaries::of(batch)?;
+    let (checks, error) = (c.text("checks")?, c.text("error")?);
     let artifacts = c.text("artifacts")?;
     let (reproduced, diverged) = (
         c.get::<BooleanArray>("reproduced")?,
@@ -570,7 +634,7 @@ pub(crate) fn runs_from_batch_where(
         ];
         if !kept {
             Status::parse(status.value(i))?;
-            summary_from_json(summary.value(i))?;
+            summaries.get(i)?;
             parse_json::<Vec<Check>>(checks.value(i), "checks")?;
             parse_json::<BTreeMap<String, String>>(artifacts.value(i), "artifacts")?;
             continue;
@@ -596,7 +660,7 @@ pub(crate) fn runs_from_batch_where(
                 hash_cols[4].get(i)?,
             ],
             components,
-            summary: summary_from_json(summary.value(i))?,
+            summary: summaries.get(i)?,
             checks: match checks.value(i) {
                 "[]" => Vec::new(),
                 text => parse_json(text, "checks")?,
@@ -756,7 +820,10 @@ mod tests {
                         json!({"threads": 2}),
                     ]
                     .map(Arc::new),
-                    summary,
+                    summary: summary
+                        .into_iter()
+                        .map(|(k, v)| (Arc::from(k), v))
+                        .collect(),
                     checks: vec![Check {
                         name: "loss_at_init".into(),
                         passed: true,

@@ -20,7 +20,7 @@ pub fn reproducibility(run: &RunRecord) -> String {
 pub fn runs_table(runs: &[RunRecord], for_scripts: bool) -> TextTable {
     let metrics: Vec<String> = runs
         .iter()
-        .flat_map(|r| r.summary.keys().cloned())
+        .flat_map(|r| r.summary.keys().map(|k| k.to_string()))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -69,7 +69,7 @@ pub fn runs_table(runs: &[RunRecord], for_scripts: bool) -> TextTable {
             ];
             row.extend(metrics.iter().map(|m| {
                 run.summary
-                    .get(m)
+                    .get(m.as_str())
                     .map(|v| v.to_string())
                     .unwrap_or_default()
             }));
@@ -111,8 +111,11 @@ pub fn headline_metrics(run: &RunRecord) -> Vec<(String, f64)> {
                 0
             }
     };
-    let mut metrics: Vec<(String, f64)> =
-        run.summary.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let mut metrics: Vec<(String, f64)> = run
+        .summary
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
     metrics.sort_by_key(|(k, _)| (rank(k), k.clone()));
     metrics.truncate(4);
     metrics

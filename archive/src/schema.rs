@@ -90,7 +90,7 @@ const SHARED_RUN_COLUMNS: [&str; 11] = [
     "group_id",
 ];
 
-fn dictionary() -> DataType {
+pub(crate) fn dictionary() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 

@@ -417,7 +417,7 @@ impl RunWriter {
     /// Add or replace a summary value (the final value of each logged metric is added at
     /// finish without asking).
     pub fn set_summary(&mut self, name: &str, value: f64) {
-        self.record.summary.insert(name.to_string(), value);
+        self.record.summary.insert(name.into(), value);
     }
 
     /// Record a recipe check on the run.
@@ -458,7 +458,10 @@ impl RunWriter {
         }
         self.flush()?;
         for (name, (_, value)) in self.metrics.names.iter().zip(&self.metrics.last) {
-            self.record.summary.entry(name.clone()).or_insert(*value);
+            self.record
+                .summary
+                .entry(name.as_str().into())
+                .or_insert(*value);
         }
         self.record.status = status;
         self.record.error = error;

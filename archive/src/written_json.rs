@@ -8,6 +8,7 @@ use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A value as compact JSON (`null` for the few values JSON cannot hold).
 pub(crate) fn json_text<T: Serialize>(value: &T) -> String {
@@ -30,7 +31,7 @@ pub(crate) fn component_json(text: &str, column: &str) -> Result<Value> {
 
 /// Summary values as JSON: finite numbers as numbers, the rest as the strings `"NaN"`,
 /// `"inf"` and `"-inf"` (JSON has no such numbers, and a diverged run's last loss is one).
-pub(crate) fn summary_json(summary: &BTreeMap<String, f64>) -> String {
+pub(crate) fn summary_json(summary: &BTreeMap<Arc<str>, f64>) -> String {
     let map: serde_json::Map<String, Value> = summary
         .iter()
         .map(|(k, v)| {
@@ -39,18 +40,18 @@ pub(crate) fn summary_json(summary: &BTreeMap<String, f64>) -> String {
                 None if v.is_nan() => Value::String("NaN".into()),
                 None => Value::String(if *v > 0.0 { "inf" } else { "-inf" }.into()),
             };
-            (k.clone(), value)
+            (k.to_string(), value)
         })
         .collect();
     Value::Object(map).to_string()
 }
 
-pub(crate) fn summary_from_json(text: &str) -> Result<BTreeMap<String, f64>> {
+pub(crate) fn summary_from_json(text: &str) -> Result<BTreeMap<Arc<str>, f64>> {
     if let Some(summary) = summary_as_written(text) {
         return Ok(summary);
     }
     let map: BTreeMap<String, SummaryValue> = parse_json(text, "summary")?;
-    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+    Ok(map.into_iter().map(|(k, v)| (k.into(), v.0)).collect())
 }
 
 /// The members of a flat JSON object as recipe writes it (`{"name":value,...}`: no spaces,
@@ -85,7 +86,7 @@ fn for_each_member<'a>(
 /// A summary exactly as [`summary_json`] writes it (`{"name":number,"other":"NaN"}`), read
 /// without a JSON parser: a listing reads one per run. `None` for any other text, which the
 /// JSON parser then reads (or refuses).
-fn summary_as_written(text: &str) -> Option<BTreeMap<String, f64>> {
+fn summary_as_written(text: &str) -> Option<BTreeMap<Arc<str>, f64>> {
     let mut summary = BTreeMap::new();
     for_each_member(text, |name, value| {
         let number = match value.strip_prefix('"') {
@@ -99,7 +100,7 @@ fn summary_as_written(text: &str) -> Option<BTreeMap<String, f64>> {
             None if is_json_number(value) => value.parse().ok().filter(|v: &f64| v.is_finite())?,
             None => return None,
         };
-        summary.insert(name.to_string(), number);
+        summary.insert(name.into(), number);
         Some(())
     })?;
     Some(summary)
@@ -190,7 +191,7 @@ mod tests {
 
     #[test]
     fn summaries_keep_nan_and_refuse_text_that_is_no_number() {
-        let summary = BTreeMap::from([("loss".to_string(), f64::NAN), ("acc".to_string(), 0.5)]);
+        let summary = BTreeMap::from([("loss".into(), f64::NAN), ("acc".into(), 0.5)]);
         let back = summary_from_json(&summary_json(&summary)).unwrap();
         assert!(back["loss"].is_nan());
         assert_eq!(back["acc"], 0.5);
@@ -220,10 +221,12 @@ mod tests {
         ) {
             // What the writer writes is read back whole, by the fast path (names without
             // escapes) or by the parser.
+            let summary: BTreeMap<Arc<str>, f64> =
+                summary.into_iter().map(|(k, v)| (Arc::from(k), v)).collect();
             let text = summary_json(&summary);
             let back = summary_from_json(&text).unwrap();
-            let bits = |m: &BTreeMap<String, f64>| -> Vec<(String, u64)> {
-                m.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect()
+            let bits = |m: &BTreeMap<Arc<str>, f64>| -> Vec<(String, u64)> {
+                m.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect()
             };
             prop_assert_eq!(bits(&back), bits(&summary));
             if !text.contains('\\') {
@@ -277,8 +280,8 @@ mod tests {
         ) {
             let text = format!(r#"{{"a":{token}}}"#);
             let expected = summary_by_json_parser(&text);
-            let bits = |m: BTreeMap<String, f64>| -> Vec<(String, u64)> {
-                m.into_iter().map(|(k, v)| (k, v.to_bits())).collect()
+            let bits = |m: BTreeMap<Arc<str>, f64>| -> Vec<(String, u64)> {
+                m.into_iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect()
             };
             prop_assert_eq!(summary_from_json(&text).ok().map(bits), expected, "{}", text);
         }

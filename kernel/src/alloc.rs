@@ -150,7 +150,7 @@ mod tests {
         // the trainer and the archive commands keep the system allocator.
         assert!(!names_analyzer_host(b"/bin/recipe\0"));
         assert!(!names_analyzer_host(b"recipe\0/toolchain/bin/rustc\0-vV\0"));
-        assert!(!names_analyzer_host(b"recipe\0train\0--steps\0100\0"));
+        assert!(!names_analyzer_host(b"recipe\0train\0--steps\x00100\0"));
         assert!(!names_analyzer_host(b"recipe\0runs\0list\0"));
         assert!(!names_analyzer_host(b"recipe\0kernels\0"));
         assert!(!names_analyzer_host(b""));

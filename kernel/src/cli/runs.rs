@@ -276,7 +276,7 @@ fn run_json(run: &RunRecord) -> Value {
         "last_step": run.last_step,
         "group_id": &*run.group_id,
         "identity": components,
-        "summary": run.summary.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "summary": run.summary.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "checks": run.checks,
         "artifacts": run.artifacts,
         "error": run.error,
