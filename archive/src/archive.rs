@@ -232,7 +232,8 @@ impl Archive {
         };
         let rows = loaded.value;
         // Sort positions, not the records (large structs, moved at every swap). The sort is
-        // stable: among versions that are equally new, the first read wins.
+        // stable: among versions that are equally new, the first read wins. Rows come in
+        // the order of their files' names, which start with the run id: almost sorted.
         let attempt_of = |i: usize| (&rows[i].run_id, rows[i].attempt);
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by(|&a, &b| attempt_of(a).cmp(&attempt_of(b)));
@@ -247,11 +248,17 @@ impl Archive {
                 _ => newest.push(i),
             }
         }
+        // Listed by start, then id: the start as one number decides almost every comparison
+        // (rows in run id order are in random order of start). Keys are unique, so an
+        // unstable sort gives one order.
         let listed = |i: usize| (rows[i].started_at, &rows[i].run_id, rows[i].attempt);
-        newest.sort_by(|&a, &b| listed(a).cmp(&listed(b)));
+        let mut by_start: Vec<(i64, usize)> = (newest.iter())
+            .map(|&i| (rows[i].started_at.timestamp_micros(), i))
+            .collect();
+        by_start.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| listed(a.1).cmp(&listed(b.1))));
         let mut slots: Vec<Option<RunRecord>> = rows.into_iter().map(Some).collect();
         let mut runs = Vec::with_capacity(newest.len());
-        runs.extend(newest.into_iter().filter_map(|i| slots[i].take()));
+        runs.extend(by_start.into_iter().filter_map(|(_, i)| slots[i].take()));
         Ok(Loaded {
             value: runs,
             damaged: loaded.damaged,

@@ -14,7 +14,8 @@
 //! not used. Where the boot id is unknown, the cache is fsynced instead.
 
 use crate::schema::{self, Table, SCHEMA_VERSION};
-use crate::written_json::{json_text, summary_from_json};
+use crate::text_hash::TextHashing;
+use crate::written_json::{json_text, summary_members};
 use crate::{files, Error, Result};
 use arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, Float64Builder, Int32Array, ListBuilder,
@@ -28,7 +29,6 @@ use arrow::ipc::root_as_footer;
 use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -86,13 +86,24 @@ pub(crate) fn cached_form(batch: &RecordBatch) -> Result<RecordBatch> {
     let mut names = StringDictionaryBuilder::<Int32Type>::new();
     let mut values = ListBuilder::with_capacity(Float64Builder::new(), texts.len())
         .with_field(Arc::new(Field::new("item", DataType::Float64, false)));
+    // The runs of one trainer have one list of names: it is written again only when a row's
+    // differs from the row before.
+    let (mut last_names, mut last_text) = (Vec::<String>::new(), json_text(&[(); 0]));
     for text in texts.iter() {
         let text =
             text.ok_or_else(|| Error::Format("column \"summary\": a row has none".into()))?;
-        let summary = summary_from_json(text)?;
-        names.append_value(json_text(&summary.keys().map(|k| &**k).collect::<Vec<_>>()));
-        for value in summary.into_values() {
-            values.values().append_value(value);
+        let members = summary_members(text)?;
+        if !members
+            .iter()
+            .map(|(name, _)| &**name)
+            .eq(last_names.iter().map(String::as_str))
+        {
+            last_names = members.iter().map(|(name, _)| name.to_string()).collect();
+            last_text = json_text(&last_names);
+        }
+        names.append_value(&last_text);
+        for (_, value) in &members {
+            values.values().append_value(*value);
         }
         values.append(true);
     }
@@ -264,8 +275,8 @@ fn one_value_once(column: &ArrayRef) -> ArrayRef {
     if values.null_count() > 0 {
         return column.clone();
     }
-    let mut first: HashMap<&str, i32, BuildHasherDefault<WordHasher>> =
-        HashMap::with_capacity_and_hasher(values.len(), Default::default());
+    let mut first: HashMap<&str, i32, TextHashing> =
+        HashMap::with_capacity_and_hasher(values.len(), TextHashing::default());
     let mut kept: Vec<&str> = Vec::new();
     let moved: Vec<i32> = (values.iter().flatten())
         .map(|value| {
@@ -289,27 +300,6 @@ fn one_value_once(column: &ArrayRef) -> ArrayRef {
     match DictionaryArray::try_new(keys, Arc::new(StringArray::from(kept))) {
         Ok(merged) => Arc::new(merged),
         Err(_) => column.clone(),
-    }
-}
-
-/// A hasher of texts hashed within one process, eight bytes per step (FxHash's round):
-/// a cache merges a thousand run ids' worth of dictionary values, where the default
-/// hasher, built against adversaries, took most of the time.
-#[derive(Default)]
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            let word = u64::from_le_bytes(word);
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

@@ -29,6 +29,7 @@ pub mod query;
 pub mod records;
 pub mod report;
 pub mod schema;
+mod text_hash;
 pub mod writer;
 mod written_json;
 

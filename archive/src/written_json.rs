@@ -7,6 +7,7 @@
 use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -47,11 +48,32 @@ pub(crate) fn summary_json(summary: &BTreeMap<Arc<str>, f64>) -> String {
 }
 
 pub(crate) fn summary_from_json(text: &str) -> Result<BTreeMap<Arc<str>, f64>> {
-    if let Some(summary) = summary_as_written(text) {
-        return Ok(summary);
+    let members = summary_members(text)?;
+    Ok(members
+        .into_iter()
+        .map(|(k, v)| (Arc::from(&*k), v))
+        .collect())
+}
+
+/// A summary's members in name order, each name once (the last one written wins, as when a
+/// JSON object is read into a map); the names borrowed from `text` where it is as written.
+pub(crate) fn summary_members(text: &str) -> Result<Vec<(Cow<'_, str>, f64)>> {
+    let Some(mut members) = summary_as_written(text) else {
+        let map: BTreeMap<String, SummaryValue> = parse_json(text, "summary")?;
+        return Ok(map.into_iter().map(|(k, v)| (Cow::Owned(k), v.0)).collect());
+    };
+    // As written they are in order already: one pass to see it.
+    if !members.is_sorted_by(|a, b| a.0 < b.0) {
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
     }
-    let map: BTreeMap<String, SummaryValue> = parse_json(text, "summary")?;
-    Ok(map.into_iter().map(|(k, v)| (k.into(), v.0)).collect())
+    Ok(members)
 }
 
 /// The members of a flat JSON object as recipe writes it (`{"name":value,...}`: no spaces,
@@ -86,8 +108,8 @@ fn for_each_member<'a>(
 /// A summary exactly as [`summary_json`] writes it (`{"name":number,"other":"NaN"}`), read
 /// without a JSON parser: a listing reads one per run. `None` for any other text, which the
 /// JSON parser then reads (or refuses).
-fn summary_as_written(text: &str) -> Option<BTreeMap<Arc<str>, f64>> {
-    let mut summary = BTreeMap::new();
+fn summary_as_written(text: &str) -> Option<Vec<(Cow<'_, str>, f64)>> {
+    let mut summary = Vec::new();
     for_each_member(text, |name, value| {
         let number = match value.strip_prefix('"') {
             Some(special) => match special.strip_suffix('"')? {
@@ -100,7 +122,7 @@ fn summary_as_written(text: &str) -> Option<BTreeMap<Arc<str>, f64>> {
             None if is_json_number(value) => value.parse().ok().filter(|v: &f64| v.is_finite())?,
             None => return None,
         };
-        summary.insert(name.into(), number);
+        summary.push((Cow::Borrowed(name), number));
         Some(())
     })?;
     Some(summary)
@@ -195,6 +217,20 @@ mod tests {
         let back = summary_from_json(&summary_json(&summary)).unwrap();
         assert!(back["loss"].is_nan());
         assert_eq!(back["acc"], 0.5);
+        // Out of order, a name twice: in order, the last one written wins (as the parser has it).
+        let text = r#"{"b":1,"a":2,"b":3}"#;
+        let members: Vec<(String, f64)> = (summary_members(text).unwrap().into_iter())
+            .map(|(k, v)| (k.into_owned(), v))
+            .collect();
+        assert_eq!(members, [("a".to_string(), 2.0), ("b".to_string(), 3.0)]);
+        let parsed: Vec<(String, u64)> = summary_by_json_parser(text).unwrap();
+        assert_eq!(
+            parsed,
+            [
+                ("a".to_string(), 2f64.to_bits()),
+                ("b".to_string(), 3f64.to_bits())
+            ]
+        );
         let err = summary_from_json(r#"{"loss": "low"}"#)
             .unwrap_err()
             .to_string();
