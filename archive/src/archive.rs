@@ -361,10 +361,7 @@ impl Archive {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(Error::io(&path, e)),
                 };
-                let key = path
-                    .strip_prefix(&self.root)
-                    .map_or_else(|_| path.to_string_lossy(), |p| p.to_string_lossy())
-                    .replace(std::path::MAIN_SEPARATOR, "/");
+                let key = cache::key(&self.root, &path);
                 let cached = cache.rows(&key, &stamp);
                 match (&cached, parts.last_mut()) {
                     // Files cached one after the other are read as one run of rows.

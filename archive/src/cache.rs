@@ -30,7 +30,7 @@ use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// Where the cache lives, relative to the archive's root.
@@ -171,6 +171,13 @@ impl Stamp {
     }
 }
 
+/// A file's name in the cache: its path relative to the archive's root, with `/`.
+pub(crate) fn key(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .map_or_else(|_| path.to_string_lossy(), |p| p.to_string_lossy())
+        .replace(std::path::MAIN_SEPARATOR, "/")
+}
+
 /// One file's rows in the cache: the next `rows` rows after the previous file's.
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -218,6 +225,38 @@ impl RunsCache {
     /// The cached rows of every file.
     pub fn batch(&self) -> Option<&RecordBatch> {
         self.batch.as_ref()
+    }
+
+    /// After a compaction merged the `runs` files `sources` into `dest`: the cache with
+    /// `dest`'s rows (read back from it) in place of the sources'. The first listing after
+    /// a sweep then finds the merged rows cached instead of decoding them; a cache that
+    /// cannot be brought up to date is left for the next reader to rewrite.
+    pub fn replace_merged(root: &Path, sources: &[PathBuf], dest: &Path) -> Result<()> {
+        let batches = files::read_parquet(dest, Table::Runs)?;
+        let merged_rows = match batches.len() {
+            1 => batches[0].clone(),
+            _ => arrow::compute::concat_batches(&Table::Runs.read_schema(), &batches)?,
+        };
+        let merged = (
+            key(root, dest),
+            Stamp::of(dest).map_err(|e| Error::io(dest, e))?,
+        );
+        let gone: Vec<String> = sources.iter().map(|source| key(root, source)).collect();
+        let cache = RunsCache::load(root);
+        // In the order of their rows, as they were stored: the map is looked up, not iterated
+        // into the file.
+        let mut kept: Vec<(&String, &(Stamp, usize, usize))> = (cache.files.iter())
+            .filter(|(path, _)| !gone.contains(path) && **path != merged.0)
+            .collect();
+        kept.sort_by_key(|(_, (_, first, _))| *first);
+        let mut next: Vec<(String, Stamp, RecordBatch)> = Vec::with_capacity(kept.len() + 1);
+        if let Some(batch) = cache.batch() {
+            for (path, (stamp, first, rows)) in kept {
+                next.push((path.clone(), stamp.clone(), batch.slice(*first, *rows)));
+            }
+        }
+        next.push((merged.0, merged.1, cached_form(&merged_rows)?));
+        RunsCache::store(root, &next)
     }
 
     /// Replace the cache with these files' rows (path relative to the root, stamp, rows in
@@ -433,6 +472,35 @@ mod tests {
             assert_eq!(loaded.value.len(), 4);
             assert_eq!(loaded.damaged.len(), 1);
         }
+    }
+
+    #[test]
+    fn a_compaction_leaves_the_merged_rows_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let runs: Vec<RunRecord> = (0..3).map(|seed| train(&archive, seed, 0.0)).collect();
+        // Two files read (and cached), one not yet.
+        archive.runs().unwrap();
+        let late = train(&archive, 3, 0.0);
+        crate::compact::execute(&archive, &crate::compact::plan(&archive).unwrap()).unwrap();
+        let day = crate::files::day_dir(archive.root(), Table::Runs, late.started_at.date_naive());
+        let merged: Vec<PathBuf> = fs::read_dir(&day)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| files::is_merged(path))
+            .collect();
+        assert_eq!(merged.len(), 1, "{merged:?}");
+        // Cached before any read, under the merged file's name and stamp, and nothing else.
+        let cache = RunsCache::load(archive.root());
+        assert_eq!(cache.len(), 1);
+        let rows = cache.rows(
+            &key(archive.root(), &merged[0]),
+            &Stamp::of(&merged[0]).unwrap(),
+        );
+        assert_eq!(rows, Some(0..4));
+        let mut expected = runs;
+        expected.push(late);
+        assert_eq!(runs_both_ways(&archive).value, expected);
     }
 
     #[test]

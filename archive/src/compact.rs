@@ -9,7 +9,7 @@
 //! `running` row whose writer died is written back as `interrupted` at its last step.
 
 use crate::archive::{open_lock_file, try_lock, Archive};
-use crate::cache::Stamp;
+use crate::cache::{RunsCache, Stamp};
 use crate::files::{self, list_table, ChunkName};
 use crate::records::{self, RunRecord};
 use crate::schema::Table;
@@ -418,6 +418,8 @@ fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
                 files::write_parquet(dest, Table::Runs, &records::runs_to_batch(&rows)?)?;
                 remove_all(&used)?;
                 merges += 1;
+                // Best effort: the merge is done; a reader rewrites a cache that lags.
+                let _ = RunsCache::replace_merged(archive.root(), &used, dest);
             }
             Action::MergeRows {
                 table,
