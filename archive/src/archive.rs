@@ -1,7 +1,7 @@
 //! An archive directory: opening it, blobs, cells, and reading runs and their curves back
 //! with every status derived (a `running` row whose writer died reads as `interrupted`).
 
-use crate::cache::{self, RunsCache, Stamp};
+use crate::cache::{self, Cached, RunsCache, Stamp};
 use crate::canonical::Hash;
 use crate::files::{self, read_parquet, ChunkName};
 use crate::query::Condition;
@@ -11,7 +11,6 @@ use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// A run archive rooted at a directory.
@@ -339,12 +338,13 @@ impl Archive {
         find_in(&runs, reference).cloned()
     }
 
-    /// The rows of every `runs` file that `filter` keeps, in the order of the files' paths:
-    /// a file unchanged since it was cached is read from the runs cache, the others are
-    /// decoded from Parquet, all on every core; then the cache is brought up to date.
+    /// The rows of every `runs` file that `filter` keeps, about in the order of the files'
+    /// paths (a part of the cache's rows comes as one run): a file unchanged since it was
+    /// cached is read from the runs cache, the others are decoded from Parquet, all on every
+    /// core; then the cache is brought up to date.
     fn runs_rows(&self, cache: &RunsCache, filter: &RowFilter) -> Result<Loaded<Vec<RunRecord>>> {
         enum Part {
-            Cached(Range<usize>),
+            Cached(std::ops::Range<usize>),
             Stored(PathBuf),
         }
         // Cached rows were read through when their file was first decoded.
@@ -355,6 +355,8 @@ impl Archive {
         retrying(Table::Runs, || {
             let paths = files::list_table(&self.root, Table::Runs)?;
             let (mut listed, mut parts) = (Vec::with_capacity(paths.len()), Vec::new());
+            // The last run of the whole cache's rows in `parts`, and the recent part's rows.
+            let (mut last_cached, mut recent) = (None, Vec::new());
             for path in paths {
                 let stamp = match Stamp::of(&path) {
                     Ok(stamp) => stamp,
@@ -363,16 +365,31 @@ impl Archive {
                 };
                 let key = cache::key(&self.root, &path);
                 let cached = cache.rows(&key, &stamp);
-                match (&cached, parts.last_mut()) {
-                    // Files cached one after the other are read as one run of rows.
-                    (Some(rows), Some((_, Part::Cached(last)))) if last.end == rows.start => {
-                        last.end = rows.end
+                match &cached {
+                    Some(Cached::Rows(rows)) => {
+                        // Files cached one after the other are read as one run of rows, even
+                        // with a new file or one of the recent part listed between them.
+                        let last = last_cached.and_then(|i| match &mut parts[i] {
+                            (_, Part::Cached(last)) if last.end == rows.start => Some(last),
+                            _ => None,
+                        });
+                        match last {
+                            Some(last) => last.end = rows.end,
+                            None => {
+                                last_cached = Some(parts.len());
+                                parts.push((listed.len(), Part::Cached(rows.clone())));
+                            }
+                        }
                     }
-                    (Some(rows), _) => parts.push((listed.len(), Part::Cached(rows.clone()))),
-                    (None, _) => parts.push((listed.len(), Part::Stored(path))),
+                    Some(Cached::Recent(row)) => recent.push(*row),
+                    None => parts.push((listed.len(), Part::Stored(path))),
                 }
                 listed.push((key, stamp, cached));
             }
+            // A few rows of JSON, parsed here: a thread of their own would cost more to start.
+            // Rows that do not read back fail the read, which is then made without the cache.
+            let mut recent = cache.recent_runs(&recent)?;
+            recent.retain(|run| filter.keeps(run));
             let large = |(_, part): &(usize, Part)| match part {
                 Part::Cached(_) => true,
                 Part::Stored(path) => files::is_merged(path),
@@ -424,6 +441,7 @@ impl Archive {
                     (Part::Stored(_), Err(e)) => damaged.push(e),
                 }
             }
+            runs.extend(recent);
             // Files new or gone since the cache was written: write it again. A cache that
             // cannot be written (a read-only archive) only makes the next read slower.
             let hits = listed
@@ -436,8 +454,7 @@ impl Archive {
                     .into_iter()
                     .zip(fresh)
                     .filter_map(|((key, stamp, cached), fresh)| {
-                        let cached = cached
-                            .and_then(|rows| Some(cache.batch()?.slice(rows.start, rows.len())));
+                        let cached = cached.and_then(|at| cache.slice(&at));
                         Some((key, stamp, cached.or(fresh)?))
                     })
                     .collect();

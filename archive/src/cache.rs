@@ -12,7 +12,13 @@
 //! without fsync (a reader would wait for the disk), under the system's boot id: a cache
 //! from before the system last started, which a crash may have left with missing blocks, is
 //! not used. Where the boot id is unknown, the cache is fsynced instead.
+//!
+//! A finishing writer appends its run's row to the cache's recent part
+//! (`_cache/runs-recent.jsonl`, one line of JSON per run, under the same stamp rule and boot
+//! id), so the first listing after a run finds it cached instead of decoding its file; a
+//! reader or compaction that writes the whole cache folds the recent part into it.
 
+use crate::records::{self, Check, RunRecord, Status};
 use crate::schema::{self, Table, SCHEMA_VERSION};
 use crate::text_hash::TextHashing;
 use crate::written_json::{json_text, summary_members};
@@ -27,14 +33,25 @@ use arrow::ipc::convert::try_fb_to_schema;
 use arrow::ipc::reader::{read_footer_length, FileDecoder};
 use arrow::ipc::root_as_footer;
 use arrow::ipc::writer::FileWriter;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// Where the cache lives, relative to the archive's root.
 pub const CACHE_FILE: &str = "_cache/runs.arrow";
+/// The cache's recent part: the rows finishing writers added since the whole was written,
+/// one JSON line each.
+pub const RECENT_FILE: &str = "_cache/runs-recent.jsonl";
+/// Held by whoever rewrites the recent part, so that two finishing writers do not each drop
+/// the other's row.
+const RECENT_LOCK: &str = "_cache/runs-recent.lock";
+/// Writers add no row to a recent part this large (some hundreds of rows): every reader
+/// parses it, until one that writes the whole cache folds it in.
+pub const RECENT_MAX_BYTES: u64 = 1 << 20;
 /// Metadata key of the cached files, as JSON ([`Entry`] in row order).
 const KEY_FILES: &str = "recipe.cache.files";
 /// Metadata key of the cache's layout: the runs schema version, then the cache's own.
@@ -187,44 +204,330 @@ struct Entry {
     rows: usize,
 }
 
-/// The cached rows of each file, as read from `_cache/runs.arrow`.
+/// Where a file's cached rows are: a run of rows of the whole cache, or one row of its
+/// recent part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cached {
+    Rows(Range<usize>),
+    Recent(usize),
+}
+
+/// The cached rows of each file, as read from `_cache/runs.arrow` and its recent part.
 #[derive(Default)]
 pub struct RunsCache {
     batch: Option<RecordBatch>,
-    /// Path -> (stamp, first row, rows). Looked up, never iterated.
-    files: HashMap<String, (Stamp, usize, usize)>,
+    /// Path -> (stamp, rows of `batch`). Looked up, never iterated.
+    files: HashMap<String, (Stamp, Range<usize>)>,
+    /// The recent part as read: its runs are parsed only when they are used.
+    recent_text: String,
+    /// Where each run of the recent part is in `recent_text`, in the order they were added.
+    recent: Vec<Range<usize>>,
+    /// Path -> (stamp, row of `recent`). Looked up, never iterated.
+    recent_files: HashMap<String, (Stamp, usize)>,
+}
+
+/// The whole cache as its file holds it: its rows and each file's entry.
+struct Whole {
+    batch: RecordBatch,
+    entries: Vec<(String, Stamp, Range<usize>)>,
+}
+
+impl Whole {
+    /// The cache in the file at `path`, if there is a usable one (not damaged, foreign, of
+    /// another version, or from before the system last started).
+    fn read(path: &Path) -> Option<Whole> {
+        let bytes = std::fs::read(path).ok()?;
+        // Offsets in a damaged file may point anywhere; the decoder's slicing panics then.
+        std::panic::catch_unwind(|| decode(Buffer::from_vec(bytes)))
+            .ok()
+            .and_then(|whole| whole.ok())
+    }
+}
+
+/// A line of the recent part begins with its file, then a tab, then the run's row as its
+/// writer finished it ([`RecentRun`]).
+#[derive(Serialize, Deserialize)]
+struct RecentFile {
+    /// Relative to the archive's root, with `/`.
+    path: String,
+    stamp: Stamp,
+}
+
+/// The first line of the recent part: the boot of the system that wrote it without fsync.
+#[derive(Serialize, Deserialize)]
+struct RecentHeader {
+    layout: String,
+    boot: String,
+}
+
+/// A [`RunRecord`] as a line of the recent part.
+#[derive(Serialize, Deserialize)]
+struct RecentRun {
+    run_id: String,
+    attempt: u32,
+    name: String,
+    recipe_step: Option<String>,
+    parent_run: Option<String>,
+    sweep: Option<String>,
+    status: Status,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    last_step: Option<i64>,
+    group_id: String,
+    component_hashes: [String; 5],
+    /// As JSON text: the runs of a sweep share most of them, which are parsed once.
+    components: [String; 5],
+    /// NaN and the infinities have no JSON form: a run with one is not added.
+    summary: BTreeMap<String, f64>,
+    checks: Vec<Check>,
+    artifacts: BTreeMap<String, String>,
+    error: Option<String>,
+    reproduced: Option<bool>,
+    diverged_step: Option<i64>,
+    session_id: Option<String>,
+    cell_execution: Option<i64>,
+    cell_history_hash: Option<String>,
+}
+
+impl From<&RunRecord> for RecentRun {
+    fn from(r: &RunRecord) -> RecentRun {
+        RecentRun {
+            run_id: r.run_id.clone(),
+            attempt: r.attempt,
+            name: r.name.clone(),
+            recipe_step: r.recipe_step.clone(),
+            parent_run: r.parent_run.clone(),
+            sweep: r.sweep.clone(),
+            status: r.status,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            updated_at: r.updated_at,
+            last_step: r.last_step,
+            group_id: r.group_id.to_string(),
+            component_hashes: r.component_hashes.clone().map(|h| h.to_string()),
+            components: r.components.clone().map(|c| json_text(&*c)),
+            summary: (r.summary.iter())
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            checks: r.checks.clone(),
+            artifacts: r.artifacts.clone(),
+            error: r.error.clone(),
+            reproduced: r.reproduced,
+            diverged_step: r.diverged_step,
+            session_id: r.session_id.clone(),
+            cell_execution: r.cell_execution,
+            cell_history_hash: r.cell_history_hash.clone(),
+        }
+    }
+}
+
+impl RecentRun {
+    /// The record, its components parsed or taken from `parsed` (by component and hash).
+    fn record(mut self, parsed: &mut HashMap<(usize, String), Arc<Value>>) -> Result<RunRecord> {
+        let mut components: [Arc<Value>; 5] = Default::default();
+        for (i, text) in std::mem::take(&mut self.components).into_iter().enumerate() {
+            let key = (i, self.component_hashes[i].clone());
+            components[i] = match parsed.get(&key) {
+                Some(value) => value.clone(),
+                None => {
+                    let value: Arc<Value> = Arc::new(
+                        serde_json::from_str(&text).map_err(|e| Error::Format(e.to_string()))?,
+                    );
+                    parsed.insert(key, value.clone());
+                    value
+                }
+            };
+        }
+        let r = self;
+        Ok(RunRecord {
+            run_id: r.run_id,
+            attempt: r.attempt,
+            name: r.name,
+            recipe_step: r.recipe_step,
+            parent_run: r.parent_run,
+            sweep: r.sweep,
+            status: r.status,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            updated_at: r.updated_at,
+            last_step: r.last_step,
+            group_id: r.group_id.into(),
+            component_hashes: r.component_hashes.map(Arc::from),
+            components,
+            summary: (r.summary.into_iter())
+                .map(|(k, v)| (k.into(), v))
+                .collect(),
+            checks: r.checks,
+            artifacts: r.artifacts,
+            error: r.error,
+            reproduced: r.reproduced,
+            diverged_step: r.diverged_step,
+            session_id: r.session_id,
+            cell_execution: r.cell_execution,
+            cell_history_hash: r.cell_history_hash,
+        })
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Format(e.to_string()))
+}
+
+/// A run's row in the cache's form.
+fn row_in_cached_form(run: &RunRecord) -> Result<RecordBatch> {
+    cached_form(&as_read(&records::runs_to_batch(std::slice::from_ref(
+        run,
+    ))?)?)
 }
 
 impl RunsCache {
     /// The cache of the archive at `root`; empty when there is none or it cannot be used
     /// (damaged, foreign, another version).
     pub fn load(root: &Path) -> RunsCache {
-        let path = root.join(CACHE_FILE);
-        let Ok(bytes) = std::fs::read(&path) else {
-            return RunsCache::default();
+        let mut cache = RunsCache::default();
+        if let Some(whole) = Whole::read(&root.join(CACHE_FILE)) {
+            cache.files = (whole.entries.into_iter())
+                .map(|(path, stamp, rows)| (path, (stamp, rows)))
+                .collect();
+            cache.batch = Some(whole.batch);
+        }
+        cache.read_recent(&root.join(RECENT_FILE));
+        cache
+    }
+
+    /// The recent part's files, each line's run left as text. A line whose file does not
+    /// read back is left out (a line cut short by a writer's end also makes the next one
+    /// unreadable); one whose run does not, fails [`RunsCache::recent_runs`]. A part written
+    /// before the system last started is not used.
+    fn read_recent(&mut self, path: &Path) {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
         };
-        // Offsets in a damaged file may point anywhere; the decoder's slicing panics then.
-        std::panic::catch_unwind(|| decode(Buffer::from_vec(bytes)))
-            .ok()
-            .and_then(|cache| cache.ok())
-            .unwrap_or_default()
+        let mut lines = text.split_terminator('\n');
+        let header = lines
+            .next()
+            .and_then(|h| serde_json::from_str::<RecentHeader>(h).ok());
+        if !header.is_some_and(|h| h.layout == layout() && Some(h.boot.as_str()) == boot()) {
+            return;
+        }
+        let mut at = text.find('\n').map_or(text.len(), |end| end + 1);
+        for line in lines {
+            let start = at;
+            at += line.len() + 1;
+            let Some((head, _)) = line.split_once('\t') else {
+                continue;
+            };
+            let Ok(file) = serde_json::from_str::<RecentFile>(head) else {
+                continue;
+            };
+            (self.recent_files).insert(file.path, (file.stamp, self.recent.len()));
+            self.recent.push(start + head.len() + 1..start + line.len());
+        }
+        self.recent_text = text;
+    }
+
+    /// The runs of these rows of the recent part ([`Cached::Recent`]), parsed; fails when
+    /// one does not read back (the caller then reads without the cache).
+    pub fn recent_runs(&self, rows: &[usize]) -> Result<Vec<RunRecord>> {
+        let mut parsed = HashMap::new();
+        let mut runs = Vec::with_capacity(rows.len());
+        for &row in rows {
+            let range = self
+                .recent
+                .get(row)
+                .ok_or_else(|| Error::Format("no such row".into()))?;
+            let run: RecentRun = serde_json::from_str(&self.recent_text[range.clone()])
+                .map_err(|e| Error::Format(format!("{RECENT_FILE}: {e}")))?;
+            runs.push(run.record(&mut parsed)?);
+        }
+        Ok(runs)
     }
 
     /// How many files the cache holds rows of.
     pub fn len(&self) -> usize {
-        self.files.len()
+        let only_recent = (self.recent_files.keys())
+            .filter(|path| !self.files.contains_key(*path))
+            .count();
+        self.files.len() + only_recent
     }
 
-    /// Where the rows of the file at `path` (relative to the root) are in [`RunsCache::batch`],
-    /// if they were cached while the file had this stamp.
-    pub fn rows(&self, path: &str, stamp: &Stamp) -> Option<Range<usize>> {
-        let (cached, first, rows) = self.files.get(path)?;
-        (cached == stamp).then_some(*first..first + rows)
+    /// Where the rows of the file at `path` (relative to the root) are, if they were cached
+    /// while the file had this stamp.
+    /// A file in both parts with this stamp is read from the whole: its runs of rows stay
+    /// long.
+    pub fn rows(&self, path: &str, stamp: &Stamp) -> Option<Cached> {
+        if let Some((cached, rows)) = self.files.get(path) {
+            if cached == stamp {
+                return Some(Cached::Rows(rows.clone()));
+            }
+        }
+        let (cached, row) = self.recent_files.get(path)?;
+        (cached == stamp).then_some(Cached::Recent(*row))
     }
 
-    /// The cached rows of every file.
+    /// The rows of the whole cache ([`Cached::Rows`] are rows of it).
     pub fn batch(&self) -> Option<&RecordBatch> {
         self.batch.as_ref()
+    }
+
+    /// The cached rows at `at`, in the cache's form.
+    pub fn slice(&self, at: &Cached) -> Option<RecordBatch> {
+        match at {
+            Cached::Rows(rows) => Some(self.batch()?.slice(rows.start, rows.len())),
+            Cached::Recent(row) => {
+                let run = self.recent_runs(&[*row]).ok()?.pop()?;
+                row_in_cached_form(&run).ok()
+            }
+        }
+    }
+
+    /// After a writer finished a run and wrote its row to `file`: the row appended to the
+    /// cache's recent part (one line of JSON, unless the part is full), so that the first
+    /// listing after the run does not decode the file. Best effort for the writer: the run
+    /// is archived, and a reader caches what is missing.
+    pub fn add_recent(root: &Path, file: &Path, run: &RunRecord) -> Result<()> {
+        use std::io::Write;
+        // Without the boot id, lines not synced could come back damaged after a crash.
+        let Some(boot) = boot() else {
+            return Ok(());
+        };
+        // NaN and the infinities have no JSON form.
+        if run.summary.values().any(|value| !value.is_finite()) {
+            return Ok(());
+        }
+        let file = RecentFile {
+            path: key(root, file),
+            stamp: Stamp::of(file).map_err(|e| Error::io(file, e))?,
+        };
+        let lock = crate::archive::open_lock_file(&root.join(RECENT_LOCK))?;
+        crate::archive::lock_blocking(&lock)?;
+        let path = root.join(RECENT_FILE);
+        let mut part = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let held = part.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if held > RECENT_MAX_BYTES {
+            return Ok(());
+        }
+        let mut text = String::new();
+        if held == 0 {
+            let header = RecentHeader {
+                layout: layout(),
+                boot: boot.to_string(),
+            };
+            text += &to_json(&header)?;
+            text.push('\n');
+        }
+        text += &to_json(&file)?;
+        text.push('\t');
+        text += &to_json(&RecentRun::from(run))?;
+        text.push('\n');
+        // One write: a line is cut short only by a writer's end in the middle of it.
+        part.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// After a compaction merged the `runs` files `sources` into `dest`: the cache with
@@ -243,60 +546,107 @@ impl RunsCache {
         );
         let gone: Vec<String> = sources.iter().map(|source| key(root, source)).collect();
         let cache = RunsCache::load(root);
-        // In the order of their rows, as they were stored: the map is looked up, not iterated
-        // into the file.
-        let mut kept: Vec<(&String, &(Stamp, usize, usize))> = (cache.files.iter())
-            .filter(|(path, _)| !gone.contains(path) && **path != merged.0)
+        let kept = |path: &String| !gone.contains(path) && *path != merged.0;
+        // In the order of their rows, as they were stored: the maps are looked up, not
+        // iterated into the file.
+        let mut whole: Vec<(&String, &(Stamp, Range<usize>))> =
+            cache.files.iter().filter(|(path, _)| kept(path)).collect();
+        whole.sort_by_key(|(_, (_, rows))| rows.start);
+        let mut recent: Vec<(&String, &(Stamp, usize))> = (cache.recent_files.iter())
+            .filter(|(path, _)| kept(path))
             .collect();
-        kept.sort_by_key(|(_, (_, first, _))| *first);
-        let mut next: Vec<(String, Stamp, RecordBatch)> = Vec::with_capacity(kept.len() + 1);
-        if let Some(batch) = cache.batch() {
-            for (path, (stamp, first, rows)) in kept {
-                next.push((path.clone(), stamp.clone(), batch.slice(*first, *rows)));
+        recent.sort_by_key(|(_, (_, row))| *row);
+        let mut next: Vec<(String, Stamp, RecordBatch)> = Vec::new();
+        for (path, (stamp, rows)) in whole {
+            // A file rewritten since: its recent row replaces this one.
+            if cache.rows(path, stamp) != Some(Cached::Rows(rows.clone())) {
+                continue;
             }
+            if let Some(batch) = cache.batch() {
+                next.push((
+                    path.clone(),
+                    stamp.clone(),
+                    batch.slice(rows.start, rows.len()),
+                ));
+            }
+        }
+        let rows: Vec<usize> = recent.iter().map(|(_, (_, row))| *row).collect();
+        for ((path, (stamp, _)), run) in recent.iter().zip(cache.recent_runs(&rows)?) {
+            next.push(((*path).clone(), stamp.clone(), row_in_cached_form(&run)?));
         }
         next.push((merged.0, merged.1, cached_form(&merged_rows)?));
         RunsCache::store(root, &next)
     }
 
     /// Replace the cache with these files' rows (path relative to the root, stamp, rows in
-    /// the cache's form, [`cached_form`]), in this order.
+    /// the cache's form, [`cached_form`]), in this order; its recent part, folded in, goes.
     pub fn store(root: &Path, files: &[(String, Stamp, RecordBatch)]) -> Result<()> {
-        let entries: Vec<Entry> = files
-            .iter()
-            .map(|(path, stamp, batch)| Entry {
-                path: path.clone(),
-                stamp: stamp.clone(),
-                rows: batch.num_rows(),
-            })
-            .collect();
-        let mut metadata = HashMap::from([
-            (KEY_LAYOUT.to_string(), layout()),
-            (
-                KEY_FILES.to_string(),
-                serde_json::to_string(&entries).map_err(|e| Error::Format(e.to_string()))?,
-            ),
-        ]);
-        if let Some(boot) = boot() {
-            metadata.insert(KEY_BOOT.to_string(), boot.to_string());
+        write_part(&root.join(CACHE_FILE), files)?;
+        // A writer adding to the recent part now keeps it: its rows are cached either way.
+        let lock = crate::archive::open_lock_file(&root.join(RECENT_LOCK))?;
+        if crate::archive::try_lock(&lock, libc::LOCK_EX) {
+            let recent = root.join(RECENT_FILE);
+            match std::fs::remove_file(&recent) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&recent, e))
+                }
+                _ => {}
+            }
         }
-        let form = cache_schema();
-        let schema = Arc::new(Schema::new(form.fields().clone()).with_metadata(metadata));
-        let batch = arrow::compute::concat_batches(&form, files.iter().map(|f| &f.2))?;
-        let columns = batch.columns().iter().map(one_value_once).collect();
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        let path = root.join(CACHE_FILE);
-        let write = |file: &mut std::fs::File| {
-            let mut writer = FileWriter::try_new_buffered(file, &schema)?;
-            writer.write(&batch)?;
-            writer.finish()?;
-            writer.flush()?;
-            Ok(())
-        };
-        match boot() {
-            Some(_) => files::write_derived(&path, write),
-            None => files::write_atomic(&path, write),
-        }
+        Ok(())
+    }
+}
+
+/// The rows of `runs` as a writer made them ([`Table::schema`]) in the form a reader gets
+/// ([`Table::read_schema`]: some texts as dictionaries).
+fn as_read(batch: &RecordBatch) -> Result<RecordBatch> {
+    let read = Table::Runs.read_schema();
+    let columns = (read.fields().iter().zip(batch.columns()))
+        .map(
+            |(field, column)| match column.data_type() == field.data_type() {
+                true => Ok(column.clone()),
+                false => arrow::compute::cast(column, field.data_type()),
+            },
+        )
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(read, columns)?)
+}
+
+/// Write one part of the cache: these files' rows, in this order.
+fn write_part(path: &Path, files: &[(String, Stamp, RecordBatch)]) -> Result<()> {
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|(path, stamp, batch)| Entry {
+            path: path.clone(),
+            stamp: stamp.clone(),
+            rows: batch.num_rows(),
+        })
+        .collect();
+    let mut metadata = HashMap::from([
+        (KEY_LAYOUT.to_string(), layout()),
+        (
+            KEY_FILES.to_string(),
+            serde_json::to_string(&entries).map_err(|e| Error::Format(e.to_string()))?,
+        ),
+    ]);
+    if let Some(boot) = boot() {
+        metadata.insert(KEY_BOOT.to_string(), boot.to_string());
+    }
+    let form = cache_schema();
+    let schema = Arc::new(Schema::new(form.fields().clone()).with_metadata(metadata));
+    let batch = arrow::compute::concat_batches(&form, files.iter().map(|f| &f.2))?;
+    let columns = batch.columns().iter().map(one_value_once).collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let write = |file: &mut std::fs::File| {
+        let mut writer = FileWriter::try_new_buffered(file, &schema)?;
+        writer.write(&batch)?;
+        writer.finish()?;
+        writer.flush()?;
+        Ok(())
+    };
+    match boot() {
+        Some(_) => files::write_derived(path, write),
+        None => files::write_atomic(path, write),
     }
 }
 
@@ -342,8 +692,8 @@ fn one_value_once(column: &ArrayRef) -> ArrayRef {
     }
 }
 
-/// A cache from the bytes of its file; every offset is checked by the decoder.
-fn decode(buffer: Buffer) -> Result<RunsCache> {
+/// A part of the cache from the bytes of its file; every offset is checked by the decoder.
+fn decode(buffer: Buffer) -> Result<Whole> {
     let bad = |reason: &str| Error::Format(format!("{CACHE_FILE}: {reason}"));
     let trailer = buffer
         .len()
@@ -394,20 +744,21 @@ fn decode(buffer: Buffer) -> Result<RunsCache> {
         .read_record_batch(block, &block_data(block))
         .map_err(|e| bad(&e.to_string()))?
         .ok_or_else(|| bad("no rows"))?;
-    let mut files = HashMap::with_capacity(entries.len());
+    let mut files = Vec::with_capacity(entries.len());
     let mut first: usize = 0;
     for entry in entries {
-        files.insert(entry.path, (entry.stamp, first, entry.rows));
-        first = first
+        let end = first
             .checked_add(entry.rows)
             .ok_or_else(|| bad("its file list does not add up to its rows"))?;
+        files.push((entry.path, entry.stamp, first..end));
+        first = end;
     }
     if first != batch.num_rows() {
         return Err(bad("its file list does not add up to its rows"));
     }
-    Ok(RunsCache {
-        batch: Some(batch),
-        files,
+    Ok(Whole {
+        batch,
+        entries: files,
     })
 }
 
@@ -421,8 +772,12 @@ mod tests {
     /// `runs()` through the cache, checked against `runs()` from the Parquet files alone.
     fn runs_both_ways(archive: &Archive) -> Loaded<Vec<RunRecord>> {
         let cached = archive.runs().unwrap();
-        let cache = archive.root().join(CACHE_FILE);
-        fs::remove_file(&cache).unwrap();
+        for part in [CACHE_FILE, RECENT_FILE] {
+            match fs::remove_file(archive.root().join(part)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+                _ => {}
+            }
+        }
         let fresh = archive.runs().unwrap();
         assert_eq!(cached.value, fresh.value);
         let names = |loaded: &Loaded<Vec<RunRecord>>| -> Vec<String> {
@@ -474,14 +829,96 @@ mod tests {
         }
     }
 
+    fn root_has(archive: &Archive, file: &str) -> bool {
+        archive.root().join(file).exists()
+    }
+
+    #[test]
+    fn a_finishing_writer_caches_its_row_and_a_whole_rewrite_folds_it_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let first = train(&archive, 0, 0.0);
+        let row_file = |run: &RunRecord| {
+            let day =
+                crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
+            day.join(format!("{}-a{}.parquet", run.run_id, run.attempt))
+        };
+        // Before any read, the finished row is cached under its file's name and stamp.
+        let at = |run: &RunRecord| {
+            let path = row_file(run);
+            RunsCache::load(archive.root())
+                .rows(&key(archive.root(), &path), &Stamp::of(&path).unwrap())
+        };
+        assert_eq!(at(&first), Some(Cached::Recent(0)));
+        assert!(!root_has(&archive, CACHE_FILE));
+        // A reader with nothing new to cache writes nothing.
+        assert_eq!(archive.runs().unwrap().value, vec![first.clone()]);
+        assert!(!root_has(&archive, CACHE_FILE) && root_has(&archive, RECENT_FILE));
+        // Read without the cache: the whole is written, the recent part folded into it.
+        assert_eq!(runs_both_ways(&archive).value, vec![first.clone()]);
+        assert!(!root_has(&archive, RECENT_FILE));
+        assert_eq!(at(&first), Some(Cached::Rows(0..1)));
+        // A live run's row cached whole, then its final row added by its writer: the recent
+        // part wins over the whole for that file.
+        let mut live = archive.begin_run(spec("live", 10)).unwrap();
+        live.log(0, "loss", 1.0).unwrap();
+        live.flush().unwrap();
+        assert_eq!(archive.runs().unwrap().value.len(), 2);
+        assert!(!root_has(&archive, RECENT_FILE));
+        let second = live.finish(Status::Completed, None).unwrap();
+        assert_eq!(at(&second), Some(Cached::Recent(0)));
+        let runs = archive.runs().unwrap().value;
+        assert_eq!(runs, vec![first.clone(), second.clone()]);
+        assert!(
+            root_has(&archive, RECENT_FILE),
+            "nothing new: nothing folded"
+        );
+        assert_eq!(runs_both_ways(&archive).value, runs);
+        // A line cut short (its writer killed in the middle of it): the line appended after
+        // it is lost with it, and the run it holds does not read back, so the archive is
+        // read without the cache once, and the whole written again.
+        let third = train(&archive, 2, 0.0);
+        let recent = archive.root().join(RECENT_FILE);
+        let mut text = fs::read_to_string(&recent).unwrap();
+        text.truncate(text.len() - 20);
+        fs::write(&recent, &text).unwrap();
+        let fourth = train(&archive, 3, 0.0);
+        assert!(at(&third).is_some());
+        assert_eq!(at(&fourth), None);
+        let mut expected = runs;
+        expected.extend([third.clone(), fourth]);
+        assert_eq!(archive.runs().unwrap().value, expected);
+        assert!(!root_has(&archive, RECENT_FILE));
+        assert!(matches!(at(&third), Some(Cached::Rows(_))));
+        assert_eq!(runs_both_ways(&archive).value, expected);
+    }
+
+    #[test]
+    fn a_run_whose_summary_has_no_json_form_is_not_added_to_the_recent_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let mut run = train(&archive, 0, 0.0);
+        let recent = archive.root().join(RECENT_FILE);
+        let before = fs::read(&recent).unwrap();
+        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
+        let file = day.join(format!("{}-a{}.parquet", run.run_id, run.attempt));
+        run.summary.insert("loss".into(), f64::NAN);
+        RunsCache::add_recent(archive.root(), &file, &run).unwrap();
+        assert_eq!(fs::read(&recent).unwrap(), before);
+        run.summary.insert("loss".into(), 0.5);
+        RunsCache::add_recent(archive.root(), &file, &run).unwrap();
+        assert!(fs::read(&recent).unwrap().len() > before.len());
+    }
+
     #[test]
     fn a_compaction_leaves_the_merged_rows_cached() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
         let runs: Vec<RunRecord> = (0..3).map(|seed| train(&archive, seed, 0.0)).collect();
-        // Two files read (and cached), one not yet.
+        // Two files read (and cached whole), one cached by its writer in the recent part.
         archive.runs().unwrap();
         let late = train(&archive, 3, 0.0);
+        assert!(root_has(&archive, RECENT_FILE));
         crate::compact::execute(&archive, &crate::compact::plan(&archive).unwrap()).unwrap();
         let day = crate::files::day_dir(archive.root(), Table::Runs, late.started_at.date_naive());
         let merged: Vec<PathBuf> = fs::read_dir(&day)
@@ -497,7 +934,8 @@ mod tests {
             &key(archive.root(), &merged[0]),
             &Stamp::of(&merged[0]).unwrap(),
         );
-        assert_eq!(rows, Some(0..4));
+        assert_eq!(rows, Some(Cached::Rows(0..4)));
+        assert!(!root_has(&archive, RECENT_FILE), "folded into the whole");
         let mut expected = runs;
         expected.push(late);
         assert_eq!(runs_both_ways(&archive).value, expected);
@@ -558,9 +996,14 @@ mod tests {
         for seed in 0..3 {
             train(&archive, seed, 0.0);
         }
+        // The writers' rows in the recent part, then all of them in the whole.
+        let recent = archive.root().join(RECENT_FILE);
+        let good_recent = fs::read(&recent).unwrap();
+        fs::remove_file(&recent).unwrap();
         let expected = archive.runs().unwrap().value;
         let cache = archive.root().join(CACHE_FILE);
         let good = fs::read(&cache).unwrap();
+        assert_eq!(RunsCache::load(archive.root()).len(), 3);
         let mut bad: Vec<Vec<u8>> = (1..16)
             .map(|i| good[..good.len() * i / 16].to_vec())
             .collect();
@@ -585,17 +1028,26 @@ mod tests {
             let other_boot: String = boot.chars().rev().collect();
             bad.push(replaced(&good, boot.as_bytes(), other_boot.as_bytes()));
         }
-        for bytes in bad {
-            fs::write(&cache, &bytes).unwrap();
-            assert_eq!(RunsCache::load(archive.root()).len(), 0, "not used");
-            assert_eq!(archive.runs().unwrap().value, expected);
-            assert_eq!(RunsCache::load(archive.root()).len(), 3, "written again");
+        // Either part of the cache, the other one gone.
+        for (part, other) in [(&cache, &recent), (&recent, &cache)] {
+            for bytes in &bad {
+                let _ = fs::remove_file(other);
+                fs::write(part, bytes).unwrap();
+                assert_eq!(RunsCache::load(archive.root()).len(), 0, "not used");
+                assert_eq!(archive.runs().unwrap().value, expected);
+                assert_eq!(RunsCache::load(archive.root()).len(), 3, "written again");
+                assert!(!recent.exists(), "folded into the whole");
+            }
         }
         // Rows that do not read back (summary names that are not JSON) in a file that does.
         fs::write(&cache, replaced(&good, br#""loss"]"#, br#""loss"}"#)).unwrap();
         assert_eq!(RunsCache::load(archive.root()).len(), 3);
         assert_eq!(archive.runs().unwrap().value, expected);
-        assert_eq!(fs::read(&cache).unwrap(), good, "written again");
+        assert!(fs::read(&cache).unwrap() == good, "written again");
+        // The recent part as the writers left it, beside the whole: the same rows.
+        fs::write(&recent, &good_recent).unwrap();
+        assert_eq!(archive.runs().unwrap().value, expected);
+        assert!(recent.exists(), "nothing new: nothing written");
     }
 
     #[test]
@@ -627,9 +1079,8 @@ mod tests {
         let cache = RunsCache::load(dir.path());
         assert_eq!(cache.len(), 2);
         let read = |path: &str, len: u64| {
-            let rows = cache.rows(path, &stamp(len))?;
-            let batch = cache.batch().unwrap();
-            Some(crate::records::runs_from_batch(&batch.slice(rows.start, rows.len())).unwrap())
+            let at = cache.rows(path, &stamp(len))?;
+            Some(crate::records::runs_from_batch(&cache.slice(&at).unwrap()).unwrap())
         };
         assert_eq!(read("runs/a.parquet", 1).unwrap(), runs[..2]);
         assert_eq!(read("runs/b.parquet", 2).unwrap(), runs[2..]);

@@ -545,6 +545,13 @@ pub(crate) struct RowFilter<'a> {
     pub check_left_out: bool,
 }
 
+impl RowFilter<'_> {
+    /// Whether a run already made into a record passes.
+    pub(crate) fn keeps(&self, run: &RunRecord) -> bool {
+        (0..self.tested.len()).all(|c| !self.tested[c] || (self.passes)(c, &run.components[c]))
+    }
+}
+
 impl RowFilter<'static> {
     /// Every row.
     pub const ALL: RowFilter<'static> = RowFilter {

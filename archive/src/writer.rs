@@ -15,6 +15,7 @@
 //! its final row leaves that chunk, which readers ignore).
 
 use crate::archive::{open_lock_file, Archive};
+use crate::cache::RunsCache;
 use crate::canonical::Hash;
 use crate::claims::Claim;
 use crate::files::{self, day_dir, ChunkName};
@@ -484,6 +485,10 @@ impl RunWriter {
         } else {
             self.write_row()?;
         }
+        // The final row goes into the runs cache now, while it is at hand, so the first
+        // listing after this run does not decode its file. Best effort: it is archived.
+        let path = row_path(&self.archive, self.day, &self.record);
+        let _ = RunsCache::add_recent(self.archive.root(), &path, &self.record);
         // The run is no longer live.
         self.claim.take();
         crate::compact::auto(&self.archive, self.day)?;
