@@ -11,6 +11,7 @@ use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// A run archive rooted at a directory.
@@ -339,12 +340,12 @@ impl Archive {
     }
 
     /// The rows of every `runs` file that `filter` keeps, about in the order of the files'
-    /// paths (a part of the cache's rows comes as one run): a file unchanged since it was
-    /// cached is read from the runs cache, the others are decoded from Parquet, all on every
-    /// core; then the cache is brought up to date.
+    /// paths (the whole cache's rows come in runs, the recent part's last): a file unchanged
+    /// since it was cached is read from the runs cache, the others are decoded from Parquet,
+    /// all on every core; then the cache is brought up to date.
     fn runs_rows(&self, cache: &RunsCache, filter: &RowFilter) -> Result<Loaded<Vec<RunRecord>>> {
         enum Part {
-            Cached(std::ops::Range<usize>),
+            Cached(Range<usize>),
             Stored(PathBuf),
         }
         // Cached rows were read through when their file was first decoded.
