@@ -376,9 +376,8 @@ fn to_json(value: &impl Serialize) -> Result<String> {
 
 /// A run's row in the cache's form.
 fn row_in_cached_form(run: &RunRecord) -> Result<RecordBatch> {
-    cached_form(&as_read(&records::runs_to_batch(std::slice::from_ref(
-        run,
-    ))?)?)
+    let written = records::runs_to_batch(std::slice::from_ref(run))?;
+    cached_form(&schema::cast_columns(&written, Table::Runs.read_schema())?)
 }
 
 impl RunsCache {
@@ -581,7 +580,7 @@ impl RunsCache {
     /// Replace the cache with these files' rows (path relative to the root, stamp, rows in
     /// the cache's form, [`cached_form`]), in this order; its recent part, folded in, goes.
     pub fn store(root: &Path, files: &[(String, Stamp, RecordBatch)]) -> Result<()> {
-        write_part(&root.join(CACHE_FILE), files)?;
+        write_whole_cache(&root.join(CACHE_FILE), files)?;
         // A writer adding to the recent part now keeps it: its rows are cached either way.
         let lock = crate::archive::open_lock_file(&root.join(RECENT_LOCK))?;
         if crate::archive::try_lock(&lock, libc::LOCK_EX) {
@@ -597,23 +596,8 @@ impl RunsCache {
     }
 }
 
-/// The rows of `runs` as a writer made them ([`Table::schema`]) in the form a reader gets
-/// ([`Table::read_schema`]: some texts as dictionaries).
-fn as_read(batch: &RecordBatch) -> Result<RecordBatch> {
-    let read = Table::Runs.read_schema();
-    let columns = (read.fields().iter().zip(batch.columns()))
-        .map(
-            |(field, column)| match column.data_type() == field.data_type() {
-                true => Ok(column.clone()),
-                false => arrow::compute::cast(column, field.data_type()),
-            },
-        )
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(read, columns)?)
-}
-
-/// Write one part of the cache: these files' rows, in this order.
-fn write_part(path: &Path, files: &[(String, Stamp, RecordBatch)]) -> Result<()> {
+/// Write the whole cache: these files' rows, in this order.
+fn write_whole_cache(path: &Path, files: &[(String, Stamp, RecordBatch)]) -> Result<()> {
     let entries: Vec<Entry> = files
         .iter()
         .map(|(path, stamp, batch)| Entry {

@@ -333,14 +333,7 @@ fn holds_its_run(path: &Path, batches: &[arrow::array::RecordBatch]) -> bool {
 /// dictionaries become plain text again).
 fn merge(table: Table, batches: &[arrow::array::RecordBatch]) -> Result<arrow::array::RecordBatch> {
     let read = arrow::compute::concat_batches(&table.read_schema(), batches)?;
-    let stored = table.schema();
-    let columns = read
-        .columns()
-        .iter()
-        .zip(stored.fields())
-        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(arrow::array::RecordBatch::try_new(stored, columns)?)
+    crate::schema::cast_columns(&read, table.schema())
 }
 
 /// Carry out a plan. Holds the archive's compaction lock, so two compactions never race.

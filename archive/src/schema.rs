@@ -3,6 +3,7 @@
 //!
 //! A change to any schema bumps [`SCHEMA_VERSION`]; readers refuse other versions by name.
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, OnceLock};
 
@@ -166,4 +167,18 @@ fn cells_schema() -> SchemaRef {
         Field::new("ended_at", utc(), false),
         text("error", true),
     ]))
+}
+
+/// `batch` with each column cast to the type `schema` gives it, column by column: rows of a
+/// table between its stored schema and its read schema (dictionaries or plain text).
+pub(crate) fn cast_columns(batch: &RecordBatch, schema: SchemaRef) -> crate::Result<RecordBatch> {
+    let columns = (batch.columns().iter().zip(schema.fields()))
+        .map(
+            |(column, field)| match column.data_type() == field.data_type() {
+                true => Ok(column.clone()),
+                false => arrow::compute::cast(column, field.data_type()),
+            },
+        )
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
