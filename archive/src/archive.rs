@@ -389,6 +389,7 @@ impl Archive {
             }
             // A few rows of JSON, parsed here: a thread of their own would cost more to start.
             // Rows that do not read back fail the read, which is then made without the cache.
+            let used_recent = !recent.is_empty();
             let mut recent = cache.recent_runs(&recent)?;
             recent.retain(|run| filter.keeps(run));
             let large = |(_, part): &(usize, Part)| match part {
@@ -443,14 +444,16 @@ impl Archive {
                 }
             }
             runs.extend(recent);
-            // Files new or gone since the cache was written: write it again. A cache that
-            // cannot be written (a read-only archive) only makes the next read slower.
+            // Files new or gone since the cache was written, or a recent part read again with
+            // nothing added: write it again. A cache that cannot be written (a read-only
+            // archive) only makes the next read slower.
             let hits = listed
                 .iter()
                 .filter(|(_, _, cached)| cached.is_some())
                 .count();
             let added = fresh.iter().filter(|f| f.is_some()).count();
-            if added > 0 || cache.len() > hits {
+            let fold = used_recent && cache.recent_was_read();
+            if added > 0 || cache.len() > hits || fold {
                 let next: Vec<(String, Stamp, RecordBatch)> = listed
                     .into_iter()
                     .zip(fresh)
@@ -460,6 +463,8 @@ impl Archive {
                     })
                     .collect();
                 let _ = RunsCache::store(&self.root, &next);
+            } else if used_recent {
+                RunsCache::mark_recent_read(&self.root);
             }
             Ok(Some(Loaded {
                 value: runs,

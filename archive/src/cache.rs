@@ -16,7 +16,10 @@
 //! A finishing writer appends its run's row to the cache's recent part
 //! (`_cache/runs-recent.jsonl`, one line of JSON per run, under the same stamp rule and boot
 //! id), so the first listing after a run finds it cached instead of decoding its file; a
-//! reader or compaction that writes the whole cache folds the recent part into it.
+//! reader or compaction that writes the whole cache folds the recent part into it. So does
+//! the second reader to use the recent part with no row added since the first: the first
+//! appends a mark ([`READ_MARK`]) and writes nothing else, so the first listing after a run
+//! stays cheap, and the listings after it parse no JSON.
 
 use crate::records::{self, Check, RunRecord, Status};
 use crate::schema::{self, Table, SCHEMA_VERSION};
@@ -49,6 +52,8 @@ pub const RECENT_FILE: &str = "_cache/runs-recent.jsonl";
 /// Held by whoever rewrites the recent part, so that two finishing writers do not each drop
 /// the other's row.
 const RECENT_LOCK: &str = "_cache/runs-recent.lock";
+/// A line of the recent part that says a reader used it after its last row was added.
+const READ_MARK: &str = "read";
 /// Writers add no row to a recent part this large (some hundreds of rows): every reader
 /// parses it, until one that writes the whole cache folds it in.
 pub const RECENT_MAX_BYTES: u64 = 1 << 20;
@@ -224,6 +229,8 @@ pub struct RunsCache {
     recent: Vec<Range<usize>>,
     /// Path -> (stamp, row of `recent`). Looked up, never iterated.
     recent_files: HashMap<String, (Stamp, usize)>,
+    /// Whether the recent part's last line is a [`READ_MARK`].
+    recent_read: bool,
 }
 
 /// The whole cache as its file holds it: its rows and each file's entry.
@@ -423,6 +430,7 @@ impl RunsCache {
             (self.recent_files).insert(file.path, (file.stamp, self.recent.len()));
             self.recent.push(start + head.len() + 1..start + line.len());
         }
+        self.recent_read = text.ends_with(&format!("\n{READ_MARK}\n"));
         self.recent_text = text;
     }
 
@@ -527,6 +535,26 @@ impl RunsCache {
         // One write: a line is cut short only by a writer's end in the middle of it.
         part.write_all(text.as_bytes())
             .map_err(|e| Error::io(&path, e))
+    }
+
+    /// Whether a reader used the recent part after its last row was added: one that uses it
+    /// now folds it into the whole, since the archive is being read more than written.
+    pub fn recent_was_read(&self) -> bool {
+        self.recent_read
+    }
+
+    /// After a reader used rows of the recent part without writing the whole cache: a
+    /// [`READ_MARK`] appended to it. Best effort: a part removed meanwhile is not made again,
+    /// and without a mark the next reader only parses the rows again. One append of a whole
+    /// line, which the system does not interleave with a writer's.
+    pub fn mark_recent_read(root: &Path) {
+        use std::io::Write;
+        let part = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join(RECENT_FILE));
+        if let Ok(mut part) = part {
+            let _ = part.write_all(format!("{READ_MARK}\n").as_bytes());
+        }
     }
 
     /// After a compaction merged the `runs` files `sources` into `dest`: the cache with
@@ -835,9 +863,10 @@ mod tests {
         };
         assert_eq!(at(&first), Some(Cached::Recent(0)));
         assert!(!root_has(&archive, CACHE_FILE));
-        // A reader with nothing new to cache writes nothing.
+        // A reader with nothing new to cache writes nothing but its mark.
         assert_eq!(archive.runs().unwrap().value, vec![first.clone()]);
         assert!(!root_has(&archive, CACHE_FILE) && root_has(&archive, RECENT_FILE));
+        assert!(RunsCache::load(archive.root()).recent_was_read());
         // Read without the cache: the whole is written, the recent part folded into it.
         assert_eq!(runs_both_ways(&archive).value, vec![first.clone()]);
         assert!(!root_has(&archive, RECENT_FILE));
@@ -875,6 +904,46 @@ mod tests {
         assert!(!root_has(&archive, RECENT_FILE));
         assert!(matches!(at(&third), Some(Cached::Rows(_))));
         assert_eq!(runs_both_ways(&archive).value, expected);
+    }
+
+    #[test]
+    fn a_recent_part_read_again_with_nothing_added_is_folded_into_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let day = |run: &RunRecord| {
+            crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive())
+        };
+        let at = |run: &RunRecord| {
+            let path = day(run).join(format!("{}-a{}.parquet", run.run_id, run.attempt));
+            RunsCache::load(archive.root())
+                .rows(&key(archive.root(), &path), &Stamp::of(&path).unwrap())
+        };
+        let was_read = || RunsCache::load(archive.root()).recent_was_read();
+        let first = train(&archive, 0, 0.0);
+        assert!(!was_read());
+        assert_eq!(archive.runs().unwrap().value, vec![first.clone()]);
+        assert!(was_read() && !root_has(&archive, CACHE_FILE));
+        // A run finished after the mark: the next reader marks the part again, and only
+        // the one after it folds.
+        let second = train(&archive, 1, 0.0);
+        assert!(!was_read());
+        assert_eq!(archive.runs().unwrap().value.len(), 2);
+        assert!(was_read() && !root_has(&archive, CACHE_FILE));
+        assert_eq!(at(&second), Some(Cached::Recent(1)));
+        // Folded by a query that keeps only one of them: the whole holds both.
+        let only_first = [crate::query::Condition::parse("seeds.init=0").unwrap()];
+        let found = archive.runs_where(&only_first).unwrap().value;
+        assert_eq!(found, vec![first.clone()]);
+        assert!(root_has(&archive, CACHE_FILE) && !root_has(&archive, RECENT_FILE));
+        for run in [&first, &second] {
+            assert!(matches!(at(run), Some(Cached::Rows(_))));
+        }
+        // With no recent part, readers write nothing.
+        let stamp = || Stamp::of(&archive.root().join(CACHE_FILE)).unwrap();
+        let before = stamp();
+        assert_eq!(archive.runs_where(&only_first).unwrap().value, found);
+        assert!(stamp() == before && !root_has(&archive, RECENT_FILE));
+        assert_eq!(runs_both_ways(&archive).value, vec![first, second]);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! _cache/runs.arrow                                          the rows of `runs` files already read
 //!                                                            (Arrow IPC; derived, see `cache`)
 //! _cache/runs-recent.jsonl                                   rows of runs finished since, one JSON
-//!                                                            line each (derived, see `cache`)
+//!                                                            line each, and `read` marks (derived,
+//!                                                            see `cache`)
 //! ```
 
 use crate::schema::{Table, KEY_TABLE, KEY_VERSION, KEY_WRITER, SCHEMA_VERSION, WRITER};
