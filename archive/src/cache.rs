@@ -845,22 +845,26 @@ mod tests {
         archive.root().join(file).exists()
     }
 
+    /// The file that holds `run`'s row as its writer finished it.
+    fn row_file(archive: &Archive, run: &RunRecord) -> PathBuf {
+        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
+        day.join(format!("{}-a{}.parquet", run.run_id, run.attempt))
+    }
+
+    /// Where the cache, as loaded now, has the row of `run`'s file as it is now.
+    fn cached_at(archive: &Archive, run: &RunRecord) -> Option<Cached> {
+        let path = row_file(archive, run);
+        RunsCache::load(archive.root())
+            .rows(&key(archive.root(), &path), &Stamp::of(&path).unwrap())
+    }
+
     #[test]
     fn a_finishing_writer_caches_its_row_and_a_whole_rewrite_folds_it_in() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
         let first = train(&archive, 0, 0.0);
-        let row_file = |run: &RunRecord| {
-            let day =
-                crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
-            day.join(format!("{}-a{}.parquet", run.run_id, run.attempt))
-        };
         // Before any read, the finished row is cached under its file's name and stamp.
-        let at = |run: &RunRecord| {
-            let path = row_file(run);
-            RunsCache::load(archive.root())
-                .rows(&key(archive.root(), &path), &Stamp::of(&path).unwrap())
-        };
+        let at = |run: &RunRecord| cached_at(&archive, run);
         assert_eq!(at(&first), Some(Cached::Recent(0)));
         assert!(!root_has(&archive, CACHE_FILE));
         // A reader with nothing new to cache writes nothing but its mark.
@@ -910,14 +914,7 @@ mod tests {
     fn a_recent_part_read_again_with_nothing_added_is_folded_into_the_whole() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
-        let day = |run: &RunRecord| {
-            crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive())
-        };
-        let at = |run: &RunRecord| {
-            let path = day(run).join(format!("{}-a{}.parquet", run.run_id, run.attempt));
-            RunsCache::load(archive.root())
-                .rows(&key(archive.root(), &path), &Stamp::of(&path).unwrap())
-        };
+        let at = |run: &RunRecord| cached_at(&archive, run);
         let was_read = || RunsCache::load(archive.root()).recent_was_read();
         let first = train(&archive, 0, 0.0);
         assert!(!was_read());
@@ -953,8 +950,7 @@ mod tests {
         let mut run = train(&archive, 0, 0.0);
         let recent = archive.root().join(RECENT_FILE);
         let before = fs::read(&recent).unwrap();
-        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
-        let file = day.join(format!("{}-a{}.parquet", run.run_id, run.attempt));
+        let file = row_file(&archive, &run);
         run.summary.insert("loss".into(), f64::NAN);
         RunsCache::add_recent(archive.root(), &file, &run).unwrap();
         assert_eq!(fs::read(&recent).unwrap(), before);
@@ -1002,8 +998,7 @@ mod tests {
         assert_eq!(archive.runs().unwrap().value, vec![run.clone()]);
         // The file's bytes replaced in place, with its size, inode and modification time
         // kept: its inode's change time moved, so it is read again (and found damaged).
-        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
-        let path = day.join(format!("{}-a1.parquet", run.run_id));
+        let path = row_file(&archive, &run);
         let modified = fs::metadata(&path).unwrap().modified().unwrap();
         let len = fs::metadata(&path).unwrap().len() as usize;
         // Unchanged since it was read: the cache serves it.
@@ -1155,8 +1150,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();
         let run = train(&archive, 1, 0.0);
-        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
-        let path = day.join(format!("{}-a1.parquet", run.run_id));
+        let path = row_file(&archive, &run);
         let stored = files::read_parquet(&path, Table::Runs).unwrap().remove(0);
         let cached = cached_form(&stored).unwrap();
         assert!(cached.column_by_name("summary").is_none());
