@@ -847,8 +847,7 @@ mod tests {
 
     /// The file that holds `run`'s row as its writer finished it.
     fn row_file(archive: &Archive, run: &RunRecord) -> PathBuf {
-        let day = crate::files::day_dir(archive.root(), Table::Runs, run.started_at.date_naive());
-        day.join(format!("{}-a{}.parquet", run.run_id, run.attempt))
+        crate::writer::row_path(archive, run.started_at.date_naive(), run)
     }
 
     /// Where the cache, as loaded now, has the row of `run`'s file as it is now.

@@ -541,7 +541,7 @@ impl Drop for RunWriter {
 }
 
 /// Where a run attempt's row file lives: its start day's folder of `runs`.
-fn row_path(archive: &Archive, day: NaiveDate, record: &RunRecord) -> PathBuf {
+pub(crate) fn row_path(archive: &Archive, day: NaiveDate, record: &RunRecord) -> PathBuf {
     day_dir(archive.root(), Table::Runs, day)
         .join(format!("{}-a{}.parquet", record.run_id, record.attempt))
 }
