@@ -54,6 +54,8 @@ impl Archive {
             fs::write(&ignore, "# recipe's run archive: not source code\n*\n")
                 .map_err(|e| Error::io(&ignore, e))?;
         }
+        // A merge that a crash interrupted is finished before anything is read or written.
+        crate::replace::recover(&root)?;
         Ok(Archive { root })
     }
 
@@ -68,6 +70,8 @@ impl Archive {
                 root.display()
             )));
         }
+        // Where the archive can be written: see `open`.
+        crate::replace::recover(&root)?;
         Ok(Archive { root })
     }
 
@@ -200,8 +204,9 @@ impl Archive {
         })
     }
 
-    /// A `running` row whose writer is gone becomes `interrupted` at its last flushed step.
-    /// Returns the damaged files met while finding that step.
+    /// A `running` row whose writer is gone becomes `interrupted` at its last flushed step,
+    /// with the last flushed value of each metric in its summary (as `finish` would have
+    /// put it). Returns the damaged files met while finding that step.
     pub(crate) fn settle_dead_writer(&self, run: &mut RunRecord) -> Result<Vec<Error>> {
         if run.status != Status::Running || self.is_live(&run.run_id, run.attempt) {
             return Ok(Vec::new());
@@ -209,6 +214,19 @@ impl Archive {
         run.status = Status::Interrupted;
         let points = self.metrics_of(&run.run_id, run.attempt)?;
         run.last_step = points.value.iter().map(|p| p.step).max();
+        // Points are sorted by (name, step): each name's last point is its last value.
+        for pair in points.value.windows(2) {
+            if pair[0].name != pair[1].name {
+                run.summary
+                    .entry(pair[0].name.as_str().into())
+                    .or_insert(pair[0].value);
+            }
+        }
+        if let Some(last) = points.value.last() {
+            run.summary
+                .entry(last.name.as_str().into())
+                .or_insert(last.value);
+        }
         run.error.get_or_insert_with(|| {
             "the writing process ended without finishing the run (killed or crashed); \
              every flushed chunk is kept"

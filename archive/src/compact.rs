@@ -2,16 +2,18 @@
 //! ever blocking or breaking a reader.
 //!
 //! Decide, then act: [`plan`] looks at the archive and returns [`Action`]s; [`execute`] does
-//! the I/O. Each merge first commits its destination (atomically) and only then deletes its
-//! sources, so at every instant a reader finds every row at least once; readers drop the
-//! second copy (metric chunks covered by a merged file are skipped by name, rows of `runs`
-//! and `cells` are de-duplicated by key). Runs whose writer is alive are left alone. A
-//! `running` row whose writer died is written back as `interrupted` at its last step.
+//! the I/O. Every merge replaces its sources through `replace`, so no reader of the plain
+//! Parquet files ever sees a row twice, whenever the process is killed, and the next open or
+//! compaction finishes a merge a crash interrupted. Runs whose writer is alive are left
+//! alone. A `running` row whose writer died is written back as `interrupted` at its last
+//! committed step, with the last committed value of each metric as its summary, so other
+//! engines read the status recipe shows.
 
-use crate::archive::{open_lock_file, try_lock, Archive};
+use crate::archive::Archive;
 use crate::cache::{RunsCache, Stamp};
 use crate::files::{self, list_table, ChunkName};
-use crate::records::{self, RunRecord};
+use crate::records::{self, RunRecord, Status};
+use crate::replace::{self, compaction_lock};
 use crate::schema::Table;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, VecDeque};
@@ -33,6 +35,9 @@ pub enum Action {
         sources: Vec<PathBuf>,
         dest: PathBuf,
     },
+    /// Write back the row file of a run whose writer died while it was `running`, settled
+    /// as interrupted (when no merge of its day takes it).
+    SettleDeadRun(PathBuf),
     /// Remove a temp file whose writing process is gone.
     RemoveTemp(PathBuf),
 }
@@ -89,12 +94,31 @@ pub fn plan(archive: &Archive) -> Result<Vec<Action>> {
         actions.extend(plan_row_merges(archive, table, Tiers::One(2))?);
     }
 
-    // 3. Temp files of writers that died mid-write: in the tables' day folders, and the
-    // runs cache's folder (a reader killed while writing the cache).
+    // 3. Runs whose writer died while they were running, and which no merge settles.
+    let merged: Vec<PathBuf> = (actions.iter())
+        .flat_map(|a| match a {
+            Action::MergeRows { sources, .. } => sources.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    for run in archive.raw_runs()?.value {
+        if run.status == Status::Running && !live(&run.run_id, run.attempt) {
+            let path = crate::writer::row_path(archive, run.started_at.date_naive(), &run);
+            if path.exists() && !merged.contains(&path) {
+                actions.push(Action::SettleDeadRun(path));
+            }
+        }
+    }
+
+    // 4. Temp files of writers that died mid-write: in the tables' day folders, the folder
+    // of pending merges, and the runs cache's folder (a reader killed while writing it).
     let cache_folder = Path::new(crate::cache::CACHE_FILE)
         .parent()
         .unwrap_or(Path::new(""));
-    let mut folders = vec![archive.root().join(cache_folder)];
+    let mut folders = vec![
+        archive.root().join(cache_folder),
+        archive.root().join(replace::PENDING_DIR),
+    ];
     for table in Table::ALL {
         if let Ok(days) = fs::read_dir(archive.root().join(table.name())) {
             folders.extend(days.flatten().map(|day| day.path()));
@@ -216,9 +240,11 @@ pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
     }
     // A lock that cannot be had now, or at all (a lock file this user may not open): no
     // merge this time.
-    let Ok(Some(lock)) = compaction_lock(archive) else {
+    let Ok(Some(lock)) = compaction_lock(archive.root()) else {
         return Ok(());
     };
+    // A merge a crash interrupted is finished first, so its sources are not merged again.
+    replace::recover_locked(archive.root())?;
     let tiers = Tiers::Two {
         fresh: AUTO_COMPACT_ROWS,
         merged: AUTO_COMPACT_MERGED,
@@ -239,7 +265,8 @@ fn temp_writer_pid(path: &Path) -> Option<u32> {
 }
 
 /// Read the sources of a merge, leaving out damaged ones: they stay where they are (and
-/// readers keep naming them) rather than being merged away or blocking the merge.
+/// readers keep naming them) rather than being merged away or blocking the merge. A source
+/// gone since the plan (replaced by a merge that recovery finished) is left out too.
 fn read_sources(
     sources: &[PathBuf],
     table: Table,
@@ -249,6 +276,7 @@ fn read_sources(
         match files::read_parquet(source, table) {
             Ok(batches) => read.push((source.clone(), batches)),
             Err(Error::Damaged { .. } | Error::SchemaVersion { .. }) => {}
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
@@ -338,11 +366,12 @@ fn merge(table: Table, batches: &[arrow::array::RecordBatch]) -> Result<arrow::a
 
 /// Carry out a plan. Holds the archive's compaction lock, so two compactions never race.
 pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
-    let Some(lock) = compaction_lock(archive)? else {
+    let Some(lock) = compaction_lock(archive.root())? else {
         return Err(Error::Invalid(
             "another compaction of this archive is running; try again when it ends".into(),
         ));
     };
+    replace::recover_locked(archive.root())?;
     let count = || -> Result<usize> {
         Table::ALL
             .iter()
@@ -361,12 +390,6 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
     Ok(report)
 }
 
-/// The archive's compaction lock, or `None` while another compaction holds it.
-fn compaction_lock(archive: &Archive) -> Result<Option<File>> {
-    let lock = open_lock_file(&archive.root().join("_compact.lock"))?;
-    Ok(try_lock(&lock, libc::LOCK_EX).then_some(lock))
-}
-
 /// Carry out a plan under the compaction lock: how many merges it made and temp files it
 /// removed.
 fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
@@ -382,8 +405,8 @@ fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
                     continue;
                 }
                 let (used, batches) = split(read);
-                files::write_parquet(dest, Table::Metrics, &merge(Table::Metrics, &batches)?)?;
-                remove_all(&used)?;
+                let batch = merge(Table::Metrics, &batches)?;
+                replace::replace(archive.root(), Table::Metrics, &batch, &used, dest)?;
                 merges += 1;
             }
             Action::MergeRows {
@@ -408,8 +431,8 @@ fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
                 for row in rows.iter_mut() {
                     archive.settle_dead_writer(row)?;
                 }
-                files::write_parquet(dest, Table::Runs, &records::runs_to_batch(&rows)?)?;
-                remove_all(&used)?;
+                let batch = records::runs_to_batch(&rows)?;
+                replace::replace(archive.root(), Table::Runs, &batch, &used, dest)?;
                 merges += 1;
                 // Best effort: the merge is done; a reader rewrites a cache that lags.
                 let _ = RunsCache::replace_merged(archive.root(), &used, dest);
@@ -423,9 +446,20 @@ fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
                 if used.is_empty() {
                     continue;
                 }
-                files::write_parquet(dest, *table, &merge(*table, &batches)?)?;
-                remove_all(&used)?;
+                let batch = merge(*table, &batches)?;
+                replace::replace(archive.root(), *table, &batch, &used, dest)?;
                 merges += 1;
+            }
+            Action::SettleDeadRun(path) => {
+                // One file rewritten whole under its own name: nothing to replace.
+                let (used, mut rows) = read_run_rows(std::slice::from_ref(path))?;
+                if used.is_empty() {
+                    continue;
+                }
+                for row in rows.iter_mut() {
+                    archive.settle_dead_writer(row)?;
+                }
+                files::write_parquet(path, Table::Runs, &records::runs_to_batch(&rows)?)?;
             }
             Action::RemoveTemp(path) => {
                 remove_all(std::slice::from_ref(path))?;

@@ -15,6 +15,8 @@
 //! _claims/<run_id>-a<attempt>                                who took which attempt number (a
 //!                                                            process's claims: links to one file);
 //!                                                            a byte of it locked while its writer lives
+//! _pending/<table>~<day>~<name>.pending                       a merged file committed, not yet in place
+//!                                                            (see `replace`)
 //! _cache/runs.arrow                                          the rows of `runs` files already read
 //!                                                            (Arrow IPC; derived, see `cache`)
 //! _cache/runs-recent.jsonl                                   rows of runs finished since, one JSON
@@ -115,12 +117,24 @@ fn close(file: File) -> std::io::Result<()> {
 pub const SMALL_FILE_ROWS: usize = 8;
 
 /// Write one batch as a ZSTD Parquet file carrying the schema version, table and writer.
+/// An error says which file: a full disk reads `PATH: No space left on device`.
 pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<()> {
-    let metadata = vec![
+    write_parquet_with(path, table, batch, Vec::new())
+}
+
+/// [`write_parquet`] with more key-value metadata in the file's footer.
+pub(crate) fn write_parquet_with(
+    path: &Path,
+    table: Table,
+    batch: &RecordBatch,
+    extra: Vec<KeyValue>,
+) -> Result<()> {
+    let mut metadata = vec![
         KeyValue::new(KEY_VERSION.to_string(), SCHEMA_VERSION.to_string()),
         KeyValue::new(KEY_TABLE.to_string(), table.name().to_string()),
         KeyValue::new(KEY_WRITER.to_string(), WRITER.to_string()),
     ];
+    metadata.extend(extra);
     // A file of a few rows (a run's own row, one cell) gains nothing from compression, and a
     // ZSTD context per column chunk costs more than the write itself.
     // Nor do min/max statistics help anyone prune a file of one row, and without them its
@@ -161,12 +175,54 @@ pub fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(
         })
         .build();
     write_atomic(path, |file| {
-        let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props))?;
-        writer.write(batch)?;
+        // A crash test's full disk: the bytes go to /dev/full, which refuses them as a full
+        // disk does (ENOSPC), through the same writer and error path.
+        let mut full;
+        let file = match crate::fault::disk_full(table.name()) {
+            true => {
+                full = fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .map_err(|e| Error::io("/dev/full", e))?;
+                &mut full
+            }
+            false => file,
+        };
+        let named = |e| write_error(path, e);
+        let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props)).map_err(named)?;
+        writer.write(batch).map_err(named)?;
         // Without close() there is no footer: the file would be unreadable.
-        writer.close()?;
+        writer.close().map_err(named)?;
         Ok(())
     })
+}
+
+/// A Parquet writer's error as one that names the file: its I/O error (a full disk, a
+/// quota) as the file's own, anything else with the file's path in front.
+fn write_error(path: &Path, e: parquet::errors::ParquetError) -> Error {
+    use parquet::errors::ParquetError;
+    match e {
+        ParquetError::External(e) => match e.downcast::<std::io::Error>() {
+            Ok(io) => Error::io(path, *io),
+            Err(e) => Error::Format(format!("writing {}: {e}", path.display())),
+        },
+        e => Error::Format(format!("writing {}: parquet: {e}", path.display())),
+    }
+}
+
+/// The value of `key` in a Parquet file's footer metadata (the footer alone is read).
+pub(crate) fn footer_value(path: &Path, key: &str) -> Result<Option<String>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(|e| Error::Damaged {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let kv = metadata.file_metadata().key_value_metadata();
+    Ok(kv
+        .and_then(|kv| kv.iter().find(|e| e.key == key))
+        .and_then(|e| e.value.clone()))
 }
 
 /// How a column is best stored.
@@ -321,6 +377,8 @@ pub fn list_table_where(
     table: Table,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<PathBuf>> {
+    // Never between a replacement's deleted sources and its renamed result (see `replace`).
+    let _listing = crate::replace::listing_lock(root);
     let dir = root.join(table.name());
     let mut out = Vec::new();
     let days = match fs::read_dir(&dir) {

@@ -120,6 +120,9 @@ pub struct RunWriter {
     claim: Option<Claim>,
     /// The `running` row until it is committed, shared with the timer thread.
     running: Arc<Mutex<RunningRow>>,
+    /// Why a chunk could not be committed (a full disk, say), once one could not: the reason
+    /// the run's final row records, with status `failed`.
+    failure: Option<String>,
 }
 
 /// Points logged since the last chunk, column by column; a point's metric is an index into
@@ -328,6 +331,7 @@ impl Archive {
             policy,
             claim: Some(claim),
             running,
+            failure: None,
         })
     }
 }
@@ -387,6 +391,24 @@ impl RunWriter {
         if self.buffer.steps.is_empty() {
             return Ok(());
         }
+        let committed = self.commit_chunk();
+        if let Err(e) = &committed {
+            self.failure.get_or_insert_with(|| {
+                let lost = match self.record.last_step {
+                    Some(step) => format!("the points logged after step {step} are not archived"),
+                    None => "none of its points are archived".into(),
+                };
+                match is_disk_full(e) {
+                    true => format!("the disk was full: {e}; {lost}"),
+                    false => format!("the archive could not be written: {e}; {lost}"),
+                }
+            });
+        }
+        committed
+    }
+
+    /// Commit the buffered points as the next chunk file.
+    fn commit_chunk(&mut self) -> Result<()> {
         hold(&self.running).commit()?;
         let name = ChunkName {
             run_id: self.record.run_id.clone(),
@@ -457,7 +479,19 @@ impl RunWriter {
                 running.state = RowState::Finished;
             }
         }
-        self.flush()?;
+        // A chunk that cannot be committed (now, or earlier) still leaves a final row that
+        // says why: the run failed, and its reason names the file and the cause.
+        let unflushed = self.flush().err();
+        let (status, error) = match self.failure.clone() {
+            Some(failure) => (
+                Status::Failed,
+                Some(match error {
+                    Some(error) if status != Status::Interrupted => format!("{failure}; {error}"),
+                    _ => failure,
+                }),
+            ),
+            None => (status, error),
+        };
         for (name, (_, value)) in self.metrics.names.iter().zip(&self.metrics.last) {
             self.record
                 .summary
@@ -491,6 +525,9 @@ impl RunWriter {
         let _ = RunsCache::add_recent(self.archive.root(), &path, &self.record);
         // The run is no longer live.
         self.claim.take();
+        if let Some(e) = unflushed {
+            return Err(e);
+        }
         crate::compact::auto(&self.archive, self.day)?;
         Ok(self.record.clone())
     }
@@ -538,6 +575,12 @@ impl Drop for RunWriter {
             );
         }
     }
+}
+
+/// Whether an archive error is a full disk (or a full quota).
+fn is_disk_full(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if source.raw_os_error().is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT))
 }
 
 /// Where a run attempt's row file lives: its start day's folder of `runs`.
