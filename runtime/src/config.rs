@@ -1,15 +1,40 @@
 //! The typed training config, every default in one place with its reason, and the seeds:
 //! one per source of randomness. Both are part of the run's identity, fixed before the first
 //! step.
+//!
+//! A config that cannot be right is refused before a run begins: read from JSON, an unknown
+//! field (at any depth) is an error naming the nearest known one; [`TrainConfig::validate`]
+//! gives a one-line reason for a value that cannot train. The nearest name is a plain edit
+//! distance over the names serde's own error lists, written here (a dozen lines) rather than
+//! added as a dependency that every notebook kernel would compile.
 
 use crate::models::ModelSpec;
 use crate::optim::Schedule;
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// A run has diverged when its training loss is not finite, or when it stays above
+/// `DIVERGENCE_FACTOR` times the loss at init for `DIVERGENCE_STEPS` consecutive steps.
+/// The loss at init is the larger of its expected value (-ln(1/C), or the prior entropy with
+/// `init_bias_from_priors`) and the one measured before the first step. Healthy runs stay
+/// far below: their training loss falls from the loss at init within a few steps, and a
+/// spike of a bad batch lasts one step, not ten.
+pub const DIVERGENCE_FACTOR: f64 = 10.0;
+/// See [`DIVERGENCE_FACTOR`].
+pub const DIVERGENCE_STEPS: usize = 10;
+
 /// How to train. `TrainConfig::default()` is the recipe's starting point.
+///
+/// Read from JSON (`recipe train --config`, an archived run), a field this struct does not
+/// have is an error that names the nearest one (`stepz`: "did you mean steps?"), so a typo
+/// never trains with the default silently. `fit` refuses a config that [`validate`] rejects
+/// before the run is archived, and ends a run whose loss diverges (the rule is at
+/// [`DIVERGENCE_FACTOR`]) with status `diverged` at that step.
+///
+/// [`validate`]: TrainConfig::validate
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// A small MLP (one hidden layer of 64): the skeleton to beat before anything bigger.
     pub model: ModelSpec,
@@ -74,6 +99,128 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// A config from JSON text, with only the fields that differ from the default; an
+    /// unknown field or model/schedule kind is an error naming the nearest known one.
+    pub fn from_json(text: &str) -> Result<TrainConfig> {
+        serde_json::from_str(text).map_err(|e| not_a_config(&e))
+    }
+
+    /// A config from a JSON value (an archived run's), as [`TrainConfig::from_json`].
+    pub fn from_value(value: serde_json::Value) -> Result<TrainConfig> {
+        serde_json::from_value(value).map_err(|e| not_a_config(&e))
+    }
+
+    /// Refuse a config that cannot train, with a one-line reason naming the field: rates,
+    /// counts and widths that must be positive, probabilities in their range, a schedule that
+    /// fits the run. `fit` calls it before the run is archived.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        let unit = |x: f64| (0.0..1.0).contains(&x);
+        let mut rules: Vec<(bool, String)> = vec![
+            (
+                positive(self.lr),
+                format!("lr must be finite and above 0, not {}", self.lr),
+            ),
+            (
+                unit(self.beta1),
+                format!("beta1 must be in [0, 1), not {}", self.beta1),
+            ),
+            (
+                unit(self.beta2),
+                format!("beta2 must be in [0, 1), not {}", self.beta2),
+            ),
+            (
+                positive(self.eps),
+                format!("eps must be finite and above 0, not {}", self.eps),
+            ),
+            (
+                self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+                format!(
+                    "weight_decay must be finite and at least 0, not {}",
+                    self.weight_decay
+                ),
+            ),
+            (
+                unit(self.dropout),
+                format!("dropout must be in [0, 1), not {}", self.dropout),
+            ),
+            (
+                self.batch_size >= 1,
+                "batch_size must be at least 1, not 0".into(),
+            ),
+            (self.steps >= 1, "steps must be at least 1, not 0".into()),
+            (
+                self.eval_every >= 1,
+                "eval_every must be at least 1, not 0".into(),
+            ),
+            (
+                self.checkpoint_every != Some(0),
+                "checkpoint_every must be at least 1 (or null for none), not 0".into(),
+            ),
+            (
+                self.early_stopping != Some(0),
+                "early_stopping must be at least 1 evaluation (or null for none), not 0".into(),
+            ),
+            (
+                self.grad_clip.map_or(true, positive),
+                format!(
+                    "grad_clip must be finite and above 0 (or null for none), not {:?}",
+                    self.grad_clip
+                ),
+            ),
+        ];
+        rules.extend(match &self.model {
+            ModelSpec::Mlp { hidden } => vec![(
+                !hidden.contains(&0),
+                format!("model.hidden widths must each be at least 1, not {hidden:?}"),
+            )],
+            ModelSpec::ConvNet { channels, hidden } => vec![
+                (
+                    !channels.contains(&0),
+                    format!("model.channels must each be at least 1, not {channels:?}"),
+                ),
+                (
+                    *hidden >= 1,
+                    "model.hidden must be at least 1, not 0".into(),
+                ),
+            ],
+            ModelSpec::ResNet { channels, .. } => vec![(
+                *channels >= 1,
+                "model.channels must be at least 1, not 0".into(),
+            )],
+        });
+        rules.extend(match self.schedule {
+            Schedule::Constant => vec![],
+            Schedule::Cosine { warmup, min_factor } => vec![
+                (
+                    warmup < self.steps,
+                    format!(
+                        "schedule.warmup ({warmup}) must be shorter than steps ({})",
+                        self.steps
+                    ),
+                ),
+                (
+                    (0.0..=1.0).contains(&min_factor),
+                    format!("schedule.min_factor must be in [0, 1], not {min_factor}"),
+                ),
+            ],
+            Schedule::Step { every, factor } => vec![
+                (
+                    every >= 1,
+                    "schedule.every must be at least 1, not 0".into(),
+                ),
+                (
+                    positive(factor),
+                    format!("schedule.factor must be finite and above 0, not {factor}"),
+                ),
+            ],
+        });
+        match rules.into_iter().find(|(ok, _)| !ok) {
+            Some((_, reason)) => Err(Error::Invalid(format!("invalid config: {reason}"))),
+            None => Ok(()),
+        }
+    }
+
     /// The model this config describes, for `data`, with parameters drawn from the init
     /// seed and dropout masks from the dropout seed.
     pub fn build_model(
@@ -91,6 +238,54 @@ impl TrainConfig {
         )?;
         Ok((model, params))
     }
+}
+
+/// A JSON error as a one-line reason, with "did you mean ...?" when serde names an unknown
+/// field or kind and lists the known ones (`unknown field `stepz`, expected one of ...`).
+fn not_a_config(e: &serde_json::Error) -> Error {
+    let message = e.to_string();
+    let hint = nearest_known(&message)
+        .map(|name| format!("; did you mean {name}?"))
+        .unwrap_or_default();
+    Error::Invalid(format!("not a TrainConfig: {message}{hint}"))
+}
+
+/// The known name nearest the unknown one in serde's message, when it is near enough to be
+/// a typo: at most a third of the name's letters (and at least one) edited.
+fn nearest_known(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (unknown, expected) = rest.split_once('`')?;
+    // The known names are the quoted ones: every second piece between backticks.
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|known| (edit_distance(unknown, known), known))
+        .min()
+        .filter(|(distance, _)| *distance <= (unknown.chars().count() / 3).max(1))
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance: the fewest single-letter insertions, deletions and substitutions
+/// that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    // row[j]: the distance between the prefix of `a` read so far and b[..j].
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// One seed per source of randomness.
@@ -136,5 +331,116 @@ impl Seeds {
             dropout: get("dropout"),
             augmentation: get("augmentation"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(json: &str) -> String {
+        let config = TrainConfig::from_json(json).expect("reads as a config");
+        match config.validate() {
+            Err(Error::Invalid(reason)) => reason,
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_21_an_unknown_field_names_the_nearest_known_one() {
+        let e = TrainConfig::from_json(r#"{"stepz": 5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `stepz`"), "{e}");
+        assert!(e.ends_with("did you mean steps?"), "{e}");
+        // Nested specs too: the model's fields and kinds, the schedule's.
+        let nested = [
+            (
+                r#"{"model": {"kind": "mlp", "hiden": [8]}}"#,
+                "did you mean hidden?",
+            ),
+            (
+                r#"{"model": {"kind": "convnet", "hidden": 8}}"#,
+                "did you mean conv_net?",
+            ),
+            (
+                r#"{"schedule": {"kind": "step", "every": 5, "factr": 0.5}}"#,
+                "did you mean factor?",
+            ),
+        ];
+        for (json, expect) in nested {
+            let e = TrainConfig::from_json(json).unwrap_err().to_string();
+            assert!(e.contains(expect), "{json}: {e}");
+        }
+        // Far from every known name: no guess.
+        let e = TrainConfig::from_json(r#"{"epochs": 5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("did you mean"), "{e}");
+        // Known fields still read, and a default config survives a round trip.
+        let json = serde_json::to_string(&TrainConfig::default()).unwrap();
+        assert_eq!(
+            TrainConfig::from_json(&json).unwrap(),
+            TrainConfig::default()
+        );
+    }
+
+    #[test]
+    fn issue_21_a_config_that_cannot_train_is_refused_with_a_one_line_reason() {
+        assert!(TrainConfig::default().validate().is_ok());
+        for (json, expect) in [
+            (r#"{"lr": 0}"#, "lr must be finite and above 0"),
+            (r#"{"lr": -1e-3}"#, "lr must be finite and above 0"),
+            (r#"{"dropout": 1.0}"#, "dropout must be in [0, 1)"),
+            (r#"{"batch_size": 0}"#, "batch_size must be at least 1"),
+            (r#"{"steps": 0}"#, "steps must be at least 1"),
+            (r#"{"eval_every": 0}"#, "eval_every must be at least 1"),
+            (
+                r#"{"checkpoint_every": 0}"#,
+                "checkpoint_every must be at least 1",
+            ),
+            (
+                r#"{"early_stopping": 0}"#,
+                "early_stopping must be at least 1",
+            ),
+            (
+                r#"{"grad_clip": 0}"#,
+                "grad_clip must be finite and above 0",
+            ),
+            (r#"{"beta2": 1}"#, "beta2 must be in [0, 1)"),
+            (
+                r#"{"model": {"kind": "conv_net", "channels": [0, 4], "hidden": 8}}"#,
+                "model.channels must each be at least 1",
+            ),
+            (
+                r#"{"model": {"kind": "mlp", "hidden": [16, 0]}}"#,
+                "model.hidden widths must each be at least 1",
+            ),
+            (
+                r#"{"model": {"kind": "res_net", "channels": 0, "blocks": 1}}"#,
+                "model.channels must be at least 1",
+            ),
+            (
+                r#"{"steps": 10, "schedule": {"kind": "cosine", "warmup": 10, "min_factor": 0.1}}"#,
+                "schedule.warmup (10) must be shorter than steps (10)",
+            ),
+            (
+                r#"{"schedule": {"kind": "step", "every": 0, "factor": 0.5}}"#,
+                "schedule.every must be at least 1",
+            ),
+        ] {
+            let reason = reason(json);
+            assert!(reason.starts_with("invalid config: "), "{json}: {reason}");
+            assert!(reason.contains(expect), "{json}: {reason}");
+            assert!(!reason.contains('\n'), "{json}: {reason}");
+        }
+    }
+
+    #[test]
+    fn edit_distance_counts_single_letter_edits() {
+        assert_eq!(edit_distance("stepz", "steps"), 1);
+        assert_eq!(edit_distance("hiden", "hidden"), 1);
+        assert_eq!(edit_distance("", "lr"), 2);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -26,7 +26,7 @@ pub trait Model: Send + Sync {
 
 /// Which model to build, as it is archived in a run's config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelSpec {
     /// Fully connected layers of these widths, ReLU between.
     Mlp { hidden: Vec<usize> },

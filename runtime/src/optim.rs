@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 /// How the learning rate moves over training. Constant unless said otherwise: any decay is
 /// an explicit choice (the recipe's advice).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
     #[default]
     Constant,

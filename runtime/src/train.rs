@@ -1,21 +1,24 @@
 //! The trainer: seeded, archived as it goes, stoppable, resumable.
 //!
 //! `fit` does, in order:
-//! 1. fingerprints the data and begins the run with its identity (config, seeds, data,
-//!    code, environment) before the first step; the archive commits it with the first
-//!    chunk of metrics or after a second, whichever comes first;
+//! 1. refuses a config that cannot train ([`TrainConfig::validate`]) before anything is
+//!    archived; fingerprints the data and begins the run with its identity (config, seeds,
+//!    data, code, environment) before the first step; the archive commits it with the first
+//!    chunk of metrics or after a second, whichever comes first. From here on, an error ends
+//!    the run as `failed` with the error as its reason;
 //! 2. builds the model from the init seed (and, if asked, sets the final bias from the class
 //!    priors) and records the loss at init against its expected value;
 //! 3. trains: batches in a seeded order that is a pure function of (seed, step), so a resumed
 //!    run sees the very batches an uninterrupted one would; logs every step; evaluates on the
 //!    whole validation split every `eval_every` steps; checkpoints; stops early, on request
-//!    (interrupted) or on a NaN/inf loss (diverged);
+//!    (interrupted) or when the loss diverges (a NaN/inf loss, or one that stays far above
+//!    the loss at init: the rule is at [`DIVERGENCE_FACTOR`]);
 //! 4. evaluates on the whole test split and finishes the run.
 
 use crate::batches::augment;
 pub use crate::batches::batch_indices;
-use crate::checks::loss_at_init_check;
-use crate::config::{Seeds, TrainConfig};
+use crate::checks::{expected_init_loss, loss_at_init_check};
+use crate::config::{Seeds, TrainConfig, DIVERGENCE_FACTOR, DIVERGENCE_STEPS};
 use crate::data::Dataset;
 use crate::models::Model;
 use crate::optim::{gradients, AdamW};
@@ -244,6 +247,43 @@ pub fn should_stop_early(val_losses: &[f64], patience: usize) -> bool {
     val_losses.len() - 1 - best >= patience
 }
 
+/// The divergence rule of [`DIVERGENCE_FACTOR`], decided one training loss at a time.
+#[derive(Clone, Debug)]
+pub struct DivergenceWatch {
+    at_init: f64,
+    steps_above: usize,
+}
+
+impl DivergenceWatch {
+    pub fn new(loss_at_init: f64) -> DivergenceWatch {
+        DivergenceWatch {
+            at_init: loss_at_init,
+            steps_above: 0,
+        }
+    }
+
+    /// This step's training loss; the reason the run has diverged, if it has.
+    pub fn observe(&mut self, step: usize, loss: f64) -> Option<String> {
+        if !loss.is_finite() {
+            return Some(format!(
+                "training loss became NaN or infinite at step {step}; lower the learning rate or clip gradients"
+            ));
+        }
+        let limit = DIVERGENCE_FACTOR * self.at_init;
+        self.steps_above = if loss > limit {
+            self.steps_above + 1
+        } else {
+            0
+        };
+        (self.steps_above >= DIVERGENCE_STEPS).then(|| {
+            format!(
+                "training loss diverged at step {step}: {loss:.3e}, above {DIVERGENCE_FACTOR}x the loss at init ({:.3}) for {DIVERGENCE_STEPS} steps in a row; lower the learning rate or clip gradients",
+                self.at_init
+            )
+        })
+    }
+}
+
 /// Set a model's final bias to the log class priors of the training split (minus their
 /// mean), so the loss at init is the entropy of the priors instead of ln(C).
 pub fn init_bias_from_priors(model: &dyn Model, params: &Params, data: &Dataset) -> Result<()> {
@@ -322,6 +362,17 @@ pub fn fit_unarchived_from(
     )
 }
 
+/// What one fit trains on, checked before its run begins.
+struct Plan<'a> {
+    data: &'a Dataset,
+    config: &'a TrainConfig,
+    seeds: &'a Seeds,
+    options: &'a RunOptions,
+    train: Vec<usize>,
+    /// "val" when the data has a validation split, else "test".
+    eval_split: &'static str,
+}
+
 fn fit_inner(
     data: &Dataset,
     config: &TrainConfig,
@@ -329,11 +380,8 @@ fn fit_inner(
     options: &RunOptions,
     resume_archive: Option<&Archive>,
 ) -> Result<Trained> {
-    if config.batch_size == 0 || config.eval_every == 0 {
-        return Err(Error::Invalid(
-            "batch_size and eval_every must be at least 1".into(),
-        ));
-    }
+    // 1. A config that cannot train is refused before anything is archived.
+    config.validate()?;
     let train = data.split("train")?.to_vec();
     if train.is_empty() {
         return Err(Error::Invalid(format!(
@@ -346,13 +394,39 @@ fn fit_inner(
     } else {
         "test"
     };
-    let stop = StopWatch::new(&options.stop);
+    let plan = Plan {
+        data,
+        config,
+        seeds,
+        options,
+        train,
+        eval_split,
+    };
 
-    // 1. Identity first: the run begins before the first step.
+    // Identity first: the run begins before the first step.
     let mut writer: Option<RunWriter> = match &options.archive {
         Some(archive) => Some(archive.begin_run(run_spec(data, config, seeds, options)?)?),
         None => None,
     };
+    train_run(&plan, resume_archive, &mut writer).inspect_err(|e| {
+        // A run that began and then failed is archived as failed, with the error as its
+        // reason. Should the archive refuse even that, the caller still gets the real error
+        // and the run reads back as interrupted.
+        if let Some(w) = writer.take() {
+            let _ = w.finish(Status::Failed, Some(e.to_string()));
+        }
+    })
+}
+
+/// Steps 2 to 4 of a fit whose run has begun; finishes `writer` (taking it) on success.
+fn train_run(
+    plan: &Plan,
+    resume_archive: Option<&Archive>,
+    writer: &mut Option<RunWriter>,
+) -> Result<Trained> {
+    let (data, config, seeds, options) = (plan.data, plan.config, plan.seeds, plan.options);
+    let (train, eval_split) = (&plan.train, plan.eval_split);
+    let stop = StopWatch::new(&options.stop);
 
     // 2. Model, init, loss at init.
     let (model, params) = config.build_model(data, seeds)?;
@@ -375,6 +449,11 @@ fn fit_inner(
     if start == 0 {
         checks.push(loss_at_init_check(model.as_ref(), data, config)?);
     }
+    let expected_at_init = expected_init_loss(data, config.init_bias_from_priors)?;
+    let measured_at_init = checks.first().and_then(|c| c.measured.as_f64());
+    let mut divergence = DivergenceWatch::new(
+        measured_at_init.map_or(expected_at_init, |m| m.max(expected_at_init)),
+    );
     let mut curves: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     let mut log =
         |writer: &mut Option<RunWriter>, step: usize, values: &[(&str, f64)]| -> Result<()> {
@@ -406,7 +485,7 @@ fn fit_inner(
             break;
         }
         model.reseed_dropout(step);
-        let indices = batch_indices(&train, config.batch_size, seeds.data_order, step);
+        let indices = batch_indices(train, config.batch_size, seeds.data_order, step);
         let (x, y) = data.batch(&indices, &Device::Cpu)?;
         let x = if config.zero_inputs {
             x.zeros_like()?
@@ -428,22 +507,27 @@ fn fit_inner(
             config.grad_clip,
         )?
         else {
-            log(&mut writer, step, &[("train_loss", f64::NAN)])?;
+            log(writer, step, &[("train_loss", f64::NAN)])?;
             status = Status::Diverged;
-            error = Some(format!("training loss became NaN or infinite at step {step}; lower the learning rate or clip gradients"));
+            error = divergence.observe(step, f64::NAN);
             break;
         };
         log(
-            &mut writer,
+            writer,
             step,
             &[("train_loss", loss_value), ("grad_norm", norm)],
         )?;
+        if let Some(reason) = divergence.observe(step, loss_value) {
+            status = Status::Diverged;
+            error = Some(reason);
+            break;
+        }
         let last = step + 1 == config.steps;
         if (step + 1) % config.eval_every == 0 || last {
             let (val_loss, val_acc) =
                 evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
             log(
-                &mut writer,
+                writer,
                 step,
                 &[
                     (&format!("{eval_split}_loss") as &str, val_loss),
@@ -493,7 +577,7 @@ fn fit_inner(
     if status != Status::Diverged {
         let (test_loss, test_acc) = evaluate(model.as_ref(), data, "test", config.zero_inputs)?;
         log(
-            &mut writer,
+            writer,
             step.saturating_sub(1),
             &[("test_loss", test_loss), ("test_acc", test_acc)],
         )?;
@@ -504,7 +588,7 @@ fn fit_inner(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let run = match writer {
+    let run = match writer.take() {
         Some(mut w) => {
             w.put_artifact("weights", &params.to_safetensors()?)?;
             for c in &checks {
@@ -839,6 +923,97 @@ mod training_tests {
         let run = t.run.unwrap();
         assert_eq!(run.status, Status::Diverged);
         assert!(run.error.unwrap().contains("lower the learning rate"));
+    }
+
+    #[test]
+    fn divergence_is_ten_steps_in_a_row_far_above_the_loss_at_init() {
+        let mut watch = DivergenceWatch::new(2.0);
+        // Above 10 x 2.0 for nine steps, then one below: the count starts again.
+        for step in 0..9 {
+            assert_eq!(watch.observe(step, 25.0), None, "step {step}");
+        }
+        assert_eq!(watch.observe(9, 19.0), None);
+        for step in 10..19 {
+            assert_eq!(watch.observe(step, 21.0), None, "step {step}");
+        }
+        let reason = watch.observe(19, 21.0).unwrap();
+        assert!(
+            reason.starts_with("training loss diverged at step 19"),
+            "{reason}"
+        );
+        let nan = DivergenceWatch::new(2.0).observe(3, f64::NAN).unwrap();
+        assert!(nan.contains("NaN or infinite at step 3"), "{nan}");
+    }
+
+    #[test]
+    fn issue_21_a_loss_far_above_its_value_at_init_ends_the_run_as_diverged_at_that_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::digits().unwrap();
+        let t = fit(
+            &data,
+            &TrainConfig {
+                lr: 1e9,
+                steps: 300,
+                ..small()
+            },
+            &Seeds::all(1),
+            &archived(dir.path(), "far-too-fast"),
+        )
+        .unwrap();
+        assert_eq!(t.status, Status::Diverged);
+        let run = t.run.unwrap();
+        assert_eq!(run.status, Status::Diverged);
+        let step = run.last_step.unwrap();
+        assert!(
+            step < 50,
+            "caught when it happens, not at the end: step {step}"
+        );
+        let reason = run.error.unwrap();
+        assert!(
+            reason.contains(&format!("diverged at step {step}")),
+            "{reason}"
+        );
+        assert!(!t.summary.contains_key("test_loss"));
+    }
+
+    #[test]
+    fn issue_21_a_refused_config_archives_nothing_and_a_later_failure_is_archived_as_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let data = Dataset::digits().unwrap().subset(300, 100).unwrap();
+        let refused = fit(
+            &data,
+            &TrainConfig {
+                checkpoint_every: Some(0),
+                ..small()
+            },
+            &Seeds::all(1),
+            &archived(dir.path(), "refused"),
+        );
+        assert!(
+            matches!(&refused, Err(Error::Invalid(m)) if m.contains("checkpoint_every")),
+            "{:?}",
+            refused.map(|t| t.status)
+        );
+        assert!(archive.runs().unwrap().value.is_empty());
+
+        // A checkpoint the archive does not hold: the run has begun when loading it fails.
+        let failed = fit(
+            &data,
+            &TrainConfig {
+                resume_from: Some("00".repeat(32)),
+                ..small()
+            },
+            &Seeds::all(1),
+            &archived(dir.path(), "missing-checkpoint"),
+        );
+        let Err(error) = failed else {
+            panic!("resumed from a checkpoint that is not there");
+        };
+        let runs = archive.runs().unwrap().value;
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, Status::Failed);
+        assert_eq!(runs[0].error.as_deref(), Some(error.to_string().as_str()));
     }
 
     #[test]
