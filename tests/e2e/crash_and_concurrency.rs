@@ -175,3 +175,197 @@ fn issue_2_concurrent_writers_compaction_and_readers_lose_no_row() {
         "{verdicts:?}"
     );
 }
+
+/// Counts another engine sees in an archive, read by DuckDB straight from the Parquet globs:
+/// metric rows, distinct (run, attempt, step, name), run rows, distinct (run, attempt).
+fn duckdb_counts(archive: &std::path::Path) -> [u64; 4] {
+    const SCRIPT: &str = r#"
+import json, sys, duckdb
+root = sys.argv[1]
+con = duckdb.connect()
+def one(sql):
+    return con.execute(sql).fetchone()[0]
+metrics = f"read_parquet('{root}/metrics/*/*.parquet')"
+runs = f"read_parquet('{root}/runs/*/*.parquet')"
+print(json.dumps([
+    one(f"SELECT count(*) FROM {metrics}"),
+    one(f"SELECT count(*) FROM (SELECT DISTINCT run_id, attempt, step, name FROM {metrics})"),
+    one(f"SELECT count(*) FROM {runs}"),
+    one(f"SELECT count(*) FROM (SELECT DISTINCT run_id, attempt FROM {runs})"),
+]))
+"#;
+    let out = Command::new(crate::python())
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `recipe` in `dir` with `RECIPE_FAULT` set to `fault`.
+fn recipe_with_fault(dir: &std::path::Path, fault: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin("recipe"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RECIPE_ARCHIVE")
+        .env("RECIPE_FAULT", fault)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn issue_21_a_compaction_killed_at_any_step_never_shows_duckdb_a_row_twice() {
+    // The steps of a replacement (see archive/src/replace.rs): after the merged file is
+    // committed under _pending, after the first source is deleted, after all are, and after
+    // the merged file is renamed into place.
+    for step in ["pending", "source", "sources", "renamed"] {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("runs");
+        for seed in ["1", "2"] {
+            crate::toy(
+                &archive,
+                &["--seed-init", seed, "--steps", "40", "--commit-every", "5"],
+            );
+        }
+        let before = duckdb_counts(&archive);
+        assert_eq!(before[0], before[1], "{step}: duplicates before compaction");
+        assert_eq!(before[2], 2, "{step}");
+
+        let out = recipe_with_fault(dir.path(), &format!("replace:{step}"), &["runs", "compact"]);
+        assert!(
+            !out.status.success(),
+            "{step}: the compaction was not stopped at the step: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let crashed = duckdb_counts(&archive);
+        assert_eq!(
+            crashed[0], crashed[1],
+            "{step}: DuckDB sees a metric row twice"
+        );
+        assert_eq!(
+            crashed[2], crashed[3],
+            "{step}: DuckDB sees a run row twice"
+        );
+        assert!(crashed[0] <= before[0], "{step}: {crashed:?} vs {before:?}");
+
+        // The next open finishes the interrupted replacement: every row, once.
+        recipe_ok(dir.path(), &["runs", "list"]);
+        assert_eq!(
+            duckdb_counts(&archive),
+            before,
+            "{step}: after the next open"
+        );
+        let pending = archive.join("_pending");
+        let left: Vec<_> = std::fs::read_dir(&pending)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{step}: {left:?} left in _pending");
+
+        // And a compaction after it merges the rest, losing and doubling nothing.
+        recipe_ok(dir.path(), &["runs", "compact"]);
+        assert_eq!(duckdb_counts(&archive), before, "{step}: after compaction");
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
+        assert_eq!(listed.len(), 2, "{step}");
+    }
+}
+
+#[test]
+fn issue_21_a_dead_runs_final_row_is_in_the_parquet_files_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive_dir = dir.path().join("runs");
+    let mut child = Command::new(bin("toy-trainer"))
+        .args([
+            "--steps",
+            "100000",
+            "--commit-every",
+            "5",
+            "--sleep-ms",
+            "2",
+        ])
+        .arg("--archive")
+        .arg(&archive_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut committed = -1i64;
+    while committed < 30 {
+        let line = lines.next().expect("toy-trainer ended early").unwrap();
+        committed = line.strip_prefix("committed ").unwrap().parse().unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // One run, so one row file: no merge of rows is due, yet compaction settles it.
+    recipe_ok(dir.path(), &["runs", "compact"]);
+    let ours: Vec<serde_json::Value> =
+        serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
+    assert_eq!(ours[0]["status"], "interrupted");
+    const SCRIPT: &str = r#"
+import json, sys, duckdb
+rows = duckdb.connect().execute(
+    f"SELECT status, last_step, summary, error FROM read_parquet('{sys.argv[1]}/runs/*/*.parquet')"
+).fetchall()
+print(json.dumps([[s, l, json.loads(m), e] for s, l, m, e in rows]))
+"#;
+    let out = Command::new(crate::python())
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&archive_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(theirs.as_array().unwrap().len(), 1, "{theirs}");
+    let row = &theirs[0];
+    assert_eq!(row[0], "interrupted", "{theirs}");
+    assert_eq!(row[1], ours[0]["last_step"], "{theirs}");
+    assert!(row[1].as_i64().unwrap() >= committed, "{theirs}");
+    assert_eq!(row[2], ours[0]["summary"], "{theirs}");
+    assert!(row[2]["train_loss"].is_number(), "{theirs}");
+    assert!(
+        row[3].as_str().unwrap_or("").contains("killed or crashed"),
+        "{theirs}"
+    );
+}
+
+#[test]
+fn issue_21_a_full_disk_names_the_file_and_the_run_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive_dir = dir.path().join("runs");
+    // Every metrics file is written to /dev/full, which refuses it as a full disk does.
+    let out = Command::new(bin("toy-trainer"))
+        .args(["--steps", "40", "--commit-every", "5"])
+        .arg("--archive")
+        .arg(&archive_dir)
+        .env("RECIPE_FAULT", "full:metrics")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run did not fail: {stderr}");
+    assert!(
+        stderr.contains("metrics/day=") && stderr.contains("-c000001.parquet"),
+        "the error names no file: {stderr}"
+    );
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["status"], "failed", "{:?}", listed[0]);
+    let reason = listed[0]["error"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("the disk was full") && reason.contains("-c000001.parquet"),
+        "{reason}"
+    );
+}
