@@ -1,6 +1,8 @@
 //! The trainer from a shell: runs reproduce bit for bit across processes and thread counts,
 //! a different seed is a different run of the same config, and `recipe runs verify`
-//! re-runs an archived run and finds every metric identical.
+//! re-runs an archived run and finds every metric identical. Nothing fails silently: a
+//! config that cannot be right is refused before any run is archived, a diverging run ends
+//! `diverged`, a failing one `failed` with its reason, and each exits non-zero.
 
 use crate::{bin, recipe_ok};
 use recipe_archive::{Archive, Status};
@@ -85,11 +87,11 @@ fn issue_3_bad_training_input_is_a_one_line_error() {
         (vec!["train", "--data", "missing.csv"], "missing.csv"),
         (
             vec!["train", "--config", "{\"steps\": \"many\"}"],
-            "--config is not a TrainConfig",
+            "--config: not a TrainConfig",
         ),
         (
             vec!["train", "--config", "{\"batch_size\": 0}"],
-            "batch_size and eval_every must be at least 1",
+            "batch_size must be at least 1",
         ),
     ] {
         let out = crate::recipe(dir.path(), &args);
@@ -97,4 +99,104 @@ fn issue_3_bad_training_input_is_a_one_line_error() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+}
+
+/// `recipe train --quiet --archive runs` with this config: (exit code, stderr).
+fn train_config(dir: &Path, config: &str) -> (Option<i32>, String) {
+    let out = crate::recipe(
+        dir,
+        &["train", "--quiet", "--archive", "runs", "--config", config],
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The runs archived in `dir/runs`; none when the folder was never made.
+fn archived_runs(dir: &Path) -> Vec<recipe_archive::RunRecord> {
+    if !dir.join("runs").exists() {
+        return Vec::new();
+    }
+    Archive::open_existing(dir.join("runs"))
+        .unwrap()
+        .runs()
+        .unwrap()
+        .value
+}
+
+#[test]
+fn issue_21_a_typo_in_the_config_names_the_field_it_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = train_config(dir.path(), r#"{"stepz": 5}"#);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("unknown field `stepz`"), "{err}");
+    assert!(err.contains("did you mean steps?"), "{err}");
+    let (code, err) = train_config(dir.path(), r#"{"model": {"kind": "mlp", "hiden": [8]}}"#);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("did you mean hidden?"), "{err}");
+    assert!(archived_runs(dir.path()).is_empty());
+}
+
+#[test]
+fn issue_21_a_config_that_cannot_train_exits_1_with_its_reason_and_archives_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (config, reason) in [
+        (
+            r#"{"steps": 20, "checkpoint_every": 0}"#,
+            "checkpoint_every must be at least 1",
+        ),
+        (
+            r#"{"steps": 20, "model": {"kind": "conv_net", "channels": [0, 4], "hidden": 8}}"#,
+            "model.channels must each be at least 1, not [0, 4]",
+        ),
+        (r#"{"lr": -0.1}"#, "lr must be finite and above 0"),
+        (r#"{"dropout": 1.5}"#, "dropout must be in [0, 1)"),
+    ] {
+        let (code, err) = train_config(dir.path(), config);
+        assert_eq!(code, Some(1), "{config}: {err}");
+        assert_eq!(err.lines().count(), 1, "{config}: one line, not {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(reason),
+            "{config}: {err}"
+        );
+        assert!(archived_runs(dir.path()).is_empty(), "{config}");
+    }
+}
+
+#[test]
+fn issue_21_a_diverging_run_is_archived_diverged_at_its_step_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = train_config(dir.path(), r#"{"lr": 1e9, "steps": 300}"#);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the run ended diverged"), "{err}");
+    let runs = archived_runs(dir.path());
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, Status::Diverged);
+    let step = runs[0].last_step.unwrap();
+    assert!(step < 50, "caught when it happens: step {step}");
+    let reason = runs[0].error.clone().unwrap();
+    assert!(
+        reason.contains(&format!("diverged at step {step}")),
+        "{reason}"
+    );
+    assert!(err.contains(&reason), "{err}");
+}
+
+#[test]
+fn issue_21_a_failure_after_the_run_began_is_archived_failed_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint the archive does not hold: loading it fails after the run has begun.
+    let missing = format!(r#"{{"steps": 20, "resume_from": "{}"}}"#, "00".repeat(32));
+    let (code, err) = train_config(dir.path(), &missing);
+    assert_eq!(code, Some(1), "{err}");
+    let runs = archived_runs(dir.path());
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, Status::Failed);
+    let reason = runs[0].error.clone().unwrap();
+    assert!(!reason.contains("dropped before finish"), "{reason}");
+    assert!(
+        err.contains(&reason),
+        "the archived reason is the error printed: {err}"
+    );
 }

@@ -39,6 +39,9 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    // A config that cannot be right is refused before any data is read or run archived.
+    let config = TrainConfig::from_json(&args.config).context("--config")?;
+    config.validate().context("--config")?;
     let data = super::data::load(&args.data)?;
     let data = match &args.subset {
         Some(s) => {
@@ -50,8 +53,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         None => data,
     };
-    let config: TrainConfig =
-        serde_json::from_str(&args.config).context("--config is not a TrainConfig as JSON")?;
     let archive = Archive::open(args.archive.unwrap_or_else(Archive::default_root))?;
     let parent = match &args.parent {
         Some(reference) => Some(archive.find(reference)?.key()),
@@ -69,7 +70,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let trained = fit(&data, &config, &Seeds::all(args.seed), &options)?;
     println!("{}", trained.text().trim_end());
     if trained.status != Status::Completed {
-        anyhow::bail!("the run ended {}", trained.status);
+        let reason = trained.run.as_ref().and_then(|r| r.error.clone());
+        anyhow::bail!(
+            "the run ended {}: {}",
+            trained.status,
+            reason.unwrap_or_else(|| "no reason recorded".into())
+        );
     }
     Ok(())
 }
