@@ -1,8 +1,14 @@
 //! What changed between two runs: which identity components, which keys inside them, and
 //! how every metric moved (final value, best value, and at the steps both logged).
+//!
+//! A diff also says what it did not see: the metrics files of either run that could not be
+//! read ([`RunDiff::note_unread`]), and runs that cover different steps (an interrupted run
+//! against a finished one), whose deltas are over the common steps only
+//! ([`RunDiff::caveats`]).
 
 use crate::identity::COMPONENTS;
 use crate::records::{MetricPoint, RunRecord};
+use crate::Error;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +48,95 @@ pub struct RunDiff {
     pub changed_components: Vec<&'static str>,
     pub changes: Vec<Change>,
     pub metrics: Vec<MetricDelta>,
+    /// Each run's status (`interrupted` explains a shorter curve).
+    pub status_a: &'static str,
+    pub status_b: &'static str,
+    /// The first and last step each run has metric points at; `None` for a run with none.
+    pub steps_a: Option<(i64, i64)>,
+    pub steps_b: Option<(i64, i64)>,
+    /// Metrics files of either run that could not be read: the deltas leave their points out.
+    pub unread: Vec<Unread>,
+}
+
+/// A metrics file of one side of a diff that could not be read.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Unread {
+    /// `run_id@attempt` of the run the file belongs to (its name says).
+    pub run: String,
+    pub file: String,
+    pub reason: String,
+}
+
+impl RunDiff {
+    /// Note the files among `damaged` (what reading the two runs' metrics met, see
+    /// [`crate::archive::Loaded::damaged`]) and which run each belongs to, by its name
+    /// (`RUN-aN-c...`). A file of neither run is noted under both.
+    pub fn note_unread(&mut self, damaged: &[Error], a: &RunRecord, b: &RunRecord) {
+        for error in damaged {
+            let (file, reason) = match error {
+                Error::Damaged { path, reason } => (path.display().to_string(), reason.clone()),
+                Error::SchemaVersion { path, found } => (
+                    path.display().to_string(),
+                    format!("written with archive schema version {found}"),
+                ),
+                Error::Io { path, source } => (path.display().to_string(), source.to_string()),
+                other => (String::new(), other.to_string()),
+            };
+            let name = file.rsplit(['/', '\\']).next().unwrap_or_default();
+            let owns =
+                |run: &RunRecord| name.starts_with(&format!("{}-a{}-c", run.run_id, run.attempt));
+            let owners: Vec<&RunRecord> = match (owns(a), owns(b)) {
+                (true, _) => vec![a],
+                (false, true) => vec![b],
+                (false, false) => vec![a, b],
+            };
+            for run in owners {
+                self.unread.push(Unread {
+                    run: run.key(),
+                    file: file.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+
+    /// What the metric deltas do not cover, one sentence each: files that could not be read,
+    /// runs with no points, runs that cover different steps.
+    pub fn caveats(&self) -> Vec<String> {
+        let short = crate::export::short_key;
+        let side = |key: &str| if key == self.a { "a" } else { "b" };
+        let mut out: Vec<String> = self
+            .unread
+            .iter()
+            .map(|u| {
+                format!(
+                    "the metrics of {} ({}) could not be read: {} ({}); its curves leave those points out",
+                    side(&u.run),
+                    short(&u.run),
+                    u.file,
+                    u.reason
+                )
+            })
+            .collect();
+        let covers = |name: &str, steps: Option<(i64, i64)>, status: &str| {
+            let status = match status {
+                "completed" => String::new(),
+                other => format!(" ({other})"),
+            };
+            match steps {
+                Some((first, last)) => format!("{name}: steps {first} to {last}{status}"),
+                None => format!("{name}: no metric points{status}"),
+            }
+        };
+        if self.steps_a != self.steps_b {
+            out.push(format!(
+                "the runs cover different steps ({}; {}): deltas are over the steps both logged",
+                covers("a", self.steps_a, self.status_a),
+                covers("b", self.steps_b, self.status_b)
+            ));
+        }
+        out
+    }
 }
 
 /// Whether a larger value of this metric is better: accuracies, F1, AUC, scores, rewards.
@@ -126,16 +221,24 @@ pub fn diff_runs(
             }
         })
         .collect();
+    let steps = |points: &[MetricPoint]| {
+        let steps = points.iter().map(|p| p.step);
+        Some((steps.clone().min()?, steps.max()?))
+    };
     RunDiff {
         a: a.key(),
         b: b.key(),
         changed_components,
         changes,
         metrics,
+        status_a: a.status.as_str(),
+        status_b: b.status.as_str(),
+        steps_a: steps(a_points),
+        steps_b: steps(b_points),
+        unread: Vec::new(),
     }
 }
 
-/// A JSON value as `dotted.path -> leaf`.
 /// One metric's points: (step, value) by step, the last value logged at a step kept.
 type Curve = Vec<(i64, f64)>;
 
@@ -177,6 +280,7 @@ fn common_steps(a: &Curve, b: &Curve) -> Vec<(i64, f64, f64)> {
     out
 }
 
+/// A JSON value as `dotted.path -> leaf` (arrays and empty objects are leaves).
 pub fn flatten(value: &Value) -> BTreeMap<String, Value> {
     fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
         let join = |k: &str| {
@@ -272,6 +376,60 @@ mod tests {
         assert_eq!(
             (acc.final_a, acc.final_b, acc.common_steps),
             (Some(0.1), None, 0)
+        );
+    }
+
+    #[test]
+    fn a_diff_says_what_it_did_not_see() {
+        let point = |step, value| MetricPoint {
+            step,
+            name: "loss".into(),
+            value,
+            wall_time: chrono::Utc::now(),
+        };
+        let a = crate::records::test_run("aaaa", 1, None, 0.5);
+        let mut b = crate::records::test_run("bbbb", 1, None, 0.5);
+        b.status = crate::Status::Interrupted;
+        let full: Vec<MetricPoint> = (0..10).map(|s| point(s, 1.0)).collect();
+        let same = diff_runs(&a, &full, &a, &full);
+        assert!(same.caveats().is_empty(), "{:?}", same.caveats());
+
+        // An interrupted run covers fewer steps.
+        let mut diff = diff_runs(&a, &full, &b, &full[..4]);
+        assert_eq!((diff.steps_a, diff.steps_b), (Some((0, 9)), Some((0, 3))));
+        assert_eq!(
+            diff.caveats(),
+            vec![
+                "the runs cover different steps (a: steps 0 to 9; b: steps 0 to 3 \
+                  (interrupted)): deltas are over the steps both logged"
+            ]
+        );
+
+        // A damaged chunk is told to the run whose name it bears.
+        let damaged = |name: &str| Error::Damaged {
+            path: std::path::Path::new("runs/metrics/2024-01-01").join(name),
+            reason: "truncated".into(),
+        };
+        diff.note_unread(&[damaged("bbbb-a1-c2-2.parquet")], &a, &b);
+        assert_eq!(
+            diff.unread,
+            vec![Unread {
+                run: "bbbb@1".into(),
+                file: "runs/metrics/2024-01-01/bbbb-a1-c2-2.parquet".into(),
+                reason: "truncated".into()
+            }]
+        );
+        assert!(diff.caveats()[0].starts_with(
+            "the metrics of b (bbbb) could not be read: runs/metrics/2024-01-01/bbbb-a1-c2-2.parquet (truncated)"
+        ));
+        // No points at all: every metric is "not compared" rather than identical.
+        let empty = diff_runs(&a, &full, &b, &[]);
+        assert_eq!(empty.steps_b, None);
+        assert_eq!(empty.metrics[0].common_steps, 0);
+        let text = crate::report::diff_text(&empty);
+        assert!(
+            !text.contains("identical") && text.contains("b: no metric points"),
+            "{text}"
         );
     }
 

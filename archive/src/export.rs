@@ -4,6 +4,7 @@
 
 use crate::diff::higher_is_better;
 use crate::group::{Group, Stats};
+use crate::{Error, Result};
 use std::collections::BTreeSet;
 
 /// Rows of text cells under headers, with an optional caption (the provenance of a results
@@ -168,6 +169,21 @@ pub fn format_number(v: f64) -> String {
     format!("{v:.decimals$}")
 }
 
+/// That every metric asked for is one some group has: a metric no run logged (`--metric
+/// tset_acc`) is an error naming the metrics there are, not a column of dashes.
+pub fn check_metrics(groups: &[Group], metrics: &[String]) -> Result<()> {
+    let known: BTreeSet<&str> = (groups.iter())
+        .flat_map(|g| g.metrics.keys().map(String::as_str))
+        .collect();
+    match metrics.iter().find(|m| !known.contains(m.as_str())) {
+        None => Ok(()),
+        Some(missing) => Err(Error::NotFound(format!(
+            "no run selected has the metric {missing:?}; their metrics: {}",
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 /// The results table of a set of groups: one row per group, the config keys that vary
 /// between groups, `mean ± std` for each metric (all metrics when `metrics` is empty), N,
 /// and a caption naming the run ids behind each row.
@@ -289,6 +305,18 @@ mod tests {
         let mut c = t.clone();
         c.push(vec!["a,b".into(), "say \"hi\"".into()]);
         assert!(c.to_csv().ends_with("\"a,b\",\"say \"\"hi\"\"\"\n"));
+    }
+
+    #[test]
+    fn a_metric_no_run_logged_is_an_error_naming_the_ones_there_are() {
+        let groups = crate::group::group_runs(&[crate::records::test_run("a", 1, None, 0.9)]);
+        assert!(check_metrics(&groups, &["acc".into()]).is_ok());
+        assert!(check_metrics(&groups, &[]).is_ok());
+        let err = check_metrics(&groups, &["acc".into(), "val_acc".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no run selected has the metric \"val_acc\"; their metrics: acc"
+        );
     }
 
     #[test]

@@ -4,12 +4,31 @@
 //! A field is a column of the `runs` table (`run_id`, `name`, `status`, `recipe_step`,
 //! `sweep`, `group_id`, `parent_run`, `attempt`, `last_step`, `started_at`) or a dotted path
 //! into a component (`config.`, `seeds.`, `data.`, `code.`, `env.`) or into `summary.`.
+//!
+//! A field that no run of the archive has is a typo, not an empty selection:
+//! [`unknown_field`] finds it and its error lists the fields the runs do have.
 
 use crate::identity::COMPONENTS;
 use crate::records::RunRecord;
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+/// The columns of the `runs` table a condition can name. They are fields whether or not any
+/// run fills them in (`parent_run=x` with no child runs selects nothing, it is no typo).
+pub const COLUMNS: [&str; 10] = [
+    "run_id",
+    "attempt",
+    "name",
+    "status",
+    "recipe_step",
+    "sweep",
+    "group_id",
+    "parent_run",
+    "last_step",
+    "started_at",
+];
 
 /// The value of a field of a run, if it has one.
 pub fn field(run: &RunRecord, key: &str) -> Option<Value> {
@@ -90,6 +109,14 @@ impl Condition {
         match found {
             Some((i, len, op)) if i > 0 => {
                 let value = text[i + len..].trim().to_string();
+                // `config.lr>>3`, `lr=>3`: an operator typed twice or the wrong way round,
+                // never a value to compare with.
+                if value.starts_with(['<', '>', '=']) || value.starts_with("!=") {
+                    return Err(Error::Invalid(format!(
+                        "{text:?} is not a condition: the value {value:?} starts with an \
+                         operator; write FIELD=VALUE (or != < <= > >=), e.g. config.lr>=0.001"
+                    )));
+                }
                 Ok(Condition {
                     field: text[..i].trim().to_string(),
                     op,
@@ -207,6 +234,85 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
     }
 }
 
+/// Every field some run has, sorted: the [`COLUMNS`], each leaf of each identity component
+/// (`config.model.hidden`) and `summary.METRIC`.
+pub fn known_fields(runs: &[RunRecord]) -> BTreeSet<String> {
+    let mut fields: BTreeSet<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+    // Runs share components: flatten each distinct one once.
+    let mut seen = BTreeSet::new();
+    for run in runs {
+        for (i, component) in COMPONENTS.iter().enumerate() {
+            if seen.insert(&*run.component_hashes[i]) {
+                let leaves = crate::diff::flatten(&run.components[i]);
+                fields.extend(leaves.keys().map(|k| match k.as_str() {
+                    "" => component.to_string(),
+                    k => format!("{component}.{k}"),
+                }));
+            }
+        }
+        fields.extend(run.summary.keys().map(|m| format!("summary.{m}")));
+    }
+    fields
+}
+
+/// How many known fields an error about an unknown one lists.
+pub const LISTED: usize = 30;
+
+/// The first of `keys` that is neither a column nor a field any of `runs` has, as an error
+/// naming it, what it was given to (`--where lr=1`, `--sort`) and the known fields a
+/// person most likely meant (at most [`LISTED`]): under `config.lrr`, the `config.` fields;
+/// under a bare `lr`, the fields ending in `.lr`, the columns and the dotted heads.
+/// A sort key's `-` prefix is allowed.
+pub fn unknown_field<'k>(
+    keys: impl IntoIterator<Item = (&'k str, &'k str)>,
+    runs: &[RunRecord],
+) -> Option<Error> {
+    let unknown = |key: &str| {
+        !COLUMNS.contains(&key) && key != "step" && !runs.iter().any(|r| field(r, key).is_some())
+    };
+    let (key, given_to) = keys
+        .into_iter()
+        .map(|(key, given_to)| (key.strip_prefix('-').unwrap_or(key), given_to))
+        .find(|(key, _)| unknown(key))?;
+    let known = known_fields(runs);
+    // `metric.` is another name for `summary.`.
+    let head = match key.split_once('.') {
+        Some(("metric", _)) => "summary.".to_string(),
+        Some((head, _)) => format!("{head}."),
+        None => String::new(),
+    };
+    let mut listed: Vec<String> = if head.is_empty() {
+        Vec::new()
+    } else {
+        known
+            .iter()
+            .filter(|f| f.starts_with(&head))
+            .cloned()
+            .collect()
+    };
+    if listed.is_empty() {
+        let ending = format!(".{}", key.rsplit('.').next().unwrap_or(key));
+        listed.extend(known.iter().filter(|f| f.ends_with(&ending)).cloned());
+        listed.extend(COLUMNS.iter().map(|c| c.to_string()));
+        listed.extend(
+            COMPONENTS
+                .iter()
+                .chain(&["summary"])
+                .map(|c| format!("{c}.…")),
+        );
+    }
+    let more = match listed.len().saturating_sub(LISTED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    listed.truncate(LISTED);
+    Some(Error::NotFound(format!(
+        "no run has the field {key:?} ({given_to}); known fields: {}{more}. \
+         HINT: `recipe runs show RUN` shows every field of a run",
+        listed.join(", ")
+    )))
+}
+
 /// The runs that satisfy every condition.
 pub fn filter_runs(runs: Vec<RunRecord>, conditions: &[Condition]) -> Vec<RunRecord> {
     runs.into_iter()
@@ -229,6 +335,72 @@ mod tests {
         assert_eq!(Condition::parse("a>1").unwrap().op, Op::Gt);
         assert!(Condition::parse("=x").is_err());
         assert!(Condition::parse("nothing").is_err());
+    }
+
+    #[test]
+    fn an_operator_typed_twice_is_no_condition() {
+        for text in ["config.lr>>3", "lr=>3", "lr<<1", "lr==1", "lr=!=1", "lr<>1"] {
+            let err = Condition::parse(text).unwrap_err().to_string();
+            assert!(err.contains("starts with an operator"), "{text}: {err}");
+        }
+        assert_eq!(Condition::parse("lr>=3").unwrap().value, "3");
+        assert_eq!(Condition::parse("name=a!b").unwrap().value, "a!b");
+    }
+
+    fn run_with_config(config: Value) -> RunRecord {
+        let mut run = crate::records::test_run("a", 1, None, 0.9);
+        run.component_hashes[0] = config.to_string().as_str().into();
+        run.components[0] = config.into();
+        run
+    }
+
+    #[test]
+    fn an_unknown_field_names_the_fields_the_runs_have() {
+        let runs = [
+            run_with_config(json!({"lr": 0.1, "model": {"hidden": [8]}})),
+            run_with_config(json!({"lr": 0.01, "wd": 0})),
+        ];
+        let fields = known_fields(&runs);
+        for f in [
+            "status",
+            "config.lr",
+            "config.model.hidden",
+            "config.wd",
+            "summary.acc",
+        ] {
+            assert!(fields.contains(f), "{f}: {fields:?}");
+        }
+        // Known: columns (even unset ones), paths some run has, objects, the `-` of a sort.
+        let known = [
+            "parent_run",
+            "step",
+            "config.wd",
+            "config.model",
+            "-summary.acc",
+            "metric.acc",
+        ];
+        assert!(unknown_field(known.map(|k| (k, "--where")), &runs).is_none());
+
+        let err = |key: &str| {
+            unknown_field([("status", "--where"), (key, "--sort")], &runs)
+                .unwrap()
+                .to_string()
+        };
+        let typo = err("config.lrr");
+        assert!(
+            typo.starts_with(
+                "no run has the field \"config.lrr\" (--sort); known fields: \
+                 config.lr, config.model.hidden, config.wd."
+            ),
+            "{typo}"
+        );
+        assert!(err("-summary.loss").contains("known fields: summary.acc."));
+        let bare = err("lr");
+        assert!(
+            bare.contains("known fields: config.lr, run_id, attempt,")
+                && bare.contains("config.…, seeds.…"),
+            "{bare}"
+        );
     }
 
     #[test]

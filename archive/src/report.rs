@@ -275,13 +275,23 @@ pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
                 num(m.best_b),
                 m.common_steps.to_string(),
                 num(m.max_abs_delta),
-                m.first_different_step
-                    .map(|s| format!("step {s}"))
-                    .unwrap_or_else(|| "identical".into()),
+                match (m.first_different_step, m.common_steps) {
+                    (Some(s), _) => format!("step {s}"),
+                    // Nothing compared is not a match.
+                    (None, 0) => "–".into(),
+                    (None, _) => "identical".into(),
+                },
             ]);
         }
         out += "\nmetrics\n";
         out += &table.to_terminal();
+    }
+    let caveats = diff.caveats();
+    if !caveats.is_empty() {
+        out += "\n";
+        for caveat in caveats {
+            out += &format!("note: {caveat}\n");
+        }
     }
     out
 }

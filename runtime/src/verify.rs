@@ -1,6 +1,10 @@
 //! Verification: re-run an archived run of the trainer from its archived config, seeds and
 //! data, and compare every metric bit for bit. When they differ, say at which step and
 //! which identity component changed since (code, environment, data).
+//!
+//! An interrupted run is re-run up to its last committed step and compared there
+//! ([`rerun_config`], [`up_to`]): its missing tail is where it was killed, not a difference.
+//! A run whose metrics cannot all be read is not verified at all.
 
 use crate::config::{Seeds, TrainConfig};
 use crate::data::DataSpec;
@@ -10,7 +14,7 @@ use crate::{show_in_jupyter, Error, Result};
 use recipe_archive::diff::flatten;
 use recipe_archive::identity::COMPONENTS;
 use recipe_archive::writer::first_divergence;
-use recipe_archive::{Archive, MetricPoint, RunRecord};
+use recipe_archive::{Archive, MetricPoint, RunRecord, Status};
 
 /// The verdict of a verification.
 #[derive(Clone, Debug)]
@@ -22,18 +26,24 @@ pub struct Verification {
     pub first_divergence: Option<i64>,
     /// Identity keys that differ between the archived run and now (`env.threads`...).
     pub identity_changes: Vec<String>,
+    /// For an interrupted run, its last committed step: the comparison stops there.
+    pub compared_up_to: Option<i64>,
 }
 
 impl Show for Verification {
     fn text(&self) -> String {
+        let extent = match self.compared_up_to {
+            Some(last) => format!(" up to step {last}, its last committed step (interrupted)"),
+            None => String::new(),
+        };
         let mut out = if self.reproduced {
             format!(
-                "run {} reproduced bit for bit: {} metric values identical\n",
+                "run {} reproduced bit for bit{extent}: {} metric values identical\n",
                 self.run, self.points_compared
             )
         } else {
             format!(
-                "run {} did NOT reproduce: first difference at step {}\n",
+                "run {} did NOT reproduce{extent}: first difference at step {}\n",
                 self.run,
                 self.first_divergence.map_or("?".into(), |s| s.to_string())
             )
@@ -67,7 +77,23 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
             ))
         })?;
     let data = spec.load()?;
-    let archived = archive.metrics(run)?.value;
+    let loaded = archive.metrics(run)?;
+    if let Some(damaged) = loaded.damaged.first() {
+        return Err(Error::Data(format!(
+            "run {} cannot be verified: its metrics could not all be read: {damaged}",
+            run.short()
+        )));
+    }
+    let archived = loaded.value;
+    let last_committed = match run.status {
+        Status::Interrupted => Some(archived.iter().map(|p| p.step).max().ok_or_else(|| {
+            Error::Data(format!(
+                "run {} was interrupted before it committed a metric: there is nothing to compare",
+                run.short()
+            ))
+        })?),
+        _ => None,
+    };
     let mut identity_changes = Vec::new();
     let now = run_spec(
         &data,
@@ -93,7 +119,12 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
             }
         }
     }
-    let trained = fit_unarchived_from(&data, &config, &seeds, archive)?;
+    let trained = fit_unarchived_from(
+        &data,
+        &rerun_config(&config, last_committed),
+        &seeds,
+        archive,
+    )?;
     let mut again: Vec<MetricPoint> = Vec::new();
     for (name, points) in &trained.curves {
         again.extend(points.iter().map(|(step, value)| MetricPoint {
@@ -103,6 +134,9 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
             wall_time: chrono::Utc::now(),
         }));
     }
+    if let Some(last) = last_committed {
+        again = up_to(again, &archived, last);
+    }
     let divergence = first_divergence(&archived, &again);
     Ok(Verification {
         run: run.key(),
@@ -110,5 +144,118 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
         points_compared: archived.len(),
         first_divergence: divergence,
         identity_changes,
+        compared_up_to: last_committed,
     })
+}
+
+/// The config that re-runs a run up to `last` (its last committed step, for an interrupted
+/// run): `steps` cut to `last + 1` when the learning rate of every step up to `last` stays
+/// the same bit for bit, else the whole run (a schedule that decays over `steps` would
+/// train the cut run differently).
+pub fn rerun_config(config: &TrainConfig, last: Option<i64>) -> TrainConfig {
+    let Some(steps) = last.map(|l| (l.max(0) as usize + 1).min(config.steps)) else {
+        return config.clone();
+    };
+    let same_rates = (0..steps).all(|step| {
+        let lr = |total| config.schedule.lr(config.lr, step, total).to_bits();
+        lr(steps) == lr(config.steps)
+    });
+    let mut cut = config.clone();
+    if same_rates {
+        cut.steps = steps;
+    }
+    cut
+}
+
+/// The points of a re-run that an interrupted run can be compared with: those up to its
+/// last committed step `last`, and at `last` only the metrics it committed there (the
+/// evaluation logged after its last chunk, and the one a run cut at `last` makes at its
+/// end, were never archived).
+pub fn up_to(again: Vec<MetricPoint>, archived: &[MetricPoint], last: i64) -> Vec<MetricPoint> {
+    let at_last: std::collections::BTreeSet<&str> = (archived.iter())
+        .filter(|p| p.step == last)
+        .map(|p| p.name.as_str())
+        .collect();
+    again
+        .into_iter()
+        .filter(|p| p.step < last || (p.step == last && at_last.contains(p.name.as_str())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::Schedule;
+
+    fn point(step: i64, name: &str) -> MetricPoint {
+        MetricPoint {
+            step,
+            name: name.into(),
+            value: step as f64,
+            wall_time: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn an_interrupted_run_is_re_run_to_its_last_step_unless_the_schedule_needs_the_whole() {
+        let config = TrainConfig {
+            steps: 1000,
+            ..TrainConfig::default()
+        };
+        assert_eq!(rerun_config(&config, None).steps, 1000);
+        assert_eq!(rerun_config(&config, Some(41)).steps, 42);
+        assert_eq!(rerun_config(&config, Some(5000)).steps, 1000);
+        let stepped = TrainConfig {
+            schedule: Schedule::Step {
+                every: 100,
+                factor: 0.5,
+            },
+            ..config.clone()
+        };
+        assert_eq!(rerun_config(&stepped, Some(41)).steps, 42);
+        // Cosine decays over `steps`: cut short, every rate after warmup would change.
+        let cosine = TrainConfig {
+            schedule: Schedule::Cosine {
+                warmup: 10,
+                min_factor: 0.1,
+            },
+            ..config
+        };
+        assert_eq!(rerun_config(&cosine, Some(41)).steps, 1000);
+        assert_eq!(rerun_config(&cosine, Some(5)).steps, 6);
+    }
+
+    #[test]
+    fn an_interrupted_run_is_compared_with_what_it_committed() {
+        // Archived: losses at 0..=3, an evaluation at 1; killed after committing step 3.
+        let archived = vec![
+            point(0, "loss"),
+            point(1, "loss"),
+            point(1, "val_loss"),
+            point(2, "loss"),
+            point(3, "loss"),
+        ];
+        // The re-run cut at step 3 also evaluates and tests there, and a whole one goes on.
+        let again = vec![
+            point(0, "loss"),
+            point(1, "loss"),
+            point(1, "val_loss"),
+            point(2, "loss"),
+            point(3, "loss"),
+            point(3, "val_loss"),
+            point(3, "test_acc"),
+            point(4, "loss"),
+        ];
+        let kept = up_to(again.clone(), &archived, 3);
+        assert_eq!(first_divergence(&archived, &kept), None);
+        assert_eq!(kept.len(), archived.len());
+        // A point missing before the last step is still a difference.
+        let missing: Vec<_> = (again.into_iter())
+            .filter(|p| !(p.step == 1 && p.name == "val_loss"))
+            .collect();
+        assert_eq!(
+            first_divergence(&archived, &up_to(missing, &archived, 3)),
+            Some(1)
+        );
+    }
 }

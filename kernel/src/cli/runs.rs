@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use recipe_archive::archive::find_in;
 use recipe_archive::diff::diff_runs;
-use recipe_archive::export::{results_table, TextTable};
-use recipe_archive::query::{sort_runs, Condition};
+use recipe_archive::export::{self, results_table, TextTable};
+use recipe_archive::query::{self, sort_runs, Condition};
 use recipe_archive::{compact, group, report, Archive, RunRecord};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -155,12 +155,23 @@ pub fn run(args: RunsArgs) -> Result<()> {
                     (find_in(&runs, parent)?, child)
                 }
             };
-            let points = archive.metrics_of_runs(&[ra, rb])?.warn_damaged();
-            let diff = diff_runs(ra, &points[0], rb, &points[1]);
+            let points = archive.metrics_of_runs(&[ra, rb])?;
+            let mut diff = diff_runs(ra, &points.value[0], rb, &points.value[1]);
+            diff.note_unread(&points.damaged, ra, rb);
             if json {
                 println!("{}", serde_json::to_string_pretty(&diff)?);
             } else {
                 print!("{}", report::diff_text(&diff));
+            }
+            // The diff is shown, but a comparison with points missing is no success.
+            if let Some(unread) = diff.unread.first() {
+                bail!(
+                    "the metrics of run {} could not be read: {} ({}); the metric deltas leave \
+                     its points out",
+                    export::short_key(&unread.run),
+                    unread.file,
+                    unread.reason
+                );
             }
         }
         RunsCommand::Export {
@@ -173,11 +184,20 @@ pub fn run(args: RunsArgs) -> Result<()> {
             if runs.is_empty() {
                 bail!("no runs match; `recipe runs list` shows what the archive holds");
             }
-            let table = results_table(&group::group_runs(&runs), &metrics);
+            let groups = group::group_runs(&runs);
+            if groups.is_empty() {
+                bail!(
+                    "none of the {} runs selected completed, and a results table holds completed \
+                     runs only; `recipe runs list` shows their status",
+                    runs.len()
+                );
+            }
+            export::check_metrics(&groups, &metrics)?;
+            let table = results_table(&groups, &metrics);
             let text = match format {
                 Format::Markdown => table.to_markdown(),
                 Format::Latex => table.to_latex(),
-                Format::Csv => groups_csv(&group::group_runs(&runs)),
+                Format::Csv => groups_csv(&groups),
             };
             match output {
                 Some(path) => std::fs::write(&path, text)
@@ -240,7 +260,9 @@ pub fn run(args: RunsArgs) -> Result<()> {
     Ok(())
 }
 
-/// The value of a read, with damaged files reported on stderr.
+/// The runs a selection picks, with damaged files reported on stderr. A field that no run
+/// of the archive has (`--where config.lrr=1`, `--sort summary.tset_acc`) is an error that
+/// lists the known fields, not an empty or unsorted listing.
 fn select(archive: &Archive, selection: &Selection) -> Result<Vec<RunRecord>> {
     let conditions = selection
         .conditions
@@ -248,6 +270,26 @@ fn select(archive: &Archive, selection: &Selection) -> Result<Vec<RunRecord>> {
         .map(|c| Condition::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
     let mut runs = archive.runs_where(&conditions)?.warn_damaged();
+    let given_to: Vec<String> = (selection.conditions.iter())
+        .map(|c| format!("--where {c}"))
+        .chain(selection.sort.iter().map(|_| "--sort".to_string()))
+        .collect();
+    let fields = || {
+        (conditions.iter().map(|c| c.field.as_str()))
+            .chain(selection.sort.as_deref())
+            .zip(given_to.iter().map(String::as_str))
+    };
+    // Only a field the selected runs lack can be unknown; then the whole archive decides.
+    if query::unknown_field(fields(), &runs).is_some() {
+        let all = if conditions.is_empty() {
+            None
+        } else {
+            Some(archive.runs()?.value)
+        };
+        if let Some(error) = query::unknown_field(fields(), all.as_deref().unwrap_or(&runs)) {
+            return Err(error.into());
+        }
+    }
     if let Some(key) = &selection.sort {
         sort_runs(&mut runs, key);
     }
