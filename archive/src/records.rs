@@ -165,7 +165,8 @@ pub struct CellRecord {
     pub code_hash: String,
     /// blake3 over the hashes of the session's cells before this one.
     pub history_hash: String,
-    /// `ok`, `error` or `aborted`.
+    /// `ok`, `failed` (the reason in `error`) or `aborted` (not run: an earlier cell failed
+    /// or the user interrupted).
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,

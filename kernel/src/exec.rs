@@ -325,7 +325,7 @@ impl CellOutputs {
                     self.current.clear();
                 }
             }
-            Io::Panic => {}
+            Io::Panic | Io::PanicReport { .. } | Io::Failed { .. } => {}
         }
     }
 

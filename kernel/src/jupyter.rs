@@ -589,7 +589,7 @@ fn publish_io(kernel: &Kernel, io: Io, parent: &JupyterMessage) {
             ),
         },
         Io::Clear { wait } => kernel.publish(ClearOutput { wait }, parent),
-        Io::Panic => {}
+        Io::Panic | Io::PanicReport { .. } | Io::Failed { .. } => {}
     }
 }
 

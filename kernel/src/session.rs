@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use evcxr::{CommandContext, CompilationError, EvalContext};
-use recipe::notebook::{CellContext, Io, CELL_FILE_ENV};
+use recipe::notebook::{CellContext, Io, BACKTRACE_ENV, CELL_FILE_ENV};
 use recipe_archive::{Archive, CellRecord};
 
 use crate::runtime_lib::RuntimeLib;
@@ -46,13 +46,26 @@ pub struct Session {
     archive: Option<Archive>,
     cell_file: PathBuf,
     interrupter: Interrupter,
-    panicked: Arc<AtomicBool>,
-    /// What the running cell wrote to stderr (for a panic's message).
-    stderr_tail: Arc<Mutex<String>>,
+    /// How the running cell failed, as its process reported it.
+    failure: Arc<Mutex<Failure>>,
     pumps: Vec<Pump>,
     needs_init: bool,
     /// The session's own folder (evcxr's crate, the current-cell file); removed at the end.
     dir: PathBuf,
+}
+
+/// What the cell process said of the running cell's failure.
+#[derive(Default)]
+struct Failure {
+    /// evcxr's notice that the cell panicked.
+    panicked: bool,
+    /// The runtime's panic hook's last report: message, location, backtrace.
+    panic: Option<(String, Option<String>, Option<String>)>,
+    /// The error a `?` returned, as printed.
+    error: Option<String>,
+    /// What the cell wrote to stderr since its last other output (an error's text when the
+    /// forwarder could not hold it back).
+    stderr: String,
 }
 
 impl Drop for Session {
@@ -91,6 +104,12 @@ impl Session {
 
         let mut runner = std::process::Command::new(std::env::current_exe()?);
         runner.env(CELL_FILE_ENV, &cell_file);
+        // evcxr sets RUST_BACKTRACE=1 for the cells; a panic's backtrace is shown only when
+        // the user asked for it.
+        match std::env::var_os("RUST_BACKTRACE") {
+            Some(value) => runner.env(BACKTRACE_ENV, value),
+            None => runner.env_remove(BACKTRACE_ENV),
+        };
         // The cell process ends with the thread that starts it (this session's), however the
         // kernel ends: a kernel that a warm spare serves is outside the process group that
         // Jupyter signals, and a running cell never reads the end of its input.
@@ -126,25 +145,30 @@ impl Session {
         }
         let ctx = CommandContext::with_eval_context(eval);
 
-        let panicked = Arc::new(AtomicBool::new(false));
-        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let failure = Arc::new(Mutex::new(Failure::default()));
         let route: Sink = {
-            let (panicked, tail) = (panicked.clone(), stderr_tail.clone());
+            let failure = failure.clone();
             Arc::new(move |io: Io| {
-                if let Io::Stream { name, text } = &io {
-                    if name == "stderr" {
-                        let mut tail = tail.lock().unwrap();
-                        tail.push_str(text);
-                        let cut = tail.len().saturating_sub(16_384);
-                        let cut = (cut..tail.len()).find(|&i| tail.is_char_boundary(i));
-                        tail.drain(..cut.unwrap_or(0));
+                let mut failure = failure.lock().unwrap();
+                match io {
+                    Io::Panic => failure.panicked = true,
+                    Io::PanicReport {
+                        message,
+                        location,
+                        backtrace,
+                    } => failure.panic = Some((message, location, backtrace)),
+                    Io::Failed { message } => failure.error = Some(message),
+                    Io::Stream { name, text } if name == "stderr" => {
+                        keep_tail(&mut failure.stderr, &text);
+                        drop(failure);
+                        sink(Io::Stream { name, text });
+                    }
+                    io => {
+                        failure.stderr.clear();
+                        drop(failure);
+                        sink(io);
                     }
                 }
-                if io == Io::Panic {
-                    panicked.store(true, Ordering::SeqCst);
-                    return;
-                }
-                sink(io);
             })
         };
         let pumps = vec![
@@ -160,8 +184,7 @@ impl Session {
             archive,
             cell_file,
             interrupter: Interrupter::new(pid),
-            panicked,
-            stderr_tail,
+            failure,
             pumps,
             needs_init: false,
             dir,
@@ -202,7 +225,7 @@ impl Session {
         self.code_hashes.push(code_hash);
         let status = match &outcome {
             Outcome::Ok { .. } => "ok",
-            Outcome::Error { .. } => "error",
+            Outcome::Error { .. } => "failed",
         };
         let error = match &outcome {
             Outcome::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
@@ -237,8 +260,7 @@ impl Session {
         if let Err(e) = write_cell_file(&self.cell_file, &cell) {
             return error_outcome("SessionError", &format!("{e:#}"), Vec::new());
         }
-        self.panicked.store(false, Ordering::SeqCst);
-        self.stderr_tail.lock().unwrap().clear();
+        *self.failure.lock().unwrap() = Failure::default();
         let killed_before = self.interrupter.killed.load(Ordering::SeqCst);
         self.interrupter.begin();
         let clock = std::time::Instant::now();
@@ -253,12 +275,10 @@ impl Session {
                 clock.elapsed().as_secs_f64()
             )
         });
+        let failure = std::mem::take(&mut *self.failure.lock().unwrap());
         match result {
-            Ok(_) if self.panicked.load(Ordering::SeqCst) => {
-                let tail = self.stderr_tail.lock().unwrap().clone();
-                let (evalue, traceback) = panic_message(&tail);
-                error_outcome("panic", &evalue, traceback)
-            }
+            Ok(_) if failure.panicked => self.panic_outcome(code, failure),
+            Ok(_) if failure.error.is_some() => user_error(failure),
             Ok(outputs) => {
                 for phase in &outputs.phases {
                     timing(|| format!("{} {:.3} s", phase.name, phase.duration.as_secs_f64()));
@@ -297,6 +317,54 @@ impl Session {
                     text.lines().map(String::from).collect(),
                 )
             }
+        }
+    }
+
+    /// A panicked cell as one concise error: the message, the cell line it came from, and the
+    /// backtrace only when the user set `RUST_BACKTRACE`.
+    fn panic_outcome(&self, code: &str, failure: Failure) -> Outcome {
+        let Some((message, location, backtrace)) = failure.panic else {
+            // The cell replaced the runtime's panic hook: what it printed is all there is.
+            let text = failure.stderr.trim();
+            let evalue = if text.is_empty() {
+                "the cell panicked"
+            } else {
+                text
+            };
+            return error_outcome("panic", evalue, Vec::new());
+        };
+        let mut traceback = vec![format!("\x1b[1;31mpanic\x1b[0m: {message}")];
+        if let Some(location) = &location {
+            traceback.push(format!("  --> {}", self.locate(code, location)));
+        }
+        if let Some(backtrace) = backtrace {
+            traceback.push("backtrace (RUST_BACKTRACE is set):".into());
+            traceback.extend(backtrace.lines().map(String::from));
+        }
+        error_outcome("panic", &message, traceback)
+    }
+
+    /// Where a panic's `file:line:column` is for the user: a line of the cell, a line of an
+    /// earlier cell's code, or a file of the runtime or a crate.
+    fn locate(&self, code: &str, location: &str) -> String {
+        let mut parts = location.rsplitn(3, ':');
+        let (column, line, file) = (parts.next(), parts.next(), parts.next());
+        let line: Option<usize> = line.and_then(|l| l.parse().ok());
+        let (Some(file), Some(line)) = (file, line) else {
+            return location.to_string();
+        };
+        if file != "src/lib.rs" {
+            return format!("{location} (in the runtime or a crate it uses)");
+        }
+        // evcxr compiles the cell (with the items of earlier cells) as this crate's lib.rs.
+        let generated = std::fs::read_to_string(self.dir.join("evcxr").join("src").join("lib.rs"))
+            .unwrap_or_default();
+        match cell_line(&generated, line, code) {
+            Some(n) => format!("cell line {n}, column {}", column.unwrap_or("?")),
+            None => match generated.lines().nth(line.wrapping_sub(1)) {
+                Some(text) => format!("code from an earlier cell: {}", text.trim()),
+                None => location.to_string(),
+            },
         }
     }
 
@@ -448,29 +516,61 @@ fn error_outcome(ename: &str, evalue: &str, mut traceback: Vec<String>) -> Outco
     }
 }
 
-/// A panic's message and the lines around it, from what the cell wrote to stderr.
-fn panic_message(stderr: &str) -> (String, Vec<String>) {
-    let lines: Vec<&str> = stderr.lines().collect();
-    let at = lines.iter().rposition(|l| l.contains("panicked at"));
-    match at {
-        Some(i) => {
-            let message: Vec<&str> = lines[i + 1..]
-                .iter()
-                .take_while(|l| !l.starts_with("note:"))
-                .copied()
-                .collect();
-            let message = message.join("\n");
-            let message = if message.is_empty() {
-                lines[i].to_string()
-            } else {
-                message
-            };
-            let mut traceback = vec![format!("panic: {message}")];
-            traceback.push(lines[i].to_string());
-            (message, traceback)
-        }
-        None => ("the cell panicked".into(), Vec::new()),
+/// A cell whose `?` returned an error: the error's text (with the sources its `Display`
+/// names) as the value, its lines as the traceback.
+fn user_error(failure: Failure) -> Outcome {
+    let printed = failure.error.unwrap_or_default();
+    let text = match printed.trim() {
+        "" => failure.stderr.trim().to_string(),
+        text => text.to_string(),
+    };
+    let text = if text.is_empty() {
+        "the cell returned an error".to_string()
+    } else {
+        text
+    };
+    let mut lines = text.lines();
+    let mut traceback = vec![format!(
+        "\x1b[1;31merror\x1b[0m: {}",
+        lines.next().unwrap_or_default()
+    )];
+    traceback.extend(lines.map(|l| format!("  {l}")));
+    error_outcome("Error", &text, traceback)
+}
+
+/// Keep the last 16 KiB of a cell's stderr.
+fn keep_tail(tail: &mut String, text: &str) {
+    tail.push_str(text);
+    let cut = tail.len().saturating_sub(16_384);
+    let cut = (cut..tail.len()).find(|&i| tail.is_char_boundary(i));
+    tail.drain(..cut.unwrap_or(0));
+}
+
+/// The line of `cell` (1-based) that line `line` of evcxr's generated `lib.rs` holds: the
+/// cell line with the same text whose neighbours match best (a cell may repeat a line).
+fn cell_line(generated: &str, line: usize, cell: &str) -> Option<usize> {
+    let generated: Vec<&str> = generated.lines().map(str::trim).collect();
+    let cell: Vec<&str> = cell.lines().map(str::trim).collect();
+    let at = line.checked_sub(1)?;
+    let text = *generated.get(at)?;
+    if text.is_empty() {
+        return None;
     }
+    let agree = |i: usize| {
+        (1..=3)
+            .filter(|&k| {
+                let before = i >= k && at >= k && cell[i - k] == generated[at - k];
+                let after = cell
+                    .get(i + k)
+                    .is_some_and(|c| generated.get(at + k) == Some(c));
+                before || after
+            })
+            .count()
+    };
+    (0..cell.len())
+        .filter(|&i| cell[i] == text)
+        .max_by_key(|&i| (agree(i), std::cmp::Reverse(i)))
+        .map(|i| i + 1)
 }
 
 /// rustc's errors, each pointing at the cell's own lines.
@@ -625,4 +725,59 @@ impl Pump {
 /// Fail early with a message naming what to run, before any Jupyter socket is opened.
 pub fn check_runtime() -> anyhow::Result<()> {
     RuntimeLib::locate().map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_line_finds_the_generated_line_in_the_cell() {
+        let cell = "let a = 1;\n\nlet v: Vec<i32> = Vec::new();\nlet x = v[a];";
+        let generated = "mod evcxr_internal_runtime {}\nfn run() {\nlet a = 1;\n\n\
+                         let v: Vec<i32> = Vec::new();\nlet x = v[a];\nstore(a);\n}";
+        assert_eq!(cell_line(generated, 6, cell), Some(4));
+        assert_eq!(cell_line(generated, 3, cell), Some(1));
+        // A generated line, a blank line, or a line past the end is not the cell's.
+        assert_eq!(cell_line(generated, 7, cell), None);
+        assert_eq!(cell_line(generated, 4, cell), None);
+        assert_eq!(cell_line(generated, 99, cell), None);
+    }
+
+    #[test]
+    fn cell_line_tells_repeated_lines_apart_by_their_neighbours() {
+        let cell = "x.step();\nlet a = 1;\nx.step();\nlet b = 2;";
+        let generated = "fn run() {\nx.step();\nlet a = 1;\nx.step();\nlet b = 2;\n}";
+        assert_eq!(cell_line(generated, 2, cell), Some(1));
+        assert_eq!(cell_line(generated, 4, cell), Some(3));
+    }
+
+    #[test]
+    fn a_user_error_is_its_printed_text() {
+        let failure = Failure {
+            error: Some("config: lr must be > 0\nHINT: set lr\n".into()),
+            ..Failure::default()
+        };
+        let Outcome::Error {
+            ename,
+            evalue,
+            traceback,
+        } = user_error(failure)
+        else {
+            panic!("not an error");
+        };
+        assert_eq!(ename, "Error");
+        assert_eq!(evalue, "config: lr must be > 0\nHINT: set lr");
+        assert_eq!(traceback.len(), 2);
+        // Text the forwarder could not hold back is taken from the cell's stderr.
+        let failure = Failure {
+            error: Some(String::new()),
+            stderr: "invalid digit found in string\n".into(),
+            ..Failure::default()
+        };
+        let Outcome::Error { evalue, .. } = user_error(failure) else {
+            panic!("not an error");
+        };
+        assert_eq!(evalue, "invalid digit found in string");
+    }
 }

@@ -7,6 +7,9 @@
 //! - [`display`](crate::show::display) sends a value mid-cell, a [`DisplayHandle`] replaces
 //!   it in place, [`clear_output`] clears the cell's output;
 //! - SIGINT (the kernel's interrupt) asks every running trainer to stop at its next step;
+//! - a panic is reported once, as an [`Io::PanicReport`] (message and where), not as text on
+//!   stderr, and a cell whose `?` returned an error is reported as [`Io::Failed`] with that
+//!   error's text, so the kernel can answer both as failed cells;
 //! - runs record the cell that made them: the kernel names a file in `RECIPE_CELL_FILE`
 //!   and rewrites it before each cell ([`current_cell`]).
 
@@ -16,6 +19,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::show::Show;
 use crate::{Error, Result};
@@ -26,6 +30,15 @@ pub const IO_MARKER: &str = "RECIPE_IO ";
 const EVCXR_MARKER: &str = "EVCXR_";
 /// The environment variable naming the kernel's current-cell file.
 pub const CELL_FILE_ENV: &str = "RECIPE_CELL_FILE";
+/// The environment variable carrying the user's `RUST_BACKTRACE` into the process that runs
+/// the cells (evcxr sets `RUST_BACKTRACE=1` there whatever the user asked for).
+pub const BACKTRACE_ENV: &str = "RECIPE_BACKTRACE";
+/// evcxr's line saying that a `?` in the cell returned early, printed right after the error.
+const USER_ERROR_MARKER: &str = "EVCXR_ERROR_OCCURRED";
+/// How long stderr text is held back before it is sent: evcxr prints a failed cell's error on
+/// stderr just before its [`USER_ERROR_MARKER`], and that text belongs in the error reply,
+/// not in the cell's stream as well. Short enough that no person sees the delay.
+const STDERR_HOLD: Duration = Duration::from_millis(50);
 
 /// One thing a cell shows, as the kernel receives it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +56,16 @@ pub enum Io {
     Clear { wait: bool },
     /// The cell panicked (evcxr itself reports a panicking cell as a success).
     Panic,
+    /// What the runtime's panic hook saw, sent before [`Io::Panic`]: the panic's message,
+    /// where it was raised (`file:line:column`), and the backtrace when the user set
+    /// `RUST_BACKTRACE`.
+    PanicReport {
+        message: String,
+        location: Option<String>,
+        backtrace: Option<String>,
+    },
+    /// A `?` in the cell returned this error (its `Display` text, as evcxr printed it).
+    Failed { message: String },
 }
 
 impl Io {
@@ -75,6 +98,7 @@ pub fn attach() -> Result<()> {
         return Ok(());
     }
     crate::process::prepare();
+    std::panic::set_hook(Box::new(report_panic));
     let _ = std::io::stdout().flush();
     // SAFETY: plain POSIX calls on descriptors this function owns; the handler only does an
     // atomic add, which is async-signal-safe.
@@ -98,6 +122,8 @@ pub fn attach() -> Result<()> {
             kernel: File::from_raw_fd(kernel),
             stdout: out[0],
             stderr: err[0],
+            held: String::new(),
+            held_since: None,
         };
         std::thread::Builder::new()
             .name("recipe-output".into())
@@ -109,6 +135,35 @@ pub fn attach() -> Result<()> {
 
 extern "C" fn on_interrupt(_signal: libc::c_int) {
     crate::train::request_stop();
+}
+
+/// The panic hook of a kernel session: one report to the kernel instead of Rust's text on
+/// stderr (which, with the `RUST_BACKTRACE=1` evcxr sets, was a backtrace of evcxr's frames).
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+    let wanted = std::env::var(BACKTRACE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    let backtrace = wanted.then(|| {
+        // From the panic's entry into the runtime of std on: the frames before it are this
+        // hook's and std's way to it.
+        let text = std::backtrace::Backtrace::force_capture().to_string();
+        let start = text
+            .find("rust_begin_unwind")
+            .map_or(0, |at| text[..at].rfind('\n').map_or(0, |line| line + 1));
+        text[start..].to_string()
+    });
+    emit(&Io::PanicReport {
+        message,
+        location,
+        backtrace,
+    });
 }
 
 fn os_error(what: &str) -> Error {
@@ -135,6 +190,9 @@ struct Forwarder {
     kernel: File,
     stdout: libc::c_int,
     stderr: libc::c_int,
+    /// stderr text read but not sent yet (see [`STDERR_HOLD`]), and since when.
+    held: String,
+    held_since: Option<Instant>,
 }
 
 /// Text read but not yet sent: an unfinished UTF-8 character or a possible marker start.
@@ -161,8 +219,16 @@ impl Forwarder {
                     revents: 0,
                 },
             ];
+            let timeout = match self.held_since {
+                // Rounded up: a timeout of 0 would spin until the hold ends.
+                Some(since) => STDERR_HOLD
+                    .saturating_sub(since.elapsed())
+                    .as_micros()
+                    .div_ceil(1000) as i32,
+                None => -1,
+            };
             // SAFETY: two valid pollfd entries.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
             if ready < 0 {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
@@ -172,19 +238,41 @@ impl Forwarder {
             // stderr first: a panic message is written before evcxr's panic line.
             let err_open = self.drain_stderr(&mut err);
             let out_open = self.drain_stdout(&mut out, &mut err);
+            if self
+                .held_since
+                .is_some_and(|since| since.elapsed() >= STDERR_HOLD)
+            {
+                self.send_held();
+            }
             if !(err_open || out_open) {
+                self.send_held();
                 return;
             }
         }
     }
 
-    /// Read everything available on stderr and send it; false once the pipe is closed.
+    /// Read everything available on stderr and hold it; false once the pipe is closed.
     fn drain_stderr(&mut self, err: &mut Pending) -> bool {
         let open = read_available(self.stderr, &mut err.bytes);
         let upto = err.bytes.len();
         let text = take_utf8(&mut err.bytes, upto);
-        self.send_stream("stderr", &text);
+        if !text.is_empty() {
+            self.held.push_str(&text);
+            self.held_since.get_or_insert_with(Instant::now);
+        }
         open
+    }
+
+    /// Send the held stderr text.
+    fn send_held(&mut self) {
+        self.held_since = None;
+        if !self.held.is_empty() {
+            let io = Io::Stream {
+                name: "stderr".into(),
+                text: std::mem::take(&mut self.held),
+            };
+            self.write_line(&io.line());
+        }
     }
 
     fn drain_stdout(&mut self, out: &mut Pending, err: &mut Pending) -> bool {
@@ -222,9 +310,14 @@ impl Forwarder {
         if marker.starts_with("EVCXR_BEGIN_CONTENT") {
             out.in_content = true;
         } else if marker.starts_with(EVCXR_MARKER) {
-            // The end of a cell (or a panic): everything the cell wrote to stderr goes first.
+            // The end of a cell, a panic or an error: what the cell wrote to stderr comes
+            // first; for an error, what was held is the error's text.
             self.drain_stderr(err);
-            if marker == "EVCXR_PANIC_NOTIFICATION" {
+            if marker == USER_ERROR_MARKER {
+                self.held_since = None;
+                let message = std::mem::take(&mut self.held);
+                self.pass(&Io::Failed { message }.line());
+            } else if marker == "EVCXR_PANIC_NOTIFICATION" {
                 self.pass(&Io::Panic.line());
             }
         }
@@ -241,7 +334,13 @@ impl Forwarder {
         }
     }
 
+    /// Send a line on to the kernel, after the stderr text held before it.
     fn pass(&mut self, line: &str) {
+        self.send_held();
+        self.write_line(line);
+    }
+
+    fn write_line(&mut self, line: &str) {
         let _ = self.kernel.write_all(format!("{line}\n").as_bytes());
     }
 }
@@ -402,6 +501,14 @@ mod tests {
                 update: true,
             },
             Io::Clear { wait: true },
+            Io::PanicReport {
+                message: "index out of bounds\nsecond line".into(),
+                location: Some("src/lib.rs:12:5".into()),
+                backtrace: None,
+            },
+            Io::Failed {
+                message: "invalid digit found in string\n".into(),
+            },
         ];
         for io in events {
             let line = io.line();

@@ -236,7 +236,7 @@ def test_cells_and_runs_record_their_provenance(kernel, archive):
     assert run_row["session_id"] == mine[0]["session_id"]
     assert run_row["cell_execution"] == reply["execution_count"]
     assert run_row["cell_history_hash"] == mine[0]["history_hash"]
-    errors = [c for c in cells if c["status"] == "error"]
+    errors = [c for c in cells if c["status"] == "failed"]
     assert errors, "failed cells are recorded too"
 
 
