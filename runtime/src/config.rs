@@ -162,7 +162,7 @@ impl TrainConfig {
                 "early_stopping must be at least 1 evaluation (or null for none), not 0".into(),
             ),
             (
-                self.grad_clip.map_or(true, positive),
+                self.grad_clip.is_none_or(positive),
                 format!(
                     "grad_clip must be finite and above 0 (or null for none), not {:?}",
                     self.grad_clip
