@@ -324,7 +324,7 @@ pub fn resume(
             from.short()
         ))
     })?;
-    let mut config: TrainConfig = serde_json::from_value(from.config().clone()).map_err(|e| {
+    let mut config = TrainConfig::from_value(from.config().clone()).map_err(|e| {
         Error::Data(format!(
             "run {} has a config this runtime cannot read: {e}",
             from.short()
