@@ -265,12 +265,7 @@ pub fn load_run(
     run: &RunRecord,
     data: &Dataset,
 ) -> Result<(Box<dyn Model>, Arc<Params>)> {
-    let config: TrainConfig = serde_json::from_value(run.config().clone()).map_err(|e| {
-        Error::Data(format!(
-            "run {} was not made by this trainer ({e})",
-            run.short()
-        ))
-    })?;
+    let config = TrainConfig::of_run(run)?;
     let seeds = Seeds::from_json(&run.components[1]);
     let hash = run
         .artifacts

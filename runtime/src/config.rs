@@ -110,6 +110,17 @@ impl TrainConfig {
         serde_json::from_value(value).map_err(|e| not_a_config(&e))
     }
 
+    /// The config an archived run of the built-in trainer was made with; a run logged by
+    /// other code is an error that says so.
+    pub fn of_run(run: &recipe_archive::RunRecord) -> Result<TrainConfig> {
+        Self::from_value(run.config().clone()).map_err(|e| {
+            Error::Data(format!(
+                "run {} was not made by the built-in trainer ({e})",
+                run.short()
+            ))
+        })
+    }
+
     /// Refuse a config that cannot train, with a one-line reason naming the field: rates,
     /// counts and widths that must be positive, probabilities in their range, a schedule that
     /// fits the run. `fit` calls it before the run is archived.

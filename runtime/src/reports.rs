@@ -67,8 +67,10 @@ pub struct Diff(pub RunDiff);
 
 /// Compare run `a` with run `b`.
 pub fn diff(archive: &Archive, a: &RunRecord, b: &RunRecord) -> Result<Diff> {
-    let points = archive.metrics_of_runs(&[a, b])?.warn_damaged();
-    Ok(Diff(diff_runs(a, &points[0], b, &points[1])))
+    let points = archive.metrics_of_runs(&[a, b])?;
+    let mut diff = diff_runs(a, &points.value[0], b, &points.value[1]);
+    diff.note_unread(&points.damaged, a, b);
+    Ok(Diff(diff))
 }
 
 impl Show for Diff {

@@ -62,12 +62,7 @@ show_in_jupyter!(Verification);
 
 /// Re-run `run` and compare.
 pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
-    let config: TrainConfig = serde_json::from_value(run.config().clone()).map_err(|e| {
-        Error::Data(format!(
-            "run {} was not made by the built-in trainer, so it cannot be re-run ({e})",
-            run.short()
-        ))
-    })?;
+    let config = TrainConfig::of_run(run)?;
     let seeds = Seeds::from_json(&run.components[1]);
     let spec: DataSpec = serde_json::from_value(run.components[2]["details"]["spec"].clone())
         .map_err(|e| {

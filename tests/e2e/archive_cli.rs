@@ -1,7 +1,7 @@
 //! `recipe runs ...` as a user drives it from a shell: tables, JSON, CSV, exports, and
 //! one-line errors with a non-zero exit on bad input.
 
-use crate::{recipe, recipe_ok, toy};
+use crate::{killed_toy, recipe, recipe_ok, toy};
 use serde_json::Value;
 
 fn sweep(dir: &std::path::Path) {
@@ -217,33 +217,6 @@ fn chunks_of(archive: &std::path::Path, run_id: &str) -> Vec<std::path::PathBuf>
     chunks
 }
 
-/// A toy run killed with SIGKILL once it has committed step 30: an interrupted run.
-fn killed_toy(archive: &std::path::Path) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(crate::bin("toy-trainer"))
-        .args([
-            "--steps",
-            "100000",
-            "--commit-every",
-            "5",
-            "--sleep-ms",
-            "2",
-        ])
-        .arg("--archive")
-        .arg(archive)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut committed = -1i64;
-    while committed < 30 {
-        let line = lines.next().expect("toy-trainer ended early").unwrap();
-        committed = line.strip_prefix("committed ").unwrap().parse().unwrap();
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
 #[test]
 fn issue_21_diff_names_a_damaged_metrics_file_and_never_says_identical() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,7 +273,7 @@ fn issue_21_diff_with_an_interrupted_run_says_the_runs_cover_different_steps() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("runs");
     toy(&archive, &["--steps", "200"]);
-    killed_toy(&archive);
+    killed_toy(&archive, 30);
     let runs: Vec<Value> =
         serde_json::from_str(&recipe_ok(dir.path(), &["runs", "list", "--json"])).unwrap();
     assert_eq!(runs[1]["status"], "interrupted");

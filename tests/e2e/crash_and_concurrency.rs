@@ -2,10 +2,9 @@
 //! back as interrupted; several processes appending at once lose no row; compaction running
 //! beside writers and readers breaks neither.
 
-use crate::{bin, recipe_ok};
+use crate::{bin, killed_toy, recipe_ok};
 use recipe_archive::{Archive, Status};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,28 +12,7 @@ use std::time::{Duration, Instant};
 fn issue_2_kill_9_loses_no_committed_chunk_and_reads_as_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let archive_dir = dir.path().join("runs");
-    let mut child = Command::new(bin("toy-trainer"))
-        .args([
-            "--steps",
-            "100000",
-            "--commit-every",
-            "5",
-            "--sleep-ms",
-            "2",
-            "--archive",
-        ])
-        .arg(&archive_dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut committed = -1i64;
-    while committed < 60 {
-        let line = lines.next().expect("toy-trainer ended early").unwrap();
-        committed = line.strip_prefix("committed ").unwrap().parse().unwrap();
-    }
-    child.kill().unwrap(); // SIGKILL: no destructor, no flush, no finish.
-    child.wait().unwrap();
+    let committed = killed_toy(&archive_dir, 60);
 
     let archive = Archive::open_existing(&archive_dir).unwrap();
     let runs = archive.runs().unwrap();
@@ -280,28 +258,7 @@ fn issue_21_a_compaction_killed_at_any_step_never_shows_duckdb_a_row_twice() {
 fn issue_21_a_dead_runs_final_row_is_in_the_parquet_files_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let archive_dir = dir.path().join("runs");
-    let mut child = Command::new(bin("toy-trainer"))
-        .args([
-            "--steps",
-            "100000",
-            "--commit-every",
-            "5",
-            "--sleep-ms",
-            "2",
-        ])
-        .arg("--archive")
-        .arg(&archive_dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut committed = -1i64;
-    while committed < 30 {
-        let line = lines.next().expect("toy-trainer ended early").unwrap();
-        committed = line.strip_prefix("committed ").unwrap().parse().unwrap();
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let committed = killed_toy(&archive_dir, 30);
 
     // One run, so one row file: no merge of rows is due, yet compaction settles it.
     recipe_ok(dir.path(), &["runs", "compact"]);

@@ -70,6 +70,35 @@ pub fn toy(archive: &Path, args: &[&str]) {
     );
 }
 
+/// A long toy run killed with SIGKILL (no destructor, no flush, no finish) once it has
+/// announced a committed step of at least `step`; returns the last step it announced.
+pub fn killed_toy(archive: &Path, step: i64) -> i64 {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin("toy-trainer"))
+        .args([
+            "--steps",
+            "100000",
+            "--commit-every",
+            "5",
+            "--sleep-ms",
+            "2",
+        ])
+        .arg("--archive")
+        .arg(archive)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run toy-trainer");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut committed = -1i64;
+    while committed < step {
+        let line = lines.next().expect("toy-trainer ended early").unwrap();
+        committed = line.strip_prefix("committed ").unwrap().parse().unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    committed
+}
+
 /// The Python of the test virtualenv (with pyarrow and DuckDB): `$RECIPE_PYTHON`, else
 /// `.venv/bin/python` at the workspace root.
 pub fn python() -> PathBuf {
