@@ -78,7 +78,7 @@ impl Default for TrainConfig {
         TrainConfig {
             model: ModelSpec::default(),
             lr: 3e-4,
-            schedule: Schedule::Constant,
+            schedule: Schedule::Constant {},
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -201,7 +201,7 @@ impl TrainConfig {
             )],
         });
         rules.extend(match self.schedule {
-            Schedule::Constant => vec![],
+            Schedule::Constant {} => vec![],
             Schedule::Cosine { warmup, min_factor } => vec![
                 (
                     warmup < self.steps,
@@ -383,6 +383,16 @@ mod tests {
             let e = TrainConfig::from_json(json).unwrap_err().to_string();
             assert!(e.contains(expect), "{json}: {e}");
         }
+        // A field given to the constant schedule, which has none, is refused too.
+        let e = TrainConfig::from_json(r#"{"schedule": {"kind": "constant", "warmup": 5}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `warmup`"), "{e}");
+        assert_eq!(
+            serde_json::to_string(&Schedule::Constant {}).unwrap(),
+            r#"{"kind":"constant"}"#,
+            "the archived form (and so every run id) is unchanged"
+        );
         // Far from every known name: no guess.
         let e = TrainConfig::from_json(r#"{"epochs": 5}"#)
             .unwrap_err()

@@ -14,22 +14,29 @@ use std::collections::BTreeMap;
 
 /// How the learning rate moves over training. Constant unless said otherwise: any decay is
 /// an explicit choice (the recipe's advice).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
-    #[default]
-    Constant,
+    /// The learning rate as set. A variant with no fields, not a unit one, so that a field
+    /// given with it (`{"kind": "constant", "warmup": 5}`) is refused, not ignored.
+    Constant {},
     /// Linear warmup over `warmup` steps, then cosine decay to `min_factor` x lr at the end.
     Cosine { warmup: usize, min_factor: f64 },
     /// Multiply by `factor` every `every` steps.
     Step { every: usize, factor: f64 },
 }
 
+impl Default for Schedule {
+    fn default() -> Schedule {
+        Schedule::Constant {}
+    }
+}
+
 impl Schedule {
     /// The learning rate at `step` (0-based) of `total`.
     pub fn lr(&self, base: f64, step: usize, total: usize) -> f64 {
         match *self {
-            Schedule::Constant => base,
+            Schedule::Constant {} => base,
             Schedule::Cosine { warmup, min_factor } => {
                 if step < warmup {
                     base * (step + 1) as f64 / warmup as f64
@@ -389,7 +396,7 @@ mod tests {
 
     #[test]
     fn schedules() {
-        assert_eq!(Schedule::Constant.lr(3e-4, 500, 1000), 3e-4);
+        assert_eq!(Schedule::Constant {}.lr(3e-4, 500, 1000), 3e-4);
         let cos = Schedule::Cosine {
             warmup: 10,
             min_factor: 0.1,
