@@ -311,86 +311,65 @@ pub fn parquet(path: &Path) -> Result<Dataset> {
     )
 }
 
-/// A minimal .npy reader: little-endian f32/f64/u8/i64/i32 arrays in C order.
-fn read_npy(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
-    let bad = |why: &str| {
+/// An array from a `.npy` file, through candle's reader (every dtype candle reads: floats
+/// of 16 to 64 bits, integers, bools). A truncated or foreign file is an error naming it.
+fn read_npy(path: &Path) -> Result<candle_core::Tensor> {
+    if !path.exists() {
+        return Err(Error::Io(
+            path.to_path_buf(),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
+    candle_core::Tensor::read_npy(path).map_err(|e| {
         Error::Data(format!(
-            "{}: not a supported .npy file ({why})",
+            "{}: not a readable .npy file ({e}); save it with numpy.save",
             path.display()
         ))
-    };
-    if bytes.get(..6) != Some(b"\x93NUMPY") {
-        return Err(bad("bad magic"));
-    }
-    let (header_len, start) = match bytes.get(6) {
-        Some(1) => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        Some(2 | 3) => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err(bad("unknown version")),
-    };
-    let header = String::from_utf8_lossy(
-        bytes
-            .get(start..start + header_len)
-            .ok_or_else(|| bad("truncated header"))?,
-    )
-    .to_string();
-    if header.contains("'fortran_order': True") {
-        return Err(bad("Fortran order; save with np.ascontiguousarray"));
-    }
-    let descr = header
-        .split("'descr':")
-        .nth(1)
-        .and_then(|s| s.split('\'').nth(1))
-        .ok_or_else(|| bad("no descr"))?;
-    let shape_text = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(['(', ')']).nth(1))
-        .ok_or_else(|| bad("no shape"))?;
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| bad("bad shape")))
-        .collect::<Result<_>>()?;
-    let data = &bytes[start + header_len..];
-    let n: usize = shape.iter().product();
-    let values: Vec<f64> = match descr {
-        "<f4" => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect(),
-        "<f8" => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect(),
-        "|u1" => data.iter().map(|&b| b as f64).collect(),
-        "<i8" => data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64)
-            .collect(),
-        "<i4" => data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect(),
-        other => return Err(bad(&format!("dtype {other}"))),
-    };
-    if values.len() < n {
-        return Err(bad("truncated data"));
-    }
-    Ok((values[..n].to_vec(), shape))
+    })
+}
+
+/// Class indices from a label array: whole numbers from 0 up, else an error naming the
+/// first bad index and value (a cast would make -1 class 0 and 2.7 class 2 without a word).
+fn class_indices(values: &[f64], path: &Path) -> Result<Vec<u32>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&v) {
+                Ok(v as u32)
+            } else {
+                Err(Error::Data(format!(
+                    "{}: label {i} is {v}; labels must be class indices (whole numbers from 0)",
+                    path.display()
+                )))
+            }
+        })
+        .collect()
 }
 
 pub fn npy(features_path: &Path, labels_path: &Path) -> Result<Dataset> {
-    let (x, shape) = read_npy(features_path)?;
-    let (y, _) = read_npy(labels_path)?;
-    let example_shape = shape
+    use candle_core::DType;
+    let x = read_npy(features_path)?;
+    let y = read_npy(labels_path)?;
+    let rows = x.dims().first().copied().unwrap_or(0);
+    if y.rank() != 1 || y.dims()[0] != rows {
+        return Err(Error::Data(format!(
+            "{} holds {rows} examples but {} has shape {:?}; the labels must be one per \
+             example, shape ({rows},)",
+            features_path.display(),
+            labels_path.display(),
+            y.dims()
+        )));
+    }
+    let example_shape = x
+        .dims()
         .get(1..)
         .map(<[usize]>::to_vec)
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| vec![1]);
+    let features: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let labels: Vec<f64> = y.to_dtype(DType::F64)?.to_vec1()?;
+    let labels = class_indices(&labels, labels_path)?;
     let spec = DataSpec::Npy {
         features: features_path.to_path_buf(),
         labels: labels_path.to_path_buf(),
@@ -398,8 +377,8 @@ pub fn npy(features_path: &Path, labels_path: &Path) -> Result<Dataset> {
     tabular(
         &file_name(features_path),
         spec,
-        x.into_iter().map(|v| v as f32).collect(),
-        y.into_iter().map(|v| v as u32).collect(),
+        features,
+        labels,
         example_shape,
     )
 }
@@ -526,6 +505,55 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not readable Parquet"));
+    }
+
+    #[test]
+    fn npy_of_every_dtype_loads_and_bad_files_or_labels_are_errors() {
+        use candle_core::{DType, Device, Tensor};
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let features =
+            Tensor::from_vec(vec![0.5f32, 1.5, 2.5, 3.5, 4.5, 5.5], (3, 2), &Device::Cpu).unwrap();
+        let labels = |values: Vec<f64>, dtype: DType, name: &str| {
+            let t = Tensor::from_vec(values, 3, &Device::Cpu).unwrap();
+            t.to_dtype(dtype).unwrap().write_npy(at(name)).unwrap();
+        };
+        labels(vec![2.0, 0.0, 1.0], DType::I64, "y.npy");
+        for dtype in [DType::F16, DType::F32, DType::F64, DType::U8, DType::I64] {
+            let name = format!("x-{dtype:?}.npy");
+            features
+                .to_dtype(dtype)
+                .unwrap()
+                .write_npy(at(&name))
+                .unwrap();
+            let d = npy(&at(&name), &at("y.npy")).unwrap();
+            assert_eq!((d.len(), d.dim(), d.num_classes()), (3, 2, 3), "{dtype:?}");
+            assert_eq!(d.labels, vec![2, 0, 1], "{dtype:?}");
+        }
+        let message = |x: &str, y: &str| npy(&at(x), &at(y)).unwrap_err().to_string();
+        // Labels that are not class indices name the first bad one; a cast would hide them.
+        labels(vec![0.0, -1.0, 1.0], DType::I64, "negative.npy");
+        assert!(message("x-F32.npy", "negative.npy").contains("label 1 is -1"));
+        labels(vec![0.0, 1.0, 2.7], DType::F64, "fraction.npy");
+        assert!(message("x-F32.npy", "fraction.npy").contains("label 2 is 2.7"));
+        Tensor::from_vec(vec![0u8, 1], 2, &Device::Cpu)
+            .unwrap()
+            .write_npy(at("short.npy"))
+            .unwrap();
+        assert!(message("x-F32.npy", "short.npy").contains("one per example"));
+        // Truncated, foreign and missing files are errors naming the file, never a panic.
+        let whole = std::fs::read(at("x-F32.npy")).unwrap();
+        std::fs::write(at("cut.npy"), &whole[..whole.len() - 3]).unwrap();
+        std::fs::write(at("eight.npy"), b"\x93NUMPY\x01\x00").unwrap();
+        std::fs::write(at("text.npy"), b"label,x\n1,2\n").unwrap();
+        for bad in ["cut.npy", "eight.npy", "text.npy"] {
+            let e = message(bad, "y.npy");
+            assert!(
+                e.contains(bad) && e.contains("not a readable .npy file"),
+                "{e}"
+            );
+        }
+        assert!(message("missing.npy", "y.npy").contains("missing.npy"));
     }
 
     #[test]
