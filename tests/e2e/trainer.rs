@@ -200,3 +200,94 @@ fn issue_21_a_failure_after_the_run_began_is_archived_failed_with_its_reason() {
         "the archived reason is the error printed: {err}"
     );
 }
+
+#[test]
+fn issue_27_a_table_trains_on_the_target_it_names_and_refuses_a_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    // The common layout, label first; the old loader took the last pixel as the label and
+    // trained a one-class model to accuracy 1.0.
+    let mut text = String::from("label,p0,p1,p2\n");
+    for i in 0..60 {
+        let class = i % 3;
+        text.push_str(&format!("{class},{},{},0\n", class * 2 + i % 2, 5 - class));
+    }
+    std::fs::write(dir.path().join("first.csv"), &text).unwrap();
+    recipe_ok(
+        dir.path(),
+        &[
+            "train",
+            "--quiet",
+            "--archive",
+            "runs",
+            "--data",
+            "first.csv",
+            "--name",
+            "table",
+            "--config",
+            "{\"steps\": 30, \"eval_every\": 30}",
+        ],
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&recipe_ok(
+        dir.path(),
+        &["runs", "list", "--json", "--archive", "runs"],
+    ))
+    .unwrap();
+    assert_eq!(listed[0]["status"], "completed");
+    let shown = recipe_ok(
+        dir.path(),
+        &["runs", "show", "table", "--archive", "runs", "--json"],
+    );
+    assert!(shown.contains("\"path\": \"first.csv\""), "{shown}");
+    assert!(
+        !shown.contains("\"target\""),
+        "no choice, no field: {shown}"
+    );
+
+    // A table with no target column named like one is refused, naming its columns, and
+    // trains once the target is named. (Its last column differs too: the same numbers under
+    // another name are the same data, and so a replicate of the first run.)
+    let named = text.replace("label,", "kind,").replace(",0\n", ",1\n");
+    std::fs::write(dir.path().join("named.csv"), named).unwrap();
+    let out = crate::recipe(
+        dir.path(),
+        &[
+            "train",
+            "--quiet",
+            "--archive",
+            "runs",
+            "--data",
+            "named.csv",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("which column is the target") && err.contains("kind, p0, p1, p2"),
+        "{err}"
+    );
+    recipe_ok(
+        dir.path(),
+        &[
+            "train",
+            "--quiet",
+            "--archive",
+            "runs",
+            "--data",
+            "named.csv",
+            "--target",
+            "kind",
+            "--name",
+            "named",
+            "--config",
+            "{\"steps\": 30, \"eval_every\": 30}",
+        ],
+    );
+    let shown = recipe_ok(
+        dir.path(),
+        &["runs", "show", "named", "--archive", "runs", "--json"],
+    );
+    assert!(
+        shown.contains("\"target\": \"kind\""),
+        "the choice is in the data spec: {shown}"
+    );
+}

@@ -8,9 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), or a .csv/.csv.gz/.parquet file
-    #[arg(long, default_value = "digits")]
-    data: String,
+    #[command(flatten)]
+    source: super::data::DataSource,
     /// Use only the first N training and M test examples: N/M
     #[arg(long, value_name = "N/M")]
     subset: Option<String>,
@@ -42,7 +41,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     // A config that cannot be right is refused before any data is read or run archived.
     let config = TrainConfig::from_json(&args.config).context("--config")?;
     config.validate().context("--config")?;
-    let data = super::data::load(&args.data)?;
+    let data = args.source.load()?;
     let data = match &args.subset {
         Some(s) => {
             let (n, m) = s.split_once('/').context("--subset takes N/M")?;

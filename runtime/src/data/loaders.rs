@@ -2,6 +2,7 @@
 //! .npy and safetensors. A missing file is an error that names it and the step that provides
 //! it; a malformed one says what was wrong and where.
 
+use super::table::{self, TableChoices};
 use super::{seeded_splits, DataSpec, Dataset, FASHION_MNIST_DIR};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -12,11 +13,17 @@ use std::path::{Path, PathBuf};
 static DIGITS_CSV_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
 
 pub fn digits() -> Result<Dataset> {
-    let text = gunzip(DIGITS_CSV_GZ, Path::new("embedded digits.csv.gz"))?;
-    let (features, labels) = parse_csv(
-        &String::from_utf8_lossy(&text),
-        Path::new("embedded digits"),
-    )?;
+    // Our own file: no header, 64 pixel counts then the digit.
+    let path = Path::new("embedded digits.csv.gz");
+    let table = table::read_csv_with(&gunzip(DIGITS_CSV_GZ, path)?, path, false)?;
+    let target = table.schema().fields().last().map(|f| f.name().clone());
+    let choices = TableChoices {
+        target,
+        ..TableChoices::default()
+    };
+    let table::Prepared {
+        features, labels, ..
+    } = table::prepare(table, &choices, path)?;
     // Pixels are counts 0..16: scale to [0, 1].
     let features = features.into_iter().map(|v| v / 16.0).collect();
     let splits = seeded_splits(labels.len(), &[("train", 0.7), ("val", 0.1), ("test", 0.2)]);
@@ -163,54 +170,6 @@ fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
     Ok(labels.to_vec())
 }
 
-fn parse_csv(text: &str, path: &Path) -> Result<(Vec<f32>, Vec<u32>)> {
-    let mut features = Vec::new();
-    let mut labels = Vec::new();
-    let mut width = None;
-    for (line_no, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        let parsed: std::result::Result<Vec<f32>, _> =
-            cells.iter().map(|c| c.parse::<f32>()).collect();
-        let Ok(values) = parsed else {
-            if line_no == 0 {
-                continue; // a header row
-            }
-            return Err(Error::Data(format!(
-                "{}:{}: a cell is not a number",
-                path.display(),
-                line_no + 1
-            )));
-        };
-        if values.len() < 2 || *width.get_or_insert(values.len()) != values.len() {
-            return Err(Error::Data(format!(
-                "{}:{}: {} columns where the first row had {}",
-                path.display(),
-                line_no + 1,
-                values.len(),
-                width.unwrap_or(0)
-            )));
-        }
-        let label = values[values.len() - 1];
-        if label < 0.0 || label.fract() != 0.0 {
-            return Err(Error::Data(format!(
-                "{}:{}: label {label} is not a class index",
-                path.display(),
-                line_no + 1
-            )));
-        }
-        labels.push(label as u32);
-        features.extend_from_slice(&values[..values.len() - 1]);
-    }
-    if labels.is_empty() {
-        return Err(Error::Data(format!("{}: no rows", path.display())));
-    }
-    Ok((features, labels))
-}
-
 /// A dataset from flat features and labels, with classes 0..=max label and seeded splits.
 fn tabular(
     name: &str,
@@ -238,76 +197,44 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-pub fn csv(path: &Path) -> Result<Dataset> {
-    let bytes = read_file(path)?;
-    let (features, labels) = parse_csv(&String::from_utf8_lossy(&bytes), path)?;
-    let d = features.len() / labels.len();
-    tabular(
-        &file_name(path),
-        DataSpec::Csv {
-            path: path.to_path_buf(),
-        },
-        features,
-        labels,
-        vec![d],
-    )
+pub fn csv(path: &Path, choices: &TableChoices) -> Result<Dataset> {
+    let table = table::read_csv(&read_file(path)?, path)?;
+    let spec = DataSpec::Csv {
+        path: path.to_path_buf(),
+        table: choices.clone(),
+    };
+    from_table(table, choices, path, spec)
 }
 
-pub fn parquet(path: &Path) -> Result<Dataset> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{DataType, Float64Type, Int64Type};
-    let bytes =
-        bytes::Bytes::from(std::fs::read(path).map_err(|e| Error::Io(path.to_path_buf(), e))?);
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
-        .map_err(|e| Error::Data(format!("{}: not readable Parquet ({e})", path.display())))?;
-    let (mut features, mut labels) = (Vec::new(), Vec::new());
-    let mut dim = 0;
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-        let label_index = batch.schema().index_of("label").map_err(|_| {
-            Error::Data(format!(
-                "{}: no `label` column (features are every other numeric column)",
-                path.display()
-            ))
-        })?;
-        let cast = |i: usize, to: &DataType| {
-            arrow::compute::cast(batch.column(i), to)
-                .map_err(|e| Error::Data(format!("{}: column {i}: {e}", path.display())))
-        };
-        let label_col = cast(label_index, &DataType::Int64)?;
-        let feature_cols: Vec<_> = (0..batch.num_columns())
-            .filter(|&i| i != label_index)
-            .map(|i| cast(i, &DataType::Float64))
-            .collect::<Result<_>>()?;
-        dim = feature_cols.len();
-        for row in 0..batch.num_rows() {
-            let label = label_col.as_primitive::<Int64Type>();
-            if label.is_null(row) || label.value(row) < 0 {
-                return Err(Error::Data(format!(
-                    "{}: row {row} has no valid label",
-                    path.display()
-                )));
-            }
-            labels.push(label.value(row) as u32);
-            for col in &feature_cols {
-                let col = col.as_primitive::<Float64Type>();
-                features.push(if col.is_null(row) {
-                    f32::NAN
-                } else {
-                    col.value(row) as f32
-                });
-            }
-        }
-    }
-    tabular(
+pub fn parquet(path: &Path, choices: &TableChoices) -> Result<Dataset> {
+    let table = table::read_parquet(path)?;
+    let spec = DataSpec::Parquet {
+        path: path.to_path_buf(),
+        table: choices.clone(),
+    };
+    from_table(table, choices, path, spec)
+}
+
+fn from_table(
+    table: arrow::array::RecordBatch,
+    choices: &TableChoices,
+    path: &Path,
+    spec: DataSpec,
+) -> Result<Dataset> {
+    let ready = table::prepare(table, choices, path)?;
+    let dim = ready.feature_names.len().max(1);
+    let splits = seeded_splits(
+        ready.labels.len(),
+        &[("train", 0.7), ("val", 0.1), ("test", 0.2)],
+    );
+    Dataset::new(
         &file_name(path),
-        DataSpec::Parquet {
-            path: path.to_path_buf(),
-        },
-        features,
-        labels,
-        vec![dim.max(1)],
+        spec,
+        ready.features,
+        ready.labels,
+        vec![dim],
+        ready.classes,
+        splits,
     )
 }
 
@@ -437,15 +364,160 @@ mod tests {
         );
     }
 
-    #[test]
-    fn csv_with_header_and_bad_rows() {
+    /// Load `text` written to a file `name` with `choices`; the error text if it fails.
+    fn load(
+        name: &str,
+        text: &[u8],
+        choices: TableChoices,
+    ) -> std::result::Result<Dataset, String> {
         let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("t.csv");
-        std::fs::write(&good, "a,b,label\n0.5,1,0\n0.25,2,1\n1,3,1\n").unwrap();
-        let d = csv(&good).unwrap();
-        assert_eq!((d.len(), d.dim(), d.num_classes()), (3, 2, 2));
-        std::fs::write(&good, "0.5,1,0\n0.25,x,1\n").unwrap();
-        assert!(csv(&good).unwrap_err().to_string().contains("t.csv:2"));
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        csv(&path, &choices).map_err(|e| e.to_string())
+    }
+
+    fn target(name: &str) -> TableChoices {
+        TableChoices {
+            target: Some(name.into()),
+            ..TableChoices::default()
+        }
+    }
+
+    #[test]
+    fn issue_27_the_label_column_is_found_by_name_wherever_it_is() {
+        // The common layout: label first (the old loader took the last pixel as the label).
+        let d = load(
+            "first.csv",
+            b"label,p0,p1\n3,0,1\n5,2,0\n3,1,1\n",
+            TableChoices::default(),
+        )
+        .unwrap();
+        assert_eq!((d.len(), d.dim()), (3, 2));
+        assert_eq!(d.classes, vec!["3", "5"]);
+        assert_eq!(d.labels, vec![0, 1, 0]);
+        assert_eq!(d.example(1).unwrap(), &[2.0, 0.0][..]);
+        // In the middle, any case; a Windows file; quoted fields holding commas.
+        let d = load(
+            "middle.csv",
+            b"\"a, first\",Class,b\r\n\"1,5\",0,2\r\n\"2\",1,3\r\n",
+            TableChoices::default(),
+        );
+        let message = d.unwrap_err();
+        assert!(
+            message.contains("a, first (Utf8)") && message.contains(".drop([\"a, first\"])"),
+            "{message}"
+        );
+        let d = load(
+            "middle.csv",
+            b"a,Class,b\r\n1,0,2\r\n2,1,3\r\n",
+            TableChoices::default(),
+        )
+        .unwrap();
+        assert_eq!((d.dim(), d.labels.clone()), (2, vec![0, 1]));
+        assert_eq!(d.example(0).unwrap(), &[1.0, 2.0][..]);
+        // No column named like a target: an error listing the columns, never a guess.
+        let message = load("none.csv", b"p0,p1,p2\n1,2,0\n", TableChoices::default()).unwrap_err();
+        assert!(
+            message.contains("which column is the target") && message.contains("p0, p1, p2"),
+            "{message}"
+        );
+        let message = load("none.csv", b"p0,p1\n1,2\n", target("species")).unwrap_err();
+        assert!(message.contains("no column \"species\""), "{message}");
+    }
+
+    #[test]
+    fn issue_27_text_classes_missing_cells_and_dates_load_right_or_say_what_to_change() {
+        let iris = b"id,sepal,colour,species\n1,5.1,red,setosa\n2,NA,blue,virginica\n3,6.3,red,versicolor\n4,4.9,,setosa\n";
+        let message = load("iris.csv", iris, target("species")).unwrap_err();
+        assert!(
+            message.contains("colour (Utf8)") && message.contains(".drop([\"colour\"])"),
+            "{message}"
+        );
+        let choices = TableChoices {
+            drop: vec!["colour".into(), "id".into()],
+            ..target("species")
+        };
+        let message = load("iris.csv", iris, choices.clone()).unwrap_err();
+        assert!(
+            message.contains("sepal: 1") && message.contains(".drop_missing_rows()"),
+            "{message}"
+        );
+        let d = load(
+            "iris.csv",
+            iris,
+            TableChoices {
+                drop_missing_rows: true,
+                ..choices
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            d.classes,
+            vec!["setosa", "versicolor"],
+            "virginica's only row had a missing cell"
+        );
+        assert_eq!((d.len(), d.labels.clone()), (3, vec![0, 1, 0]));
+        assert_eq!(d.example(2).unwrap(), &[4.9][..]);
+        // A date column is named; a fractional target is refused as regression.
+        let message = load(
+            "dated.csv",
+            b"when,x,y\n2024-01-02,1,0\n2024-01-03,2,1\n",
+            TableChoices::default(),
+        )
+        .unwrap_err();
+        assert!(message.contains("when (Date32)"), "{message}");
+        let message = load(
+            "price.csv",
+            b"x,target\n1,2.5\n2,3\n",
+            TableChoices::default(),
+        )
+        .unwrap_err();
+        assert!(
+            message.contains("holds 2.5 (row 1)") && message.contains("regression"),
+            "{message}"
+        );
+        // A .gz reads as the plain file.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"label,x\n1,0.5\n0,0.25\n").unwrap();
+        let d = load("t.csv.gz", &gz.finish().unwrap(), TableChoices::default()).unwrap();
+        assert_eq!(
+            (d.len(), d.classes.clone()),
+            (2, vec!["0".to_string(), "1".to_string()])
+        );
+    }
+
+    #[test]
+    fn issue_27_a_table_reloads_from_its_spec_with_its_choices() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, "id,x,kind\n1,0.5,a\n2,,b\n3,0.75,b\n").unwrap();
+        let d = crate::data::Dataset::table(&path)
+            .target("kind")
+            .drop(["id"])
+            .drop_missing_rows()
+            .load()
+            .unwrap();
+        assert_eq!(
+            (d.len(), d.classes.clone()),
+            (2, vec!["a".to_string(), "b".to_string()])
+        );
+        let spec = serde_json::to_value(&d.spec).unwrap();
+        assert_eq!(spec["target"], "kind");
+        assert_eq!(spec["drop"], serde_json::json!(["id"]));
+        let again: DataSpec = serde_json::from_value(spec).unwrap();
+        assert_eq!(again.load().unwrap().fingerprint(), d.fingerprint());
+        // With no choices the spec's form is the one archived runs already hold.
+        let plain = DataSpec::Csv {
+            path: path.clone(),
+            table: TableChoices::default(),
+        };
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            format!(
+                "{{\"kind\":\"csv\",\"path\":{:?}}}",
+                path.display().to_string()
+            )
+        );
     }
 
     #[test]
@@ -490,18 +562,25 @@ mod tests {
         .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
-        let d = parquet(&path).unwrap();
+        let message = parquet(&path, &TableChoices::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("b: 1"),
+            "a null is never trained on: {message}"
+        );
+        let choices = TableChoices {
+            drop_missing_rows: true,
+            ..TableChoices::default()
+        };
+        let d = parquet(&path, &choices).unwrap();
         assert_eq!(
             (d.len(), d.dim(), d.num_classes(), d.labels.clone()),
-            (3, 2, 3, vec![1, 0, 2])
+            (2, 2, 2, vec![0, 1])
         );
-        assert!(
-            d.example(1).unwrap()[1].is_nan(),
-            "a null feature reads as NaN, for the corrupt check to find"
-        );
-        assert_eq!(d.corrupt().non_finite, vec![1]);
+        assert_eq!(d.classes, vec!["1", "2"]);
         std::fs::write(&path, b"PAR1 not really").unwrap();
-        assert!(parquet(&path)
+        assert!(parquet(&path, &choices)
             .unwrap_err()
             .to_string()
             .contains("not readable Parquet"));

@@ -6,8 +6,10 @@
 
 pub mod inspect;
 mod loaders;
+pub mod table;
 
 pub use inspect::{Corrupt, Duplicates, Ranked, Summary};
+pub use table::TableChoices;
 
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -27,10 +29,18 @@ pub enum DataSpec {
     Digits,
     /// Fashion-MNIST in IDX format from a folder.
     FashionMnist { dir: PathBuf },
-    /// A CSV file (optionally .gz) with the label in the last column.
-    Csv { path: PathBuf },
-    /// A Parquet file with numeric feature columns and an integer `label` column.
-    Parquet { path: PathBuf },
+    /// A CSV file (optionally .gz) with a header row, and the user's choices about it.
+    Csv {
+        path: PathBuf,
+        #[serde(flatten)]
+        table: TableChoices,
+    },
+    /// A Parquet file, and the user's choices about it.
+    Parquet {
+        path: PathBuf,
+        #[serde(flatten)]
+        table: TableChoices,
+    },
     /// Features and labels from .npy files.
     Npy { features: PathBuf, labels: PathBuf },
     /// `features` and `labels` tensors from a safetensors file.
@@ -51,12 +61,49 @@ impl DataSpec {
         match self {
             DataSpec::Digits => Dataset::digits(),
             DataSpec::FashionMnist { dir } => Dataset::fashion_mnist_at(dir),
-            DataSpec::Csv { path } => Dataset::from_csv(path),
-            DataSpec::Parquet { path } => Dataset::from_parquet(path),
+            DataSpec::Csv { path, table } => loaders::csv(path, table),
+            DataSpec::Parquet { path, table } => loaders::parquet(path, table),
             DataSpec::Npy { features, labels } => Dataset::from_npy(features, labels),
             DataSpec::Safetensors { path } => Dataset::from_safetensors(path),
             DataSpec::Subset { of, train, test } => of.load()?.subset(*train, *test),
             DataSpec::ShuffledLabels { of, seed } => Ok(of.load()?.with_shuffled_labels(*seed)),
+        }
+    }
+}
+
+/// A table about to be loaded, with the user's choices ([`Dataset::table`]).
+#[derive(Clone, Debug)]
+pub struct Table {
+    path: PathBuf,
+    choices: TableChoices,
+}
+
+impl Table {
+    /// The target column (by default the one named `label`, `target`, `class` or `y`).
+    pub fn target(mut self, column: &str) -> Table {
+        self.choices.target = Some(column.to_string());
+        self
+    }
+
+    /// Leave these columns out (ids, text, dates).
+    pub fn drop<S: AsRef<str>>(mut self, columns: impl IntoIterator<Item = S>) -> Table {
+        let columns = columns.into_iter().map(|c| c.as_ref().to_string());
+        self.choices.drop.extend(columns);
+        self
+    }
+
+    /// Leave out the rows with a missing cell (by default they are an error).
+    pub fn drop_missing_rows(mut self) -> Table {
+        self.choices.drop_missing_rows = true;
+        self
+    }
+
+    /// Read the table: Parquet when the file ends in `.parquet`, else CSV (plain or .gz).
+    pub fn load(&self) -> Result<Dataset> {
+        if self.path.extension().is_some_and(|e| e == "parquet") {
+            loaders::parquet(&self.path, &self.choices)
+        } else {
+            loaders::csv(&self.path, &self.choices)
         }
     }
 }
@@ -144,15 +191,27 @@ impl Dataset {
         loaders::fashion_mnist(dir.as_ref())
     }
 
-    /// A CSV file (or .csv.gz) of numbers, the label in the last column; an optional header
-    /// row is skipped. Splits: a seeded 70/10/20 permutation.
-    pub fn from_csv(path: impl AsRef<Path>) -> Result<Dataset> {
-        loaders::csv(path.as_ref())
+    /// A table (CSV, `.csv.gz` or Parquet) to load with choices about it:
+    /// `Dataset::table("iris.csv").target("species").drop(["id"]).load()?`. See
+    /// [`table`] for what it reads and refuses.
+    pub fn table(path: impl AsRef<Path>) -> Table {
+        Table {
+            path: path.as_ref().to_path_buf(),
+            choices: TableChoices::default(),
+        }
     }
 
-    /// A Parquet file with numeric feature columns and an integer `label` column.
+    /// A CSV file (or .csv.gz) with a header row and a target column named `label`,
+    /// `target`, `class` or `y`; other columns must be numbers, with no missing cells.
+    /// [`Dataset::table`] names another target or leaves columns out. Splits: a seeded
+    /// 70/10/20 permutation.
+    pub fn from_csv(path: impl AsRef<Path>) -> Result<Dataset> {
+        loaders::csv(path.as_ref(), &TableChoices::default())
+    }
+
+    /// A Parquet file, read as [`Dataset::from_csv`] reads a CSV file.
     pub fn from_parquet(path: impl AsRef<Path>) -> Result<Dataset> {
-        loaders::parquet(path.as_ref())
+        loaders::parquet(path.as_ref(), &TableChoices::default())
     }
 
     /// Features (N, ...) and labels (N,) from two .npy files.
