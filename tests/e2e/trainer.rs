@@ -212,31 +212,28 @@ fn issue_27_a_table_trains_on_the_target_it_names_and_refuses_a_guess() {
         text.push_str(&format!("{class},{},{},0\n", class * 2 + i % 2, 5 - class));
     }
     std::fs::write(dir.path().join("first.csv"), &text).unwrap();
-    recipe_ok(
-        dir.path(),
-        &[
-            "train",
-            "--quiet",
-            "--archive",
-            "runs",
-            "--data",
-            "first.csv",
-            "--name",
-            "table",
-            "--config",
-            "{\"steps\": 30, \"eval_every\": 30}",
-        ],
-    );
+    let train = |more: &[&str]| {
+        let mut args = vec!["train", "--quiet", "--archive", "runs"];
+        args.extend(more);
+        args.extend(["--config", "{\"steps\": 30, \"eval_every\": 30}"]);
+        crate::recipe(dir.path(), &args)
+    };
+    let show = |run: &str| {
+        recipe_ok(
+            dir.path(),
+            &["runs", "show", run, "--archive", "runs", "--json"],
+        )
+    };
+    assert!(train(&["--data", "first.csv", "--name", "table"])
+        .status
+        .success());
     let listed: Vec<serde_json::Value> = serde_json::from_str(&recipe_ok(
         dir.path(),
         &["runs", "list", "--json", "--archive", "runs"],
     ))
     .unwrap();
     assert_eq!(listed[0]["status"], "completed");
-    let shown = recipe_ok(
-        dir.path(),
-        &["runs", "show", "table", "--archive", "runs", "--json"],
-    );
+    let shown = show("table");
     assert!(shown.contains("\"path\": \"first.csv\""), "{shown}");
     assert!(
         !shown.contains("\"target\""),
@@ -248,44 +245,20 @@ fn issue_27_a_table_trains_on_the_target_it_names_and_refuses_a_guess() {
     // another name are the same data, and so a replicate of the first run.)
     let named = text.replace("label,", "kind,").replace(",0\n", ",1\n");
     std::fs::write(dir.path().join("named.csv"), named).unwrap();
-    let out = crate::recipe(
-        dir.path(),
-        &[
-            "train",
-            "--quiet",
-            "--archive",
-            "runs",
-            "--data",
-            "named.csv",
-        ],
-    );
+    let out = train(&["--data", "named.csv"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("which column is the target") && err.contains("kind, p0, p1, p2"),
         "{err}"
     );
-    recipe_ok(
-        dir.path(),
-        &[
-            "train",
-            "--quiet",
-            "--archive",
-            "runs",
-            "--data",
-            "named.csv",
-            "--target",
-            "kind",
-            "--name",
-            "named",
-            "--config",
-            "{\"steps\": 30, \"eval_every\": 30}",
-        ],
+    let out = train(&["--data", "named.csv", "--target", "kind", "--name", "named"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let shown = recipe_ok(
-        dir.path(),
-        &["runs", "show", "named", "--archive", "runs", "--json"],
-    );
+    let shown = show("named");
     assert!(
         shown.contains("\"target\": \"kind\""),
         "the choice is in the data spec: {shown}"

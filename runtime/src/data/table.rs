@@ -212,11 +212,13 @@ pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Resul
         .map(|&i| arrow::compute::cast(table.column(i), &DataType::Float64))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Data(format!("{file}: {e}")))?;
+    let columns: Vec<&[f64]> = columns
+        .iter()
+        .map(|c| c.as_primitive::<Float64Type>().values().as_ref())
+        .collect();
     let mut values = Vec::with_capacity(rows.len() * columns.len());
     for &row in &rows {
-        for column in &columns {
-            values.push(column.as_primitive::<Float64Type>().value(row) as f32);
-        }
+        values.extend(columns.iter().map(|column| column[row] as f32));
     }
     Ok(Prepared {
         features: values,
@@ -281,13 +283,7 @@ fn classes(
                 }
                 whole.push(v as i64);
             }
-            let mut distinct = whole.clone();
-            distinct.sort_unstable();
-            distinct.dedup();
-            let labels = whole
-                .iter()
-                .map(|v| distinct.binary_search(v).unwrap_or(0) as u32)
-                .collect();
+            let (labels, distinct) = indices(&whole);
             return Ok((labels, distinct.iter().map(i64::to_string).collect()));
         }
         other => {
@@ -297,12 +293,17 @@ fn classes(
             )))
         }
     };
-    let mut distinct = values.clone();
+    Ok(indices(&values))
+}
+
+/// Each value's index among the distinct values, sorted; and those values.
+fn indices<T: Ord + Clone>(values: &[T]) -> (Vec<u32>, Vec<T>) {
+    let mut distinct = values.to_vec();
     distinct.sort();
     distinct.dedup();
     let labels = values
         .iter()
         .map(|v| distinct.binary_search(v).unwrap_or(0) as u32)
         .collect();
-    Ok((labels, distinct))
+    (labels, distinct)
 }
