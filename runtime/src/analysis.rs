@@ -208,7 +208,13 @@ impl Trained {
 
     /// The first layer's weights drawn as images (one per unit or filter).
     pub fn first_layer_weights(&self, data: &Dataset) -> Result<ImageGrid> {
-        let w = self.params.get(self.model.first_weight())?;
+        let first = self.model.first_weight().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} names no first layer to show: implement Model::first_weight to name its weight",
+                self.config.model.label()
+            ))
+        })?;
+        let w = self.params.get(first)?;
         let dims = w.dims().to_vec();
         let rows = w.as_tensor().flatten_from(1)?.to_vec2::<f32>()?;
         let shape = match dims.as_slice() {

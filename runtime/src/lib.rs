@@ -5,7 +5,8 @@
 //!   the data" views (summary, duplicates, corrupt examples, ranking, image grids).
 //! - [`TrainConfig`] and [`Seeds`]: how to train, every default in one place, one seed per
 //!   source of randomness.
-//! - [`fit`] -> [`Trained`]: the trainer, archiving every run as it goes.
+//! - [`fit`] -> [`Trained`]: the trainer, archiving every run as it goes; [`track::track`]
+//!   archives a loop of one's own the same way.
 //! - [`checks`]: the recipe's checks as a registry, each recorded on runs.
 //!
 //! Every public function returns [`Result`]; nothing a user can trigger panics.
@@ -15,17 +16,21 @@ pub mod batches;
 mod checkpoint;
 pub mod checks;
 pub mod config;
+pub mod custom;
 pub mod data;
 mod error;
+pub mod model_summary;
 pub mod models;
 pub mod notebook;
 pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod process;
+mod progress;
 pub mod reports;
 pub mod rng;
 pub mod show;
+pub mod track;
 pub mod train;
 pub mod tune;
 pub mod verify;
@@ -44,15 +49,19 @@ pub mod prelude {
         predictions_of_run, Predictions,
     };
     pub use crate::checks::{registry, run_all, CheckContext, Finding, RecipeCheck};
+    pub use crate::custom::ModelIo;
     pub use crate::data::{DataSpec, Dataset};
-    pub use crate::models::{Model, ModelSpec};
+    pub use crate::model_summary::ModelSummary;
+    pub use crate::models::{Dropout, Model, ModelSpec};
     pub use crate::notebook::{clear_output, DisplayHandle};
     pub use crate::optim::Schedule;
     pub use crate::reports::{curves, diff, results, run_report, Runs};
     pub use crate::show::{display, DebugResult, Html, Show};
+    pub use crate::track::{track, track_loop, Tracker};
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
     pub use crate::tune::{random_search, Search, SearchSpace, Sweep};
     pub use crate::verify::{verify, Verification};
     pub use crate::{Error, Result, Rng, Seeds, TrainConfig};
     pub use recipe_archive::{Archive, RunRecord, Status};
+    pub use serde_json::json;
 }

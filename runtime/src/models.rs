@@ -1,7 +1,9 @@
 //! The model zoo: an MLP, a small ConvNet and a small ResNet, written like candle-nn (a
 //! plain struct and a constructor taking a `VarBuilder` and a name prefix), with dropout
-//! masks drawn from the runtime's seeded RNG.
+//! masks drawn from the runtime's seeded RNG; and [`ModelSpec::custom`], any net a notebook
+//! defines (see [`crate::custom`]).
 
+use crate::custom::{CustomModel, ModelIo};
 use crate::params::Params;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -11,14 +13,21 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
 /// A classifier: input batch (B, *example shape) -> logits (B, classes).
+///
+/// Implement it for a net of your own: `forward` is all it needs. `train` is true during
+/// training steps (dropout on) and false when evaluating.
 pub trait Model: Send + Sync {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
-    /// The name of the final layer's bias (what "init well" sets from class priors).
+    /// The name of the final layer's bias (what "init well" sets from class priors):
+    /// `head.bias` unless the model says otherwise.
     fn final_bias(&self) -> &str {
         "head.bias"
     }
-    /// The name of the first layer's weight (what "first-layer weights" shows).
-    fn first_weight(&self) -> &str;
+    /// The name of the first layer's weight (what "first-layer weights" shows), if the
+    /// model has one worth showing.
+    fn first_weight(&self) -> Option<&str> {
+        None
+    }
     /// Make dropout masks a function of (seed, step), so a resumed run draws the masks an
     /// uninterrupted one would.
     fn reseed_dropout(&self, _step: usize) {}
@@ -34,6 +43,9 @@ pub enum ModelSpec {
     ConvNet { channels: [usize; 2], hidden: usize },
     /// A 3x3 stem, `blocks` residual blocks of two 3x3 convs, global average pool.
     ResNet { channels: usize, blocks: usize },
+    /// A net defined in a notebook cell: its name and hyperparameters are archived, its
+    /// builder is this session's code ([`ModelSpec::custom`]).
+    Custom(CustomModel),
 }
 
 impl Default for ModelSpec {
@@ -43,6 +55,24 @@ impl Default for ModelSpec {
 }
 
 impl ModelSpec {
+    /// Your own net, named `name`, with hyperparameters `hyper` (any serializable value, e.g.
+    /// `json!({"hidden": 32})`, recorded in the run's config), built by `build` from the
+    /// runtime's seeded `VarBuilder` and what the data asks for ([`ModelIo`]).
+    ///
+    /// ```ignore
+    /// let spec = ModelSpec::custom("tiny-mlp", json!({"hidden": 32}), |vb, io| {
+    ///     TinyMlp::new(io.inputs(), 32, io.outputs, vb)
+    /// })?;
+    /// ```
+    pub fn custom<M, E, F>(name: &str, hyper: impl Serialize, build: F) -> Result<ModelSpec>
+    where
+        M: Model + 'static,
+        E: std::fmt::Display,
+        F: Fn(VarBuilder<'static>, &ModelIo) -> std::result::Result<M, E> + Send + Sync + 'static,
+    {
+        Ok(ModelSpec::Custom(CustomModel::new(name, hyper, build)?))
+    }
+
     /// Build the model for examples of `shape` and `classes` classes, its parameters drawn
     /// from `params`' seed and its dropout masks from `dropout_seed`.
     pub fn build(
@@ -75,6 +105,15 @@ impl ModelSpec {
                 drop,
                 vb,
             )?),
+            ModelSpec::Custom(custom) => custom.build(
+                vb,
+                &ModelIo {
+                    shape: shape.to_vec(),
+                    outputs: classes,
+                    dropout,
+                    dropout_seed,
+                },
+            )?,
         })
     }
 
@@ -84,6 +123,7 @@ impl ModelSpec {
             ModelSpec::Mlp { hidden } => format!("mlp{hidden:?}"),
             ModelSpec::ConvNet { channels, hidden } => format!("convnet{channels:?}-{hidden}"),
             ModelSpec::ResNet { channels, blocks } => format!("resnet{channels}x{blocks}"),
+            ModelSpec::Custom(custom) => custom.name.clone(),
         }
     }
 }
@@ -230,12 +270,12 @@ impl Model for Mlp {
     fn reseed_dropout(&self, step: usize) {
         self.dropout.at_step(step);
     }
-    fn first_weight(&self) -> &str {
-        if self.layers.is_empty() {
+    fn first_weight(&self) -> Option<&str> {
+        Some(if self.layers.is_empty() {
             "head.weight"
         } else {
             "fc1.weight"
-        }
+        })
     }
 }
 
@@ -322,8 +362,8 @@ impl Model for ConvNet {
         let h = self.fc.forward_relu(&h.flatten_from(1)?)?; // (B, hidden)
         self.head.forward(&self.dropout.forward(&h, train)?) // (B, classes)
     }
-    fn first_weight(&self) -> &str {
-        "conv1.weight"
+    fn first_weight(&self) -> Option<&str> {
+        Some("conv1.weight")
     }
     fn reseed_dropout(&self, step: usize) {
         self.dropout.at_step(step);
@@ -377,8 +417,8 @@ impl Model for ResNet {
         let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?; // (B, C)
         self.head.forward(&pooled)
     }
-    fn first_weight(&self) -> &str {
-        "stem.weight"
+    fn first_weight(&self) -> Option<&str> {
+        Some("stem.weight")
     }
     fn reseed_dropout(&self, step: usize) {
         self.dropout.at_step(step);
@@ -395,7 +435,10 @@ mod tests {
         let model = spec.build(&[1, 8, 8], 10, 0.0, 0, &params).unwrap();
         let x = Tensor::zeros((3, 1, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.forward(&x, false).unwrap().dims(), &[3, 10]);
-        assert!(params.get(model.final_bias()).is_ok() && params.get(model.first_weight()).is_ok());
+        assert!(
+            params.get(model.final_bias()).is_ok()
+                && model.first_weight().is_some_and(|w| params.get(w).is_ok())
+        );
     }
 
     #[test]
@@ -472,6 +515,7 @@ mod tests {
 mod gradient_tests {
     //! Every layer's gradients against central finite differences (f32, so tolerances are
     //! loose: 2% relative plus 1e-3 absolute).
+    use crate::custom::{CustomModel, ModelIo};
     use crate::models::ModelSpec;
     use crate::params::Params;
     use candle_core::{DType, Device, Tensor};

@@ -23,6 +23,7 @@ use crate::data::Dataset;
 use crate::models::Model;
 use crate::optim::{gradients, AdamW};
 use crate::params::Params;
+use crate::progress::Progress;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use recipe_archive::{Archive, Check, RunRecord, RunSpec, RunWriter, Status};
@@ -41,21 +42,23 @@ pub fn request_stop() {
     STOP_REQUESTS.fetch_add(1, Ordering::SeqCst);
 }
 
-/// What a fit watches to know it should stop.
+/// What a fit (or a tracked loop) watches to know it should stop.
 #[derive(Clone, Debug)]
-enum StopWatch {
+pub(crate) enum StopWatch {
     Global(u64),
     Token(Arc<AtomicBool>),
 }
 
 impl StopWatch {
-    fn new(token: &Option<Arc<AtomicBool>>) -> StopWatch {
+    /// Watch `token` when there is one, else the stop requests made from now on.
+    pub(crate) fn new(token: &Option<Arc<AtomicBool>>) -> StopWatch {
         match token {
             Some(t) => StopWatch::Token(t.clone()),
             None => StopWatch::Global(STOP_REQUESTS.load(Ordering::SeqCst)),
         }
     }
-    fn stop(&self) -> bool {
+    /// Whether a stop was requested since the watch began.
+    pub(crate) fn stop(&self) -> bool {
         match self {
             StopWatch::Global(start) => STOP_REQUESTS.load(Ordering::SeqCst) != *start,
             StopWatch::Token(t) => t.load(Ordering::SeqCst),
@@ -471,7 +474,6 @@ fn train_run(
 
     // 3. Train.
     let started = Instant::now();
-    let mut last_print = Instant::now();
     let mut progress = (!options.quiet).then(|| Progress::new(&options.name, config.steps));
     let mut val_losses = Vec::new();
     let mut status = Status::Completed;
@@ -523,7 +525,8 @@ fn train_run(
             break;
         }
         let last = step + 1 == config.steps;
-        if (step + 1) % config.eval_every == 0 || last {
+        let evaluates = (step + 1) % config.eval_every == 0 || last;
+        if evaluates {
             let (val_loss, val_acc) =
                 evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
             log(
@@ -560,11 +563,11 @@ fn train_run(
             }
         }
         if let Some(p) = progress.as_mut() {
-            p.record(step, loss_value, &val_losses);
-            if last_print.elapsed().as_millis() > 250 || last {
-                last_print = Instant::now();
-                p.show();
+            p.train_loss(step, loss_value);
+            if let Some(&val_loss) = val_losses.last().filter(|_| evaluates) {
+                p.val_loss(step, val_loss);
             }
+            p.show_now_and_then(last);
         }
         step += 1;
     }
@@ -617,9 +620,7 @@ fn train_run(
     })
 }
 
-/// The identity of a run of the built-in trainer: the config, the seeds, the data fingerprint
-/// (whose details carry the spec that reloads it), the code with the runtime's version and
-/// Cargo.lock, and the environment with candle's version.
+/// The identity of a run of the built-in trainer: see [`run_spec_of`].
 pub fn run_spec(
     data: &Dataset,
     config: &TrainConfig,
@@ -628,12 +629,21 @@ pub fn run_spec(
 ) -> Result<RunSpec> {
     let config_json =
         serde_json::to_value(config).map_err(|e| Error::Invalid(format!("config: {e}")))?;
-    let mut spec = RunSpec::capture(
-        &options.name,
-        config_json,
-        seeds.to_map(),
-        data.fingerprint(),
-    )?;
+    run_spec_of(data, config_json, seeds, options)
+}
+
+/// The identity of a run, whoever trains it (`fit`, or a loop of one's own under
+/// [`crate::track::track`]): the config as JSON, the seeds, the data fingerprint (whose
+/// details carry the spec that reloads it), the code with the runtime's version, Cargo.lock
+/// and, inside the kernel, the cell running now, and the environment with candle's version.
+/// Explicit cell provenance in `options` wins over the kernel's.
+pub fn run_spec_of(
+    data: &Dataset,
+    config: serde_json::Value,
+    seeds: &Seeds,
+    options: &RunOptions,
+) -> Result<RunSpec> {
+    let mut spec = RunSpec::capture(&options.name, config, seeds.to_map(), data.fingerprint())?;
     let code = &mut spec.identity.code;
     code.runtime
         .insert("recipe".into(), env!("CARGO_PKG_VERSION").into());
@@ -670,95 +680,6 @@ pub fn run_spec(
         .clone()
         .or_else(|| cell.as_ref().map(|c| c.history_hash.clone()));
     Ok(spec)
-}
-
-/// The progress of a fit: a live line and loss plot in a notebook, a `\r` line in a terminal.
-struct Progress {
-    name: String,
-    steps: usize,
-    step: usize,
-    train: Vec<(f64, f64)>,
-    val: Vec<(f64, f64)>,
-    handle: Option<crate::notebook::DisplayHandle>,
-}
-
-impl Progress {
-    fn new(name: &str, steps: usize) -> Progress {
-        Progress {
-            name: name.into(),
-            steps,
-            step: 0,
-            train: Vec::new(),
-            val: Vec::new(),
-            handle: None,
-        }
-    }
-
-    /// One step's training loss; `val_losses` so far (a new one when it grew).
-    fn record(&mut self, step: usize, train_loss: f64, val_losses: &[f64]) {
-        self.step = step + 1;
-        // Every step up to 2,000 points; beyond that the plot would not show more.
-        if self.steps <= 2000 || step % self.steps.div_ceil(2000) == 0 {
-            self.train.push((step as f64, train_loss));
-        }
-        if val_losses.len() > self.val.len() {
-            if let Some(&v) = val_losses.last() {
-                self.val.push((step as f64, v));
-            }
-        }
-    }
-
-    fn line(&self) -> String {
-        let last = |s: &[(f64, f64)]| s.last().map_or("-".to_string(), |p| format!("{:.4}", p.1));
-        format!(
-            "{} step {}/{} train_loss {} val_loss {}",
-            self.name,
-            self.step,
-            self.steps,
-            last(&self.train),
-            last(&self.val)
-        )
-    }
-
-    fn show(&mut self) {
-        if !crate::notebook::attached() {
-            eprint!("\r{}   ", self.line());
-            return;
-        }
-        let view = ProgressView(self.line(), {
-            let series = vec![
-                ("train_loss".to_string(), self.train.clone()),
-                ("val_loss".to_string(), self.val.clone()),
-            ];
-            crate::show::svg_lines(&series, &self.name, "step")
-        });
-        match &self.handle {
-            Some(h) => h.update(&view),
-            None => self.handle = Some(crate::notebook::DisplayHandle::new(&view)),
-        }
-    }
-
-    fn finish(&mut self) {
-        if !crate::notebook::attached() {
-            eprintln!();
-        }
-    }
-}
-
-/// A progress line with its loss plot.
-struct ProgressView(String, String);
-
-impl crate::show::Show for ProgressView {
-    fn text(&self) -> String {
-        self.0.clone()
-    }
-    fn html(&self) -> String {
-        format!(
-            "<div><code>{}</code><br>{}</div>",
-            crate::show::escape(&self.0),
-            self.1
-        )
-    }
 }
 
 /// The workspace lock file the runtime was built with: part of the code identity.
