@@ -10,8 +10,29 @@
 
 pub use recipe::*;
 
-/// candle, for tensors and layers of your own.
-pub use candle_core as candle;
-pub use candle_nn;
+/// The crates inside the runtime, for code of your own. Every session also names them as
+/// their own crates (`use candle_core::Tensor;` works in a cell), so a cell never needs a
+/// `:dep` on them: a second copy would be a second `Tensor` type that the runtime's
+/// functions refuse.
+///
+/// Each is a module that re-exports the crate's items rather than an alias of the crate
+/// (`pub use candle_core as candle;`): the analyzer that infers a cell variable's type
+/// writes a type's path through re-exported items, not through an aliased crate, and a
+/// variable whose type it cannot write is not kept.
+pub mod candle {
+    pub use ::candle_core::*;
+}
+pub mod candle_nn {
+    pub use ::candle_nn::*;
+}
+pub mod serde_json {
+    pub use ::serde_json::*;
+}
+pub mod arrow {
+    pub use ::arrow::*;
+}
+pub mod parquet {
+    pub use ::parquet::*;
+}
 /// The archive crate, for tables and queries beyond the prelude.
 pub use recipe_archive as archive;

@@ -10,6 +10,7 @@
 //! Errors print one line (`error: ...`) and exit non-zero; usage errors exit 2.
 
 mod alloc;
+mod analyzer_source;
 mod cli;
 mod exec;
 mod is_complete;

@@ -130,68 +130,6 @@ pub fn rustc_version() -> anyhow::Result<String> {
         .context("could not run rustc (is a Rust toolchain on PATH?)")
 }
 
-/// The runtime's source, for the analyzer that infers the types of cell variables and
-/// completes names (it reads source, not compiled metadata): the three crates of the runtime
-/// and a workspace manifest naming just them.
-///
-/// Their manifests keep only their dependencies on each other. The analyzer then reads a few
-/// hundred files instead of every file of candle, arrow and parquet (seconds per cell, not
-/// tens), at a price: a variable whose type comes from one of those crates (a bare `Tensor`)
-/// needs its type written out.
-fn copy_source(workspace: &Path, to: &Path) -> anyhow::Result<()> {
-    for member in ["archive", "runtime", "cells"] {
-        copy_tree(&workspace.join(member), &to.join(member))?;
-        let manifest = to.join(member).join("Cargo.toml");
-        let text = std::fs::read_to_string(&manifest)?;
-        std::fs::write(&manifest, own_dependencies_only(&text))?;
-    }
-    let manifest = std::fs::read_to_string(workspace.join("Cargo.toml"))?;
-    let members = manifest
-        .lines()
-        .find(|l| l.trim_start().starts_with("members"))
-        .context("the workspace manifest has no members line")?;
-    let manifest = manifest.replace(members, r#"members = ["archive", "runtime", "cells"]"#);
-    std::fs::write(to.join("Cargo.toml"), manifest)?;
-    std::fs::copy(workspace.join("Cargo.lock"), to.join("Cargo.lock"))?;
-    Ok(())
-}
-
-/// A crate manifest without its external dependencies (and without build scripts).
-fn own_dependencies_only(manifest: &str) -> String {
-    let mut in_dependencies = false;
-    let mut kept = Vec::new();
-    for line in manifest.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            in_dependencies = trimmed.ends_with("dependencies]");
-        }
-        let external = in_dependencies
-            && !trimmed.starts_with('[')
-            && !trimmed.is_empty()
-            && !trimmed.starts_with("recipe");
-        if !external && !trimmed.starts_with("build =") {
-            kept.push(line);
-        }
-    }
-    kept.join("\n") + "\n"
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("list {}", from.display()))? {
-        let entry = entry?;
-        let (path, target) = (entry.path(), to.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
-            if entry.file_name() != "target" {
-                copy_tree(&path, &target)?;
-            }
-        } else {
-            std::fs::copy(&path, &target).with_context(|| format!("copy {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// The folder of an installed runtime holding the analyzer's standard library source.
 const STD_SOURCE: &str = "std-source";
 
@@ -404,7 +342,7 @@ impl InstallPlan {
             staging.join("manifest.json"),
             serde_json::to_vec_pretty(&manifest)?,
         )?;
-        copy_source(&self.source, &staging.join("source"))?;
+        crate::analyzer_source::copy_source(&self.source, &staging.join("source"))?;
         match toolchain_std_source()? {
             Some(library) => std_source_for_analyzer(&library, &staging.join(STD_SOURCE))?,
             None => eprintln!(

@@ -74,10 +74,49 @@ impl Drop for Session {
     }
 }
 
-/// The code every session runs first, hidden: the prelude and the output forwarder. Its `?`
-/// makes evcxr allow `?` in every cell from the start (it learns that from the first cell
-/// that uses one, and displays that cell's value as Debug text).
-const INIT: &str = "use recipe::prelude::*;\nrecipe::notebook::attach()?;";
+/// The code every session runs first, hidden: the prelude, the runtime's crates under their
+/// own names, and the output forwarder. Its `?` makes evcxr allow `?` in every cell from the
+/// start (it learns that from the first cell that uses one, and displays that cell's value
+/// as Debug text).
+///
+/// The `use ... as` lines put `candle_core`, `candle_nn`, `serde_json`, `arrow` and
+/// `parquet` at the root of every cell's crate: `use candle_core::Tensor;` as candle's
+/// examples write it resolves to the runtime's one copy, and the analyzer can write the
+/// type of a variable holding such a value (`let t = Tensor::zeros(..)?;` persists).
+const INIT: &str = "use recipe::prelude::*;\n\
+use recipe::{arrow, candle as candle_core, candle_nn, parquet, serde_json};\n\
+recipe::notebook::attach()?;";
+
+/// Crates the runtime contains, by the name a `:dep` line gives them: a cell has them
+/// already, and a `:dep` would build a second copy whose types the runtime's functions
+/// refuse ("mismatched types" a few cells later).
+const RUNTIME_CRATES: [(&str, &str); 6] = [
+    ("candle-core", "candle_core"),
+    ("candle-nn", "candle_nn"),
+    ("serde_json", "serde_json"),
+    ("arrow", "arrow"),
+    ("parquet", "parquet"),
+    ("recipe", "recipe"),
+];
+
+/// The answer to a `:dep` line that asks for a crate the runtime contains.
+fn contained_dep(code: &str) -> Option<String> {
+    code.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix(":dep")?;
+        let name = rest
+            .trim()
+            .split(|c: char| c == '=' || c.is_whitespace())
+            .next()?;
+        let (_, path) = RUNTIME_CRATES
+            .iter()
+            .find(|(dep, path)| name == *dep || name == *path || name.replace('_', "-") == *dep)?;
+        Some(format!(
+            "{name} is part of the recipe runtime, and every cell has it already: write \
+             `use {path}::...;` (no :dep line). A :dep would build a second copy of it, \
+             whose types the runtime's functions refuse."
+        ))
+    })
+}
 
 impl Session {
     /// Start a session whose output goes to `sink`. `archive` records every cell (None: the
@@ -259,6 +298,9 @@ impl Session {
         };
         if let Err(e) = write_cell_file(&self.cell_file, &cell) {
             return error_outcome("SessionError", &format!("{e:#}"), Vec::new());
+        }
+        if let Some(answer) = contained_dep(code) {
+            return error_outcome("DepError", &answer, Vec::new());
         }
         *self.failure.lock().unwrap() = Failure::default();
         let killed_before = self.interrupter.killed.load(Ordering::SeqCst);
@@ -730,6 +772,19 @@ pub fn check_runtime() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_28_a_dep_on_a_crate_of_the_runtime_is_answered_with_its_name_in_a_cell() {
+        let answer = contained_dep(":dep candle-core = \"=0.11.1\"\nlet x = 1;").unwrap();
+        assert!(answer.contains("use candle_core::...;"), "{answer}");
+        assert!(contained_dep(":dep candle_nn = { version = \"0.11\" }")
+            .unwrap()
+            .contains("use candle_nn::...;"));
+        assert!(contained_dep(":dep serde_json").is_some());
+        // Other crates are evcxr's to fetch; a line that merely mentions one is code.
+        assert_eq!(contained_dep(":dep rand = \"0.8\""), None);
+        assert_eq!(contained_dep("let s = \":dep candle-core\";"), None);
+    }
 
     #[test]
     fn cell_line_finds_the_generated_line_in_the_cell() {

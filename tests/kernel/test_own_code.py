@@ -1,0 +1,123 @@
+"""Issues 22 and 28: a person's own code in a cell. candle written as candle's examples
+write it (no `:dep`, no type annotations), a net of their own trained by `fit` with the
+recipe's checks, and the archive seeing it, all through a real kernel and jupyter_client."""
+
+import json
+
+import pyarrow.dataset as ds
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from conftest import ARCHIVE
+from test_behaviour import result_text, run
+
+TINY_NET = """
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{linear, Linear, Module, VarBuilder};
+
+struct Tiny {
+    fc1: Linear,
+    head: Linear,
+}
+
+impl Tiny {
+    fn new(inputs: usize, hidden: usize, outputs: usize, vb: VarBuilder) -> candle_core::Result<Tiny> {
+        Ok(Tiny {
+            fc1: linear(inputs, hidden, vb.pp("fc1"))?,
+            head: linear(hidden, outputs, vb.pp("head"))?,
+        })
+    }
+}
+
+impl Model for Tiny {
+    fn forward(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        self.head.forward(&self.fc1.forward(&x.flatten_from(1)?)?.relu()?)
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = start_new_kernel(kernel_name="recipe", startup_timeout=300)
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def ok(kc, code, timeout=180):
+    reply, outputs = run(kc, code, timeout=timeout)
+    assert reply["status"] == "ok", reply
+    return outputs
+
+
+def test_issue_28_untyped_candle_values_persist_across_cells(kernel):
+    _, kc = kernel
+    ok(
+        kc,
+        "use candle_core::{DType, Device, Tensor};\n"
+        "let dev = Device::Cpu;\n"
+        "let t = Tensor::zeros((2, 3), DType::F32, &dev)?;\n"
+        "let vm = candle_nn::VarMap::new();\n"
+        'let v = serde_json::json!({"a": 1});',
+    )
+    assert result_text(ok(kc, "t.dims().to_vec()")) == "[2, 3]"
+    assert result_text(ok(kc, "vm.all_vars().len()")) == "0"
+    assert result_text(ok(kc, 'v["a"].clone()')) == "Number(1)"
+
+
+def test_issue_28_a_tensor_made_in_a_cell_goes_into_the_runtime(kernel):
+    _, kc = kernel
+    ok(kc, "use candle_core::{Device, Tensor};\nlet x = Tensor::ones((3, 4), candle_core::DType::F32, &Device::Cpu)?;")
+    # The runtime's check takes the cell's tensor: one copy of candle.
+    text = result_text(ok(kc, "recipe::checks::batch_dependency(|x| x.sqr(), &x, 1)?"))
+    assert text == "[1]", text
+    # And the runtime's tensors are the cell's type.
+    text = result_text(ok(kc, "let (b, _) = Dataset::digits()?.batch(&[0, 1], &Device::Cpu)?;\n(b + &x.sum_all()?.broadcast_as((2, 1, 8, 8))?)?.dims().to_vec()"))
+    assert text == "[2, 1, 8, 8]", text
+
+
+def test_issue_28_a_dep_on_a_crate_of_the_runtime_names_the_runtimes_copy(kernel):
+    _, kc = kernel
+    reply, _ = run(kc, ':dep candle-core = "=0.11.1"')
+    assert reply["status"] == "error" and reply["ename"] == "DepError", reply
+    assert "use candle_core::...;" in reply["evalue"] and "part of the recipe runtime" in reply["evalue"]
+
+
+def test_issue_22_a_net_defined_in_a_cell_trains_through_fit_with_every_check(kernel):
+    _, kc = kernel
+    ok(kc, TINY_NET)
+    outputs = ok(
+        kc,
+        'let spec = ModelSpec::custom("tiny", json!({"hidden": 32}), |vb, io| Tiny::new(io.inputs(), 32, io.outputs, vb))?;\n'
+        "let data = Dataset::digits()?.subset(300, 100)?;\n"
+        "spec.summary(&data)?",
+    )
+    html = [m for m in outputs if m["msg_type"] == "execute_result"][0]["content"]["data"]["text/html"]
+    assert "fc1.weight" in html and "[32, 64]" in html and "2410 parameters" in html, html
+    text = result_text(
+        ok(
+            kc,
+            "let config = TrainConfig { model: spec.clone(), steps: 80, eval_every: 40, lr: 1e-3, ..TrainConfig::default() };\n"
+            'let trained = fit(&data, &config, &Seeds::all(1), &RunOptions::named("tiny-in-a-cell")?.quiet())?;\n'
+            'trained.metric("test_acc")? > 0.3',
+        )
+    )
+    assert text == "true", text
+    # Every check of the registry runs on it.
+    text = result_text(
+        ok(
+            kc,
+            "let findings = run_all(&CheckContext { data: &data, config: config.clone(), seeds: Seeds::all(1) })?;\n"
+            "findings.iter().map(|f| (f.check.name.clone(), f.check.passed)).collect::<Vec<_>>()",
+        )
+    )
+    for name in ["loss_at_init", "backprop_dependency", "overfit_one_batch"]:
+        assert f'("{name}", true)' in text, text
+    # The archive sees it as its name and hyperparameters, linked to its cell.
+    runs = ds.dataset(str(ARCHIVE / "runs"), format="parquet", partitioning="hive").to_table().to_pylist()
+    mine = [r for r in runs if r["name"] == "tiny-in-a-cell"]
+    assert len(mine) == 1 and mine[0]["status"] == "completed", mine
+    config = json.loads(mine[0]["config"])
+    assert config["model"] == {"kind": "custom", "name": "tiny", "hyper": {"hidden": 32}}
+    assert mine[0]["session_id"], mine[0]
