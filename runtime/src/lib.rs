@@ -55,6 +55,7 @@ pub mod prelude {
     pub use crate::models::{Dropout, Model, ModelSpec};
     pub use crate::notebook::{clear_output, DisplayHandle};
     pub use crate::optim::Schedule;
+    pub use crate::params::Params;
     pub use crate::reports::{curves, diff, results, run_report, Runs};
     pub use crate::show::{display, DebugResult, Html, Show};
     pub use crate::track::{track, track_loop, Tracker};

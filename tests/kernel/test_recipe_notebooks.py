@@ -1,4 +1,4 @@
-"""The eight recipe notebooks, executed by nbclient through the installed kernel with small
+"""The nine recipe notebooks, executed by nbclient through the installed kernel with small
 settings, twice: the second pass must reproduce every run bit for bit."""
 
 import re
@@ -47,8 +47,8 @@ def executed_twice(archive):
     return first, after_first, second, runs(archive)
 
 
-def test_there_are_eight_notebooks_with_parameters_cells():
-    assert len(NOTEBOOKS) == 8
+def test_there_are_nine_notebooks_with_parameters_cells():
+    assert len(NOTEBOOKS) == 9
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path.name
@@ -71,6 +71,13 @@ def test_the_archive_holds_the_recipe_runs_with_their_checks(executed_twice):
     assert {"mlp-64", "mlp-256", "convnet"} <= by_step["overfit"]
     assert {"reg-none", "reg-dropout", "reg-weight-decay", "reg-augment", "reg-early-stopping"} <= by_step["regularize"]
     assert "tune" in by_step and "squeeze" in by_step and "paper" in by_step
+    # Notebook 9: a net of the notebook's own through fit, and the same net in a tracked loop.
+    assert {"zoo-mlp-64", "gelu-mlp"} <= by_step["your-own-model"]
+    gelu = [r for r in rows if r["name"] == "gelu-mlp"][0]
+    assert '"kind":"custom"' in gelu["config"] and '"name":"gelu-mlp"' in gelu["config"], gelu["config"]
+    assert "loss_at_init" in gelu["checks"]
+    loop = [r for r in rows if r["name"] == "candle-loop"]
+    assert len(loop) == 1 and loop[0]["status"] == "completed" and loop[0]["session_id"], loop
     skeleton = [r for r in rows if r["name"] == "skeleton"][0]
     assert "loss_at_init" in skeleton["checks"]
     mlp256 = [r for r in rows if r["name"] == "mlp-256"][0]
