@@ -8,6 +8,7 @@
 mod archive_cli;
 mod crash_and_concurrency;
 mod other_engines;
+mod tables;
 mod trainer;
 
 use std::path::{Path, PathBuf};

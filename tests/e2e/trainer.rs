@@ -234,10 +234,16 @@ fn issue_27_a_table_trains_on_the_target_it_names_and_refuses_a_guess() {
     .unwrap();
     assert_eq!(listed[0]["status"], "completed");
     let shown = show("table");
-    assert!(shown.contains("\"path\": \"first.csv\""), "{shown}");
-    assert!(
-        !shown.contains("\"target\""),
+    let data: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let details = &data["identity"]["data"]["value"]["details"];
+    assert_eq!(
+        details["spec"],
+        serde_json::json!({"kind": "csv", "path": "first.csv"}),
         "no choice, no field: {shown}"
+    );
+    assert_eq!(
+        details["table"]["target"], "label",
+        "the target found by its name is recorded"
     );
 
     // A table with no target column named like one is refused, naming its columns, and

@@ -23,9 +23,21 @@ pub struct DataSource {
     /// A table's column to leave out (repeat for more)
     #[arg(long = "drop", value_name = "COLUMN")]
     drop: Vec<String>,
-    /// Leave out a table's rows that have a missing cell (by default they are an error)
+    /// Leave out a table's rows that have a missing cell (by default they are an error; with
+    /// --fill, only the rows whose target is missing)
     #[arg(long)]
     drop_missing_rows: bool,
+    /// A table's column to encode as one 0/1 feature per category of the training split
+    /// (repeat for more)
+    #[arg(long = "one-hot", value_name = "COLUMN")]
+    one_hot: Vec<String>,
+    /// Fill a table's missing feature cells with the training split's mean (most frequent
+    /// value for a one-hot column) or most frequent value
+    #[arg(long, value_name = "HOW", value_parser = ["mean", "mode"])]
+    fill: Option<String>,
+    /// Standardise a table's features with the training split's mean and std
+    #[arg(long)]
+    normalize: bool,
 }
 
 impl DataSource {
@@ -35,12 +47,20 @@ impl DataSource {
             "digits" => Dataset::digits()?,
             "fashion-mnist" => Dataset::fashion_mnist()?,
             path => {
-                let mut table = Dataset::table(path).drop(&self.drop);
+                let mut table = Dataset::table(path).drop(&self.drop).one_hot(&self.one_hot);
                 if let Some(target) = &self.target {
                     table = table.target(target);
                 }
                 if self.drop_missing_rows {
                     table = table.drop_missing_rows();
+                }
+                table = match self.fill.as_deref() {
+                    Some("mean") => table.fill_mean(),
+                    Some("mode") => table.fill_mode(),
+                    _ => table,
+                };
+                if self.normalize {
+                    table = table.normalize();
                 }
                 table.load().with_context(|| format!("loading {path}"))?
             }

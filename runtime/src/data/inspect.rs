@@ -26,6 +26,9 @@ pub struct Summary {
     pub std: f64,
     /// Features that are constant across every example (dead pixels).
     pub constant_features: usize,
+    /// For a table: what was made of it, one line each (the target, the features, the rows
+    /// left out, the values fitted on the training split; see [`super::Fitted::lines`]).
+    pub table: Vec<String>,
 }
 
 /// Groups of identical examples (blake3 of their features).
@@ -137,6 +140,7 @@ impl Dataset {
             mean: sum / n,
             std: (sq / n - (sum / n).powi(2)).max(0.0).sqrt(),
             constant_features,
+            table: self.table.as_ref().map(|t| t.lines()).unwrap_or_default(),
         })
     }
 
@@ -322,7 +326,7 @@ impl Show for ImageGrid {
 }
 
 impl Summary {
-    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+    fn class_rows(&self) -> (Vec<String>, Vec<Vec<String>>) {
         let headers = ["class", "train", "all"].map(String::from).to_vec();
         let rows = self
             .classes
@@ -350,8 +354,11 @@ impl Summary {
 
 impl Show for Summary {
     fn text(&self) -> String {
-        let (headers, rows) = self.table();
+        let (headers, rows) = self.class_rows();
         let mut out = self.headline() + "\n";
+        for line in &self.table {
+            out += &format!("{line}\n");
+        }
         out += &format!("{:<14} {:>7} {:>7}\n", headers[0], headers[1], headers[2]);
         for r in rows {
             out += &format!("{:<14} {:>7} {:>7}\n", r[0], r[1], r[2]);
@@ -359,9 +366,19 @@ impl Show for Summary {
         out
     }
     fn html(&self) -> String {
-        let (headers, rows) = self.table();
+        let (headers, rows) = self.class_rows();
+        let table: String = self
+            .table
+            .iter()
+            .map(|line| format!("<li>{}</li>", escape(line)))
+            .collect();
+        let table = if table.is_empty() {
+            table
+        } else {
+            format!("<ul>{table}</ul>")
+        };
         format!(
-            "<p>{}</p>{}",
+            "<p>{}</p>{table}{}",
             escape(&self.headline()),
             html_table(&headers, &rows)
         )

@@ -3,7 +3,7 @@
 //! it; a malformed one says what was wrong and where.
 
 use super::table::{self, TableChoices};
-use super::{seeded_splits, DataSpec, Dataset, FASHION_MNIST_DIR};
+use super::{seeded_splits, DataSpec, Dataset, FASHION_MNIST_DIR, SPLITS};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -22,11 +22,13 @@ pub fn digits() -> Result<Dataset> {
         ..TableChoices::default()
     };
     let table::Prepared {
-        features, labels, ..
+        features,
+        labels,
+        splits,
+        ..
     } = table::prepare(table, &choices, path)?;
     // Pixels are counts 0..16: scale to [0, 1].
     let features = features.into_iter().map(|v| v / 16.0).collect();
-    let splits = seeded_splits(labels.len(), &[("train", 0.7), ("val", 0.1), ("test", 0.2)]);
     let mut d = Dataset::new(
         "digits",
         DataSpec::Digits,
@@ -179,7 +181,7 @@ fn tabular(
     shape: Vec<usize>,
 ) -> Result<Dataset> {
     let classes = labels.iter().max().map_or(0, |m| *m as usize + 1);
-    let splits = seeded_splits(labels.len(), &[("train", 0.7), ("val", 0.1), ("test", 0.2)]);
+    let splits = seeded_splits(labels.len(), &SPLITS);
     Dataset::new(
         name,
         spec,
@@ -222,20 +224,18 @@ fn from_table(
     spec: DataSpec,
 ) -> Result<Dataset> {
     let ready = table::prepare(table, choices, path)?;
-    let dim = ready.feature_names.len().max(1);
-    let splits = seeded_splits(
-        ready.labels.len(),
-        &[("train", 0.7), ("val", 0.1), ("test", 0.2)],
-    );
-    Dataset::new(
+    let dim = ready.fitted.features.len().max(1);
+    let mut d = Dataset::new(
         &file_name(path),
         spec,
         ready.features,
         ready.labels,
         vec![dim],
         ready.classes,
-        splits,
-    )
+        ready.splits,
+    )?;
+    d.table = Some(ready.fitted);
+    Ok(d)
 }
 
 /// An array from a `.npy` file, through candle's reader (every dtype candle reads: floats

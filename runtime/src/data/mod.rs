@@ -9,7 +9,7 @@ mod loaders;
 pub mod table;
 
 pub use inspect::{Corrupt, Duplicates, Ranked, Summary};
-pub use table::TableChoices;
+pub use table::{Fill, Fitted, TableChoices};
 
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -92,9 +92,40 @@ impl Table {
         self
     }
 
-    /// Leave out the rows with a missing cell (by default they are an error).
+    /// Leave out the rows with a missing cell (by default they are an error). With
+    /// [`Table::fill_mean`] or [`Table::fill_mode`], only the rows whose target is missing.
     pub fn drop_missing_rows(mut self) -> Table {
         self.choices.drop_missing_rows = true;
+        self
+    }
+
+    /// Encode these columns (text, dates, or numbers that name categories) as one 0/1
+    /// feature per category the training split holds, sorted; a category that only val or
+    /// test rows hold encodes as all zeros, and the summary counts those rows.
+    pub fn one_hot<S: AsRef<str>>(mut self, columns: impl IntoIterator<Item = S>) -> Table {
+        let columns = columns.into_iter().map(|c| c.as_ref().to_string());
+        self.choices.one_hot.extend(columns);
+        self
+    }
+
+    /// Fill missing feature cells with the training split's mean of their column (its most
+    /// frequent value for a one-hot column). A missing target is never filled.
+    pub fn fill_mean(mut self) -> Table {
+        self.choices.fill = Some(Fill::Mean);
+        self
+    }
+
+    /// Fill missing feature cells with the training split's most frequent value of their
+    /// column (of equally frequent ones, the smallest). A missing target is never filled.
+    pub fn fill_mode(mut self) -> Table {
+        self.choices.fill = Some(Fill::Mode);
+        self
+    }
+
+    /// Standardise every feature with the training split's mean and standard deviation (a
+    /// feature constant over the training split keeps std 1; the summary names it).
+    pub fn normalize(mut self) -> Table {
+        self.choices.normalize = true;
         self
     }
 
@@ -124,6 +155,8 @@ pub struct Dataset {
     pub splits: BTreeMap<String, Vec<usize>>,
     /// The range every feature should lie in (the corrupt-example check uses it).
     pub value_range: (f32, f32),
+    /// For a table: its target, its features and every value fitted on the training split.
+    pub table: Option<Fitted>,
 }
 
 impl Dataset {
@@ -171,6 +204,7 @@ impl Dataset {
             classes,
             splits,
             value_range: (lo.min(0.0), hi.max(1.0)),
+            table: None,
         })
     }
 
@@ -331,10 +365,7 @@ impl Dataset {
             split_hashes.insert(name.clone(), h.to_hex().to_string().into());
             split_sizes.insert(name.clone(), indices.len().into());
         }
-        recipe_archive::DataFingerprint {
-            name: self.name.clone(),
-            hash: all.finalize().to_hex().to_string(),
-            details: serde_json::json!({
+        let mut details = serde_json::json!({
                 "spec": self.spec,
                 "examples": self.len(),
                 "shape": self.shape,
@@ -343,7 +374,14 @@ impl Dataset {
                 "labels": labels.to_hex().to_string(),
                 "splits": split_hashes,
                 "split_sizes": split_sizes,
-            }),
+        });
+        if let Some(table) = &self.table {
+            details["table"] = serde_json::json!(table);
+        }
+        recipe_archive::DataFingerprint {
+            name: self.name.clone(),
+            hash: all.finalize().to_hex().to_string(),
+            details,
         }
     }
 
@@ -392,6 +430,9 @@ pub(crate) fn f32_bytes(values: &[f32]) -> &[u8] {
         std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
     }
 }
+
+/// The splits of the loaders that make their own: 70% train, 10% val, 20% test.
+pub(crate) const SPLITS: [(&str, f64); 3] = [("train", 0.7), ("val", 0.1), ("test", 0.2)];
 
 /// A seeded permutation of 0..n split into named parts of the given fractions (the last takes
 /// the rest).

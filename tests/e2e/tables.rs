@@ -1,0 +1,123 @@
+//! Tables from a shell: `recipe data` and `recipe train` on a CSV with text, missing cells and
+//! a categorical feature, through the choices' flags (`--one-hot`, `--fill`, `--normalize`);
+//! what was fitted on the training split is in the archived run and a diff sees it.
+
+use crate::{recipe, recipe_ok};
+use serde_json::Value;
+
+/// 60 rows: an id, a measurement with missing cells, a colour (one missing) and a species.
+fn iris_like() -> String {
+    let mut text = String::from("id,sepal,colour,species\n");
+    for i in 0..60 {
+        let species = ["setosa", "versicolor", "virginica"][i % 3];
+        let sepal = if i % 11 == 4 {
+            "NA".to_string()
+        } else {
+            format!("{}.{}", 4 + i % 3, i % 7)
+        };
+        let colour = match i {
+            7 => "",
+            _ if i % 3 == 0 => "red",
+            _ => "blue",
+        };
+        text += &format!("{i},{sepal},{colour},{species}\n");
+    }
+    text
+}
+
+#[test]
+fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("iris.csv"), iris_like()).unwrap();
+    let table = ["--data", "iris.csv", "--target", "species", "--drop", "id"];
+    let with = |more: &[&'static str]| -> Vec<&str> {
+        let mut args = table.to_vec();
+        args.extend(more);
+        args
+    };
+    // Without a choice about the missing cells: exit 1 and the three ways out.
+    let mut args = vec!["data"];
+    args.extend(with(&["--one-hot", "colour"]));
+    let out = recipe(dir.path(), &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sepal: 6 (first at row 5)")
+            && err.contains("colour: 1 (first at row 8)")
+            && err.contains("--drop-missing-rows")
+            && err.contains("--fill mean|mode")
+            && err.contains("--drop COLUMN"),
+        "{err}"
+    );
+    // With them: the summary says what was fitted on which rows.
+    let choices = ["--one-hot", "colour", "--fill", "mean", "--normalize"];
+    let mut args = vec!["data"];
+    args.extend(with(&choices));
+    let shown = recipe_ok(dir.path(), &args);
+    for expected in [
+        "iris.csv: 60 examples of shape [3]",
+        "target column \"species\"; 3 features: sepal, colour=blue, colour=red",
+        "colour: one-hot over the 2 categories of the training rows: blue, red",
+        "sepal: 6 missing cells filled with",
+        "colour: 1 missing cells filled with \"blue\", fitted on the 42 training rows",
+        "features standardised with the mean and std of the 42 training rows",
+    ] {
+        assert!(shown.contains(expected), "{expected}: {shown}");
+    }
+    let out = recipe(
+        dir.path(),
+        &["data", "--data", "iris.csv", "--fill", "median"],
+    );
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown fill");
+
+    // Two runs, normalised or not: the archived data component holds the choices and the
+    // values fitted, and a diff names them.
+    let train = |name: &'static str, more: &[&'static str]| {
+        let mut args = vec!["train", "--quiet", "--archive", "runs", "--name", name];
+        args.extend(with(more));
+        args.extend(["--config", "{\"steps\": 20, \"eval_every\": 20}"]);
+        recipe_ok(dir.path(), &args);
+    };
+    train("raw", &["--one-hot", "colour", "--fill", "mean"]);
+    train("scaled", &choices);
+    let show: Value = serde_json::from_str(&recipe_ok(
+        dir.path(),
+        &["runs", "show", "scaled", "--archive", "runs", "--json"],
+    ))
+    .unwrap();
+    let data = show.to_string();
+    for expected in [
+        "\"normalize\":true",
+        "\"one_hot\":[\"colour\"]",
+        "\"categories\":{\"colour\":[\"blue\",\"red\"]}",
+        "\"classes\":[\"setosa\",\"versicolor\",\"virginica\"]",
+        "\"scaled\":{",
+    ] {
+        assert!(data.contains(expected), "{expected}: {data}");
+    }
+    let diff: Value = serde_json::from_str(&recipe_ok(
+        dir.path(),
+        &[
+            "runs",
+            "diff",
+            "raw",
+            "scaled",
+            "--archive",
+            "runs",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(diff["changed_components"], serde_json::json!(["data"]));
+    let keys: Vec<&str> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"details.spec.normalize")
+            && keys.contains(&"details.table.scaled.sepal.std"),
+        "{keys:?}"
+    );
+}
