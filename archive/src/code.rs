@@ -25,6 +25,11 @@ pub struct CodeState {
     pub note: Option<String>,
     /// blake3 of the notebook cell that started the run (filled by the kernel).
     pub cell_hash: Option<String>,
+    /// blake3 over the hashes of the session's cells before that one (filled by the kernel):
+    /// what they defined (a net, a loss, a function) decided the run as much as the cell
+    /// that trained it did. A run outside a notebook has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_hash: Option<String>,
     /// Versions of the code around the cell: runtime crate version, Cargo.lock hash...
     #[serde(default)]
     pub runtime: BTreeMap<String, String>,
@@ -78,6 +83,7 @@ impl CodeState {
             diff_hash: dirty.then(|| Hash::of_bytes(&patch).to_hex()),
             note: None,
             cell_hash: None,
+            history_hash: None,
             runtime: BTreeMap::new(),
         };
         Ok((state, patch))

@@ -221,6 +221,19 @@ pub fn compact_json(v: &Value) -> String {
     }
 }
 
+/// What a change of the code component means, when its keys alone do not say it plainly:
+/// only the cells before the training cell changed (where a notebook defines its net).
+fn code_note(diff: &crate::diff::RunDiff) -> Option<&'static str> {
+    let keys: Vec<&str> = (diff.changes.iter())
+        .filter(|c| c.component == "code")
+        .map(|c| c.key.as_str())
+        .collect();
+    (keys == ["history_hash"]).then_some(
+        "code: the training cell is the same; a cell run before it changed (the model or \
+         code it defined)",
+    )
+}
+
 /// A diff for people: what changed in which identity component, and the metrics side by side.
 pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
     let short = crate::export::short_key;
@@ -229,6 +242,9 @@ pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
         out += "identity: the same in every component (a replicate)\n";
     } else {
         out += &format!("identity: {} changed\n", diff.changed_components.join(", "));
+        if let Some(note) = code_note(diff) {
+            out += &format!("{note}\n");
+        }
         let mut table = TextTable::new(&["component", "key", "a", "b"]);
         let show = |v: &Option<Value>| {
             v.as_ref()

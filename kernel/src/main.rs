@@ -15,6 +15,7 @@ mod cli;
 mod exec;
 mod is_complete;
 mod jupyter;
+mod replay;
 mod runtime_lib;
 mod session;
 mod spare;

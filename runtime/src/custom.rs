@@ -276,6 +276,33 @@ mod tests {
     }
 
     #[test]
+    fn issue_22_a_change_in_the_cells_before_the_training_cell_is_a_new_run_and_the_diff_says_so() {
+        use crate::show::Show;
+        let data = Dataset::digits().unwrap().subset(100, 50).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The same training cell after two versions of the cell that defines the net.
+        let options = |history: &str| crate::RunOptions {
+            cell_hash: Some("training-cell".into()),
+            cell_history_hash: Some(history.into()),
+            ..archived(dir.path(), "mine")
+        };
+        let config = TrainConfig {
+            steps: 5,
+            eval_every: 5,
+            ..config(spec("defined-twice", 8))
+        };
+        let a = fit(&data, &config, &Seeds::all(1), &options("cells-v1")).unwrap();
+        let b = fit(&data, &config, &Seeds::all(1), &options("cells-v2")).unwrap();
+        let (a, b) = (a.run.unwrap(), b.run.unwrap());
+        assert_ne!(a.run_id, b.run_id, "not a replicate");
+        assert_eq!((a.attempt, b.attempt), (1, 1));
+        let archive = recipe_archive::Archive::open(dir.path()).unwrap();
+        let text = crate::reports::diff(&archive, &a, &b).unwrap().text();
+        assert!(text.contains("identity: code changed"), "{text}");
+        assert!(text.contains("a cell run before it changed"), "{text}");
+    }
+
+    #[test]
     fn issue_22_the_backprop_dependency_check_catches_a_net_of_your_own_that_mixes_the_batch() {
         let data = Dataset::digits().unwrap().subset(100, 50).unwrap();
         let mixing = ModelSpec::custom("mixes-batch", json!(null), |vb, io| {

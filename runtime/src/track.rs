@@ -43,6 +43,16 @@ use crate::{Error, Result};
 use recipe_archive::{RunRecord, RunWriter, Status};
 use serde::Serialize;
 
+/// The key of a run's code component (`code.runtime`) that names the loop that trained it,
+/// and its value for a tracked loop. A run of the built-in trainer has no such key.
+pub const TRAINER_KEY: &str = "trainer";
+pub const TRACKED: &str = "own loop (track)";
+
+/// Whether an archived run was made by a tracked loop.
+pub fn is_tracked(run: &RunRecord) -> bool {
+    run.components[3]["runtime"][TRAINER_KEY] == TRACKED
+}
+
 /// Why a tracker dropped unfinished, outside a panic, ended its run as failed.
 const DROPPED: &str = "dropped before finish(): the cell ended by an error, or the tracker \
                        went out of scope; call finish() to archive a run as completed";
@@ -140,7 +150,14 @@ impl Tracker {
                 options.name
             ))
         })?;
-        let writer = archive.begin_run(run_spec_of(data, config, seeds, options)?)?;
+        let mut spec = run_spec_of(data, config, seeds, options)?;
+        // The loop is the cell's code, not the built-in trainer: a tracked run of a
+        // TrainConfig is another program than a fit of it (and is verified by replay).
+        spec.identity
+            .code
+            .runtime
+            .insert(TRAINER_KEY.into(), TRACKED.into());
+        let writer = archive.begin_run(spec)?;
         let record = writer.record();
         Ok(Tracker {
             key: record.key(),
@@ -382,18 +399,29 @@ mod tests {
     }
 
     #[test]
-    fn a_tracked_train_config_has_the_identity_a_fit_of_it_has() {
+    fn a_tracked_train_config_has_fits_identity_but_for_the_loop_that_trained_it() {
         let dir = tempfile::tempdir().unwrap();
         let (data, config, seeds) = (data(), small_mlp(10, 5), Seeds::all(3));
         let options = archived(dir.path(), "by-hand");
         let run = Tracker::begin(&config, &seeds, &data, &options).unwrap();
         let record = run.finish().unwrap();
-        let fits = crate::train::run_spec(&data, &config, &seeds, &options)
-            .unwrap()
+        let mut fit_spec = crate::train::run_spec(&data, &config, &seeds, &options).unwrap();
+        assert_ne!(
+            record.run_id,
+            fit_spec.identity.hashes().unwrap().run_id.to_hex(),
+            "a hand-written loop is not the built-in trainer"
+        );
+        assert!(is_tracked(&record));
+        fit_spec
             .identity
-            .hashes()
-            .unwrap();
-        assert_eq!(record.run_id, fits.run_id.to_hex());
+            .code
+            .runtime
+            .insert(TRAINER_KEY.into(), TRACKED.into());
+        assert_eq!(
+            record.run_id,
+            fit_spec.identity.hashes().unwrap().run_id.to_hex(),
+            "everything else is fit's identity"
+        );
         let serialized = serde_json::to_value(&config).unwrap();
         assert_eq!(
             record.config(),

@@ -657,6 +657,10 @@ pub fn run_spec_of(
         .cell_hash
         .clone()
         .or_else(|| cell.as_ref().map(|c| c.code_hash.clone()));
+    code.history_hash = options
+        .cell_history_hash
+        .clone()
+        .or_else(|| cell.as_ref().map(|c| c.history_hash.clone()));
     spec.identity
         .env
         .crates

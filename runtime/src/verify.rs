@@ -62,7 +62,21 @@ show_in_jupyter!(Verification);
 
 /// Re-run `run` and compare.
 pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
-    let config = TrainConfig::of_run(run)?;
+    if crate::track::is_tracked(run) {
+        return Err(Error::Invalid(format!(
+            "run {} was trained by a loop of a notebook's own (track), which only its cells \
+             can run again: `recipe runs verify {}` replays them",
+            run.short(),
+            run.short()
+        )));
+    }
+    let config = TrainConfig::of_run(run).map_err(|e| match run.session_id {
+        Some(_) => Error::Invalid(format!(
+            "{e}; `recipe runs verify {}` replays the notebook's cells to verify it",
+            run.short()
+        )),
+        None => e,
+    })?;
     let seeds = Seeds::from_json(&run.components[1]);
     let spec: DataSpec = serde_json::from_value(run.components[2]["details"]["spec"].clone())
         .map_err(|e| {
@@ -108,8 +122,8 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
             .chain(is.keys())
             .collect::<std::collections::BTreeSet<_>>()
         {
-            // The cell that ran it is not part of what a re-run can reproduce.
-            if was.get(key) != is.get(key) && key != "cell_hash" {
+            // The cells that ran it are not part of what a re-run can reproduce.
+            if was.get(key) != is.get(key) && key != "cell_hash" && key != "history_hash" {
                 identity_changes.push(format!("{component}.{key}"));
             }
         }

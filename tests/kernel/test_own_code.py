@@ -8,7 +8,7 @@ import pyarrow.dataset as ds
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from conftest import ARCHIVE
+from conftest import ARCHIVE, recipe
 from test_behaviour import result_text, run
 
 TINY_NET = """
@@ -121,3 +121,64 @@ def test_issue_22_a_net_defined_in_a_cell_trains_through_fit_with_every_check(ke
     config = json.loads(mine[0]["config"])
     assert config["model"] == {"kind": "custom", "name": "tiny", "hyper": {"hidden": 32}}
     assert mine[0]["session_id"], mine[0]
+
+
+def test_issue_28_a_tracked_loop_is_archived_and_one_dropped_unfinished_ends_failed(kernel):
+    _, kc = kernel
+    ok(
+        kc,
+        "let data = Dataset::digits()?.subset(200, 50)?;\n"
+        'let mut run = track("hand-loop", &json!({"lr": 0.1}), &Seeds::all(1), &data)?;\n'
+        "for step in 0..5 { run.log(step, &[(\"train_loss\", 1.0 / (step + 1) as f64)])?; }\n"
+        "let record = run.finish()?;",
+    )
+    reply, _ = run(
+        kc,
+        'let mut broken = track("dropped-loop", &json!({"lr": 0.1}), &Seeds::all(1), &data)?;\n'
+        'broken.log(0, &[("train_loss", 2.0)])?;\n'
+        'let n: i32 = "not a number".parse()?;',
+    )
+    assert reply["status"] == "error", reply
+    runs = ds.dataset(str(ARCHIVE / "runs"), format="parquet", partitioning="hive").to_table().to_pylist()
+    latest = {r["name"]: r for r in sorted(runs, key=lambda r: r["updated_at"])}
+    assert latest["hand-loop"]["status"] == "completed" and latest["hand-loop"]["last_step"] == 4
+    dropped = latest["dropped-loop"]
+    assert dropped["status"] == "failed", dropped
+    assert "dropped before finish()" in dropped["error"], dropped["error"]
+
+
+def test_issue_22_runs_of_code_defined_in_cells_verify_by_replaying_the_session(kernel):
+    _, kc = kernel
+    ok(kc, TINY_NET)
+    ok(
+        kc,
+        'let spec = ModelSpec::custom("tiny-replayed", json!({"hidden": 16}), |vb, io| Tiny::new(io.inputs(), 16, io.outputs, vb))?;\n'
+        "let data = Dataset::digits()?.subset(300, 100)?;\n"
+        "let config = TrainConfig { model: spec, steps: 40, eval_every: 20, ..TrainConfig::default() };\n"
+        'let trained = fit(&data, &config, &Seeds::all(2), &RunOptions::named("tiny-replayed")?.quiet())?;',
+    )
+    done = recipe("runs", "verify", "tiny-replayed", timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "reproduced bit for bit" in done.stdout, done.stdout
+    assert "replaying cell" in done.stderr
+    # In the notebook, the session's own definition re-runs it.
+    text = result_text(ok(kc, "verify(&Archive::open(Archive::default_root())?, trained.run.as_ref().unwrap())?.reproduced"))
+    assert text == "true", text
+
+
+def test_issue_22_a_replay_names_the_cell_that_read_something_that_changed(kernel, tmp_path):
+    _, kc = kernel
+    steps = tmp_path / "steps.txt"
+    steps.write_text("30")
+    ok(
+        kc,
+        f'let steps: usize = std::fs::read_to_string("{steps}")?.trim().parse()?;\n'
+        'let loop_data = Dataset::digits()?.subset(100, 50)?;\n'
+        'let mut run = track("reads-a-file", &json!({"steps": steps}), &Seeds::all(1), &loop_data)?;\n'
+        'for step in 0..steps { run.log(step, &[("train_loss", 1.0)])?; }\n'
+        "run.finish()?;",
+    )
+    steps.unlink()
+    done = recipe("runs", "verify", "reads-a-file", timeout=600)
+    assert done.returncode != 0
+    assert "fails in the replay" in done.stderr and "No such file" in done.stderr, done.stderr

@@ -87,7 +87,8 @@ enum RunsCommand {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
-    /// Re-run a run of the built-in trainer and compare every metric bit for bit.
+    /// Re-run a run and compare every metric bit for bit: a zoo run from its archived config,
+    /// a run of a net or loop defined in a notebook by replaying the notebook's cells.
     Verify { run: String },
     /// Merge small files; finalise runs whose writer died as interrupted.
     Compact {
@@ -227,7 +228,12 @@ pub fn run(args: RunsArgs) -> Result<()> {
         RunsCommand::Verify { run } => {
             let runs = archive.runs()?.warn_damaged();
             let run = find_in(&runs, &run)?;
-            let verdict = recipe::verify::verify(&archive, run)?;
+            // A run of code defined in a notebook replays the notebook; a zoo run re-runs.
+            let verdict = if crate::replay::needs_replay(run) {
+                crate::replay::verify_by_replay(&archive, run)?
+            } else {
+                recipe::verify::verify(&archive, run)?
+            };
             print!("{}", recipe::show::Show::text(&verdict));
             if !verdict.reproduced {
                 bail!("run {} did not reproduce", run.short());

@@ -199,6 +199,15 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// A table file as arrow reads it: Parquet when it ends in `.parquet`, else CSV (plain or .gz).
+pub fn read_table(path: &Path) -> Result<arrow::array::RecordBatch> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        table::read_parquet(path)
+    } else {
+        table::read_csv(&read_file(path)?, path)
+    }
+}
+
 pub fn csv(path: &Path, choices: &TableChoices) -> Result<Dataset> {
     let table = table::read_csv(&read_file(path)?, path)?;
     let spec = DataSpec::Csv {

@@ -9,7 +9,7 @@ mod loaders;
 pub mod table;
 
 pub use inspect::{Corrupt, Duplicates, Ranked, Summary};
-pub use table::{Fill, Fitted, TableChoices};
+pub use table::{ColumnStats, Columns, Fill, Fitted, TableChoices};
 
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -136,6 +136,15 @@ impl Table {
         } else {
             loaders::csv(&self.path, &self.choices)
         }
+    }
+
+    /// Every column as read, before any target is chosen: type, missing cells, distinct
+    /// values, min / mean / max of numbers, the most frequent other values, what the choices
+    /// so far make of it, and the target's classes once there is one. Read as
+    /// [`Table::load`] reads.
+    pub fn columns(&self) -> Result<Columns> {
+        let table = loaders::read_table(&self.path)?;
+        table::columns(&table, &self.choices, &self.path)
     }
 }
 

@@ -22,11 +22,14 @@
 //! loads the same table again and a diff sees a changed target or a dropped column; every
 //! value fitted is in [`Fitted`], which the dataset's fingerprint records.
 //!
-//! Not here: regression targets; the per-column view of a table before choosing its target.
+//! Not here: regression targets; the per-column view of a table before choosing its target
+//! ([`columns`]).
 
+mod columns;
 mod fit;
 mod read;
 
+pub use columns::{columns, ColumnStats, Columns};
 pub use fit::{FillValue, Filled, Fitted, Scale};
 pub use read::{read_csv, read_csv_with, read_parquet};
 
@@ -126,37 +129,7 @@ pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Resul
         .filter(|&i| !choices.drop.contains(&names[i]))
         .collect();
     // 2. The target.
-    let target = match &choices.target {
-        Some(name) => *kept.iter().find(|&&i| &names[i] == name).ok_or_else(|| {
-            Error::Data(format!(
-                "{file}: no column {name:?} to be the target; the columns are {}",
-                listed()
-            ))
-        })?,
-        None => {
-            let found: Vec<usize> = kept
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    TARGET_NAMES
-                        .iter()
-                        .any(|t| names[i].eq_ignore_ascii_case(t))
-                })
-                .collect();
-            match found[..] {
-                [i] => i,
-                _ => {
-                    return Err(Error::Data(format!(
-                        "{file}: which column is the target? None is named {} (or more than \
-                         one is); name it with Dataset::table(path).target(\"COLUMN\") (`--target` \
-                         on the command line). The columns are {}",
-                        TARGET_NAMES.join(", "),
-                        listed()
-                    )))
-                }
-            }
-        }
-    };
+    let target = target_column(&names, &kept, choices, path)?;
     if choices.one_hot.contains(&names[target]) {
         return Err(Error::Data(format!(
             "{file}: {:?} is the target, so it cannot be one-hot encoded as a feature",
@@ -273,6 +246,44 @@ pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Resul
         },
         classes,
     })
+}
+
+/// Step 2 of [`prepare`]: the column named as the target, else the one kept column named like
+/// [`TARGET_NAMES`]; an error listing the columns otherwise.
+fn target_column(
+    names: &[String],
+    kept: &[usize],
+    choices: &TableChoices,
+    path: &Path,
+) -> Result<usize> {
+    let file = path.display();
+    if let Some(name) = &choices.target {
+        return kept
+            .iter()
+            .copied()
+            .find(|&i| &names[i] == name)
+            .ok_or_else(|| {
+                Error::Data(format!(
+                    "{file}: no column {name:?} to be the target; the columns are {}",
+                    names.join(", ")
+                ))
+            });
+    }
+    let named_like = |i: &usize| {
+        TARGET_NAMES
+            .iter()
+            .any(|t| names[*i].eq_ignore_ascii_case(t))
+    };
+    match kept.iter().copied().filter(named_like).collect::<Vec<_>>()[..] {
+        [i] => Ok(i),
+        _ => Err(Error::Data(format!(
+            "{file}: which column is the target? None is named {} (or more than one is); name \
+             it with Dataset::table(path).target(\"COLUMN\") (`--target` on the command line). \
+             The columns are {}",
+            TARGET_NAMES.join(", "),
+            names.join(", ")
+        ))),
+    }
 }
 
 /// `column: count (first at row r)`, rows counted from 1 after the header.

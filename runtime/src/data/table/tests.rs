@@ -301,3 +301,79 @@ fn issue_27_dates_and_number_codes_one_hot_in_their_own_order() {
     // Row 1: 2024-01-02 and grade 10.
     assert_eq!(d.example(1).unwrap(), [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
 }
+
+#[test]
+fn issue_27_columns_show_every_column_before_a_target_is_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, _, _) = fixture();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, &text).unwrap();
+    // No target yet: every column, and what to do next.
+    let c = Dataset::table(&path).columns().unwrap();
+    assert_eq!((c.rows, c.columns.len(), c.target.clone()), (20, 5, None));
+    assert!(
+        c.no_classes
+            .as_deref()
+            .is_some_and(|why| why.contains("which column is the target")),
+        "{:?}",
+        c.no_classes
+    );
+    let by_name = |name: &str| c.columns.iter().find(|s| s.name == name).unwrap().clone();
+    let id = by_name("id");
+    assert_eq!(
+        (
+            id.kind.as_str(),
+            id.missing,
+            id.distinct,
+            id.numbers,
+            id.role
+        ),
+        ("Int64", 0, 20, Some((0.0, 9.5, 19.0)), "feature")
+    );
+    let x = by_name("x");
+    assert_eq!((x.missing, x.distinct), (2, 18));
+    let colour = by_name("colour");
+    let reds = text.matches(",red,").count();
+    assert_eq!(
+        (colour.missing, colour.distinct, colour.role),
+        (1, 3, "drop or one-hot")
+    );
+    assert_eq!(colour.frequent[2], ("green".to_string(), 1));
+    assert_eq!(colour.frequent.iter().map(|f| f.1).sum::<usize>(), 19);
+    assert!(colour.frequent.contains(&("red".to_string(), reds)));
+    assert_eq!(by_name("flat").distinct, 1);
+    assert_eq!(by_name("species").frequent[0], ("setosa".to_string(), 7));
+    // With choices: the roles they give, the target's classes with their counts.
+    let c = Dataset::table(&path)
+        .target("species")
+        .drop(["id"])
+        .one_hot(["colour"])
+        .columns()
+        .unwrap();
+    let roles: Vec<&str> = c.columns.iter().map(|s| s.role).collect();
+    assert_eq!(
+        roles,
+        ["dropped", "feature", "one-hot", "feature", "target"]
+    );
+    assert_eq!(
+        c.classes,
+        [("setosa", 7), ("versicolor", 7), ("virginica", 6)].map(|(n, k)| (n.to_string(), k))
+    );
+    let shown = c.text();
+    assert!(
+        shown.starts_with("t.csv: 20 rows, 5 columns; target \"species\"")
+            || shown.contains("20 rows, 5 columns; target \"species\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("most frequent")
+            && shown.contains("3 classes of \"species\": setosa 7, versicolor 7, virginica 6"),
+        "{shown}"
+    );
+    assert!(c.html().contains("<table>") && c.html().contains("one-hot"));
+    // A fractional target has no classes, and says why.
+    let price = dir.path().join("p.csv");
+    std::fs::write(&price, "x,target\n1,2.5\n2,3\n").unwrap();
+    let c = Dataset::table(&price).columns().unwrap();
+    assert!(c.no_classes.unwrap().contains("regression") && c.target.as_deref() == Some("target"));
+}
