@@ -246,10 +246,13 @@ pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
             out += &format!("{note}\n");
         }
         let mut table = TextTable::new(&["component", "key", "a", "b"]);
-        let show = |v: &Option<Value>| {
-            v.as_ref()
-                .map(compact_json)
-                .unwrap_or_else(|| "(absent)".into())
+        let show = |v: &Option<Value>| match v {
+            // A hash (a cell's, a diff's) differs or not: its first 12 digits say which.
+            Some(Value::String(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                format!("{}…", &h[..12])
+            }
+            Some(v) => compact_json(v),
+            None => "(absent)".into(),
         };
         for c in &diff.changes {
             table.push(vec![

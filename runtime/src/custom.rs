@@ -291,8 +291,9 @@ mod tests {
             eval_every: 5,
             ..config(spec("defined-twice", 8))
         };
-        let a = fit(&data, &config, &Seeds::all(1), &options("cells-v1")).unwrap();
-        let b = fit(&data, &config, &Seeds::all(1), &options("cells-v2")).unwrap();
+        let (v1, v2) = (blake3::hash(b"v1").to_hex(), blake3::hash(b"v2").to_hex());
+        let a = fit(&data, &config, &Seeds::all(1), &options(&v1)).unwrap();
+        let b = fit(&data, &config, &Seeds::all(1), &options(&v2)).unwrap();
         let (a, b) = (a.run.unwrap(), b.run.unwrap());
         assert_ne!(a.run_id, b.run_id, "not a replicate");
         assert_eq!((a.attempt, b.attempt), (1, 1));
@@ -300,6 +301,11 @@ mod tests {
         let text = crate::reports::diff(&archive, &a, &b).unwrap().text();
         assert!(text.contains("identity: code changed"), "{text}");
         assert!(text.contains("a cell run before it changed"), "{text}");
+        // Hashes show as their first 12 digits: enough to tell them apart, one line each.
+        assert!(
+            text.contains(&format!("{}…", &v1[..12])) && !text.contains(v1.as_str()),
+            "{text}"
+        );
     }
 
     #[test]
