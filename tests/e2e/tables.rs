@@ -1,6 +1,7 @@
 //! Tables from a shell: `recipe data` and `recipe train` on a CSV with text, missing cells and
-//! a categorical feature, through the choices' flags (`--one-hot`, `--fill`, `--normalize`);
-//! what was fitted on the training split is in the archived run and a diff sees it.
+//! a categorical feature: its columns before a target is chosen (`--columns`), the choices'
+//! flags (`--one-hot`, `--fill`, `--normalize`), and what was fitted on the training split in
+//! the archived run, where a diff sees it.
 
 use crate::{recipe, recipe_ok};
 use serde_json::Value;
@@ -35,6 +36,29 @@ fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
         args.extend(more);
         args
     };
+    // Every column before a target is chosen, then with the choices' roles and classes.
+    let shown = recipe_ok(dir.path(), &["data", "--data", "iris.csv", "--columns"]);
+    assert!(
+        shown.contains("iris.csv: 60 rows, 4 columns; no target yet")
+            && shown.contains("which column is the target"),
+        "{shown}"
+    );
+    let mut args = vec!["data", "--columns"];
+    args.extend(with(&["--one-hot", "colour"]));
+    let shown = recipe_ok(dir.path(), &args);
+    let sepal = shown.lines().find(|l| l.starts_with("sepal")).unwrap();
+    let cells: Vec<&str> = sepal.split_whitespace().collect();
+    assert_eq!(cells[..4], ["sepal", "Float64", "6", "21"], "{shown}");
+    assert!(
+        shown.contains("3 classes of \"species\": setosa 20, versicolor 20, virginica 20")
+            && shown
+                .lines()
+                .any(|l| l.starts_with("colour") && l.ends_with("one-hot")),
+        "{shown}"
+    );
+    let out = recipe(dir.path(), &["data", "--columns"]);
+    assert_eq!(out.status.code(), Some(1), "digits is not a table file");
+
     // Without a choice about the missing cells: exit 1 and the three ways out.
     let mut args = vec!["data"];
     args.extend(with(&["--one-hot", "colour"]));

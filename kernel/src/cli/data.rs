@@ -1,14 +1,20 @@
 //! `recipe data`: become one with the data from a shell: summary, duplicates across and
-//! within splits, corrupt examples, and the fingerprint a run would record.
+//! within splits, corrupt examples, and the fingerprint a run would record; for a table,
+//! `--columns` shows every column before a target is chosen.
 
 use anyhow::{Context, Result};
 use clap::Args;
+use recipe::data::Table;
 use recipe::prelude::*;
 
 #[derive(Args, Debug)]
 pub struct DataArgs {
     #[command(flatten)]
     source: DataSource,
+    /// Show a table's columns (type, missing cells, distinct values, min/mean/max, most
+    /// frequent values, what the choices make of each) and its target's classes, and stop
+    #[arg(long)]
+    columns: bool,
 }
 
 /// Which data, and for a table the choices about it (see `Dataset::table`).
@@ -46,29 +52,47 @@ impl DataSource {
         Ok(match self.data.as_str() {
             "digits" => Dataset::digits()?,
             "fashion-mnist" => Dataset::fashion_mnist()?,
-            path => {
-                let mut table = Dataset::table(path).drop(&self.drop).one_hot(&self.one_hot);
-                if let Some(target) = &self.target {
-                    table = table.target(target);
-                }
-                if self.drop_missing_rows {
-                    table = table.drop_missing_rows();
-                }
-                table = match self.fill.as_deref() {
-                    Some("mean") => table.fill_mean(),
-                    Some("mode") => table.fill_mode(),
-                    _ => table,
-                };
-                if self.normalize {
-                    table = table.normalize();
-                }
-                table.load().with_context(|| format!("loading {path}"))?
-            }
+            path => self
+                .table(path)
+                .load()
+                .with_context(|| format!("loading {path}"))?,
         })
+    }
+
+    /// The table at `path` with the choices given.
+    fn table(&self, path: &str) -> Table {
+        let mut table = Dataset::table(path).drop(&self.drop).one_hot(&self.one_hot);
+        if let Some(target) = &self.target {
+            table = table.target(target);
+        }
+        if self.drop_missing_rows {
+            table = table.drop_missing_rows();
+        }
+        table = match self.fill.as_deref() {
+            Some("mean") => table.fill_mean(),
+            Some("mode") => table.fill_mode(),
+            _ => table,
+        };
+        if self.normalize {
+            table = table.normalize();
+        }
+        table
     }
 }
 
 pub fn run(args: DataArgs) -> Result<()> {
+    if args.columns {
+        let path = args.source.data.as_str();
+        if matches!(path, "digits" | "fashion-mnist") {
+            anyhow::bail!("--columns shows a table's columns; {path} is not a table file");
+        }
+        let columns = args.source.table(path).columns();
+        print!(
+            "{}",
+            columns.with_context(|| format!("reading {path}"))?.text()
+        );
+        return Ok(());
+    }
     let data = args.source.load()?;
     print!("{}", data.summary()?.text());
     print!("{}", data.duplicates().text());
