@@ -309,6 +309,64 @@ mod tests {
     }
 
     #[test]
+    fn issue_22_a_net_of_your_own_resumes_bit_for_bit_and_ensembles_from_the_archive() {
+        use crate::analysis::ensemble_runs;
+        use crate::train::resume;
+        let data = Dataset::digits().unwrap().subset(300, 100).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig {
+            steps: 60,
+            eval_every: 30,
+            checkpoint_every: Some(30),
+            ..config(spec("resumable", 16))
+        };
+        let straight = fit(
+            &data,
+            &config,
+            &Seeds::all(4),
+            &archived(dir.path(), "straight"),
+        )
+        .unwrap();
+        let half = TrainConfig {
+            steps: 30,
+            ..config.clone()
+        };
+        let half = fit(&data, &half, &Seeds::all(4), &archived(dir.path(), "half")).unwrap();
+        let archive = recipe_archive::Archive::open(dir.path()).unwrap();
+        let resumed = resume(
+            &data,
+            half.run.as_ref().unwrap(),
+            &archive,
+            60,
+            &archived(dir.path(), "resumed"),
+        )
+        .unwrap();
+        let tail = |t: &crate::Trained| -> Vec<(i64, u64)> {
+            (t.curves["train_loss"].iter())
+                .filter(|(s, _)| *s >= 30)
+                .map(|(s, v)| (*s, v.to_bits()))
+                .collect()
+        };
+        assert_eq!(tail(&straight).len(), 30);
+        assert_eq!(tail(&straight), tail(&resumed));
+
+        // Two archived seeds of it, reloaded by this session's definition, as one ensemble.
+        let other = fit(
+            &data,
+            &config,
+            &Seeds::all(5),
+            &archived(dir.path(), "seed-5"),
+        )
+        .unwrap();
+        let runs = [straight.run.clone().unwrap(), other.run.clone().unwrap()];
+        let ensemble = ensemble_runs(&archive, &runs, &data, "test").unwrap();
+        assert_eq!(ensemble.members.len(), 2);
+        let member = |t: &crate::Trained| t.metric("test_acc").unwrap();
+        assert_eq!(ensemble.members[0].1.to_bits(), member(&straight).to_bits());
+        assert_eq!(ensemble.members[1].1.to_bits(), member(&other).to_bits());
+    }
+
+    #[test]
     fn issue_22_the_backprop_dependency_check_catches_a_net_of_your_own_that_mixes_the_batch() {
         let data = Dataset::digits().unwrap().subset(100, 50).unwrap();
         let mixing = ModelSpec::custom("mixes-batch", json!(null), |vb, io| {
