@@ -3,6 +3,7 @@ write it (no `:dep`, no type annotations), a net of their own trained by `fit` w
 recipe's checks, and the archive seeing it, all through a real kernel and jupyter_client."""
 
 import json
+import time
 
 import pyarrow.dataset as ds
 import pytest
@@ -182,3 +183,27 @@ def test_issue_22_a_replay_names_the_cell_that_read_something_that_changed(kerne
     done = recipe("runs", "verify", "reads-a-file", timeout=600)
     assert done.returncode != 0
     assert "fails in the replay" in done.stderr and "No such file" in done.stderr, done.stderr
+
+
+def test_issue_28_an_interrupt_ends_a_tracked_loop_as_interrupted_and_keeps_the_session(kernel):
+    km, kc = kernel
+    ok(kc, "let kept_before_loop = 7;")
+    msg_id = kc.execute(
+        "let loop_data = Dataset::digits()?.subset(100, 50)?;\n"
+        'let mut run = track("stopped-loop", &json!({"forever": true}), &Seeds::all(1), &loop_data)?;\n'
+        "for step in 0.. {\n"
+        "    std::thread::sleep(std::time::Duration::from_millis(20));\n"
+        '    run.log(step, &[("train_loss", 1.0)])?;\n'
+        "}"
+    )
+    time.sleep(6)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    content = reply["content"]
+    assert content["status"] == "error", content
+    assert "archived as interrupted" in content["evalue"], content["evalue"]
+    assert result_text(ok(kc, "kept_before_loop")) == "7"
+    runs = ds.dataset(str(ARCHIVE / "runs"), format="parquet", partitioning="hive").to_table().to_pylist()
+    stopped = [r for r in runs if r["name"] == "stopped-loop"]
+    assert stopped and stopped[-1]["status"] == "interrupted", stopped
