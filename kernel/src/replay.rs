@@ -22,12 +22,9 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use recipe::verify::{up_to, Verification};
+use recipe::verify::{self, Verification};
 use recipe::{ModelSpec, TrainConfig};
-use recipe_archive::diff::flatten;
-use recipe_archive::identity::COMPONENTS;
-use recipe_archive::writer::first_divergence;
-use recipe_archive::{Archive, CellRecord, RunRecord, Status};
+use recipe_archive::{Archive, CellRecord, RunRecord};
 
 use crate::session::{Outcome, Session, Sink};
 
@@ -154,39 +151,15 @@ fn compare(archive: &Archive, run: &RunRecord, replayed: &Archive) -> anyhow::Re
                 run.name
             )
         })?;
-    let mut identity_changes = Vec::new();
-    for (i, component) in COMPONENTS.iter().enumerate() {
-        let (was, is) = (flatten(&run.components[i]), flatten(&again.components[i]));
-        let keys: std::collections::BTreeSet<&String> = was.keys().chain(is.keys()).collect();
-        for key in keys {
-            if was.get(key) != is.get(key) {
-                identity_changes.push(format!("{component}.{key}"));
-            }
-        }
-    }
-    let archived = archive.metrics(run)?;
-    if let Some(damaged) = archived.damaged.first() {
-        bail!(
-            "run {} cannot be verified: its metrics could not all be read: {damaged}",
-            run.short()
-        );
-    }
-    let archived = archived.value;
-    let mut points = replayed.metrics(again)?.warn_damaged();
-    let compared_up_to = match run.status {
-        Status::Interrupted => archived.iter().map(|p| p.step).max(),
-        _ => None,
-    };
-    if let Some(last) = compared_up_to {
-        points = up_to(points, &archived, last);
-    }
-    let divergence = first_divergence(&archived, &points);
-    Ok(Verification {
-        run: run.key(),
-        reproduced: divergence.is_none() && !archived.is_empty(),
-        points_compared: archived.len(),
-        first_divergence: divergence,
-        identity_changes,
-        compared_up_to,
-    })
+    let changes = verify::identity_changes(&run.components, &again.components, &[]);
+    let archived = verify::archived_metrics(archive, run)?;
+    let last_committed = verify::last_committed(run, &archived)?;
+    let points = replayed.metrics(again)?.warn_damaged();
+    Ok(verify::verdict(
+        run,
+        &archived,
+        points,
+        changes,
+        last_committed,
+    ))
 }

@@ -515,7 +515,6 @@ mod tests {
 mod gradient_tests {
     //! Every layer's gradients against central finite differences (f32, so tolerances are
     //! loose: 2% relative plus 1e-3 absolute).
-    use crate::custom::{CustomModel, ModelIo};
     use crate::models::ModelSpec;
     use crate::params::Params;
     use candle_core::{DType, Device, Tensor};

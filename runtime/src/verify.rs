@@ -86,24 +86,8 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
             ))
         })?;
     let data = spec.load()?;
-    let loaded = archive.metrics(run)?;
-    if let Some(damaged) = loaded.damaged.first() {
-        return Err(Error::Data(format!(
-            "run {} cannot be verified: its metrics could not all be read: {damaged}",
-            run.short()
-        )));
-    }
-    let archived = loaded.value;
-    let last_committed = match run.status {
-        Status::Interrupted => Some(archived.iter().map(|p| p.step).max().ok_or_else(|| {
-            Error::Data(format!(
-                "run {} was interrupted before it committed a metric: there is nothing to compare",
-                run.short()
-            ))
-        })?),
-        _ => None,
-    };
-    let mut identity_changes = Vec::new();
+    let archived = archived_metrics(archive, run)?;
+    let last_committed = last_committed(run, &archived)?;
     let now = run_spec(
         &data,
         &config,
@@ -115,19 +99,8 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
     )?
     .identity
     .component_values()?;
-    for (i, component) in COMPONENTS.iter().enumerate() {
-        let (was, is) = (flatten(&run.components[i]), flatten(&now[i]));
-        for key in was
-            .keys()
-            .chain(is.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            // The cells that ran it are not part of what a re-run can reproduce.
-            if was.get(key) != is.get(key) && key != "cell_hash" && key != "history_hash" {
-                identity_changes.push(format!("{component}.{key}"));
-            }
-        }
-    }
+    // The cells that ran it are not part of what a re-run can reproduce.
+    let changes = identity_changes(&run.components, &now, &["cell_hash", "history_hash"]);
     let trained = fit_unarchived_from(
         &data,
         &rerun_config(&config, last_committed),
@@ -143,18 +116,79 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
             wall_time: chrono::Utc::now(),
         }));
     }
-    if let Some(last) = last_committed {
-        again = up_to(again, &archived, last);
+    Ok(verdict(run, &archived, again, changes, last_committed))
+}
+
+/// The metrics archived for `run`; an error when any file of them cannot be read (a run is
+/// not verified against part of its metrics).
+pub fn archived_metrics(archive: &Archive, run: &RunRecord) -> Result<Vec<MetricPoint>> {
+    let loaded = archive.metrics(run)?;
+    match loaded.damaged.first() {
+        Some(damaged) => Err(Error::Data(format!(
+            "run {} cannot be verified: its metrics could not all be read: {damaged}",
+            run.short()
+        ))),
+        None => Ok(loaded.value),
     }
-    let divergence = first_divergence(&archived, &again);
-    Ok(Verification {
+}
+
+/// For an interrupted run, the last step it committed (where a comparison stops); `None`
+/// for a run that ended.
+pub fn last_committed(run: &RunRecord, archived: &[MetricPoint]) -> Result<Option<i64>> {
+    if run.status != Status::Interrupted {
+        return Ok(None);
+    }
+    let last = archived.iter().map(|p| p.step).max().ok_or_else(|| {
+        Error::Data(format!(
+            "run {} was interrupted before it committed a metric: there is nothing to compare",
+            run.short()
+        ))
+    })?;
+    Ok(Some(last))
+}
+
+/// The identity keys (`component.key`) whose values differ between `was` and `is`, the
+/// five components of two identities, leaving out the keys named in `ignored`.
+pub fn identity_changes<A, B>(was: &[A], is: &[B], ignored: &[&str]) -> Vec<String>
+where
+    A: std::borrow::Borrow<serde_json::Value>,
+    B: std::borrow::Borrow<serde_json::Value>,
+{
+    let mut changes = Vec::new();
+    for (i, component) in COMPONENTS.iter().enumerate() {
+        let (was, is) = (flatten(was[i].borrow()), flatten(is[i].borrow()));
+        let keys: std::collections::BTreeSet<&String> = was.keys().chain(is.keys()).collect();
+        for key in keys {
+            if was.get(key) != is.get(key) && !ignored.contains(&key.as_str()) {
+                changes.push(format!("{component}.{key}"));
+            }
+        }
+    }
+    changes
+}
+
+/// The verdict on `run`: the metrics of a re-run (`again`) against the `archived` ones, up
+/// to `last_committed` for an interrupted run.
+pub fn verdict(
+    run: &RunRecord,
+    archived: &[MetricPoint],
+    again: Vec<MetricPoint>,
+    identity_changes: Vec<String>,
+    last_committed: Option<i64>,
+) -> Verification {
+    let again = match last_committed {
+        Some(last) => up_to(again, archived, last),
+        None => again,
+    };
+    let divergence = first_divergence(archived, &again);
+    Verification {
         run: run.key(),
         reproduced: divergence.is_none() && !archived.is_empty(),
         points_compared: archived.len(),
         first_divergence: divergence,
         identity_changes,
         compared_up_to: last_committed,
-    })
+    }
 }
 
 /// The config that re-runs a run up to `last` (its last committed step, for an interrupted

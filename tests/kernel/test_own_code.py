@@ -6,11 +6,9 @@ import json
 import time
 
 import pyarrow.dataset as ds
-import pytest
-from jupyter_client.manager import start_new_kernel
 
 from conftest import ARCHIVE, recipe
-from test_behaviour import result_text, run
+from test_behaviour import kernel, result_text, run  # noqa: F401 (kernel is a fixture)
 
 TINY_NET = """
 use candle_core::{DType, Device, Tensor};
@@ -36,14 +34,6 @@ impl Model for Tiny {
     }
 }
 """
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    km, kc = start_new_kernel(kernel_name="recipe", startup_timeout=300)
-    yield km, kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
 
 
 def ok(kc, code, timeout=180):
