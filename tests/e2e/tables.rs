@@ -145,3 +145,26 @@ fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
         "{keys:?}"
     );
 }
+
+#[test]
+fn issue_27_recipe_data_reads_an_npz_and_refuses_table_choices_for_it() {
+    use candle_core::{Device, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let x = Tensor::from_vec(
+        (0..12).map(|v| v as f32).collect::<Vec<_>>(),
+        (6, 2),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let y = Tensor::from_vec(vec![0i64, 1, 2, 0, 1, 2], 6, &Device::Cpu).unwrap();
+    Tensor::write_npz(&[("x", &x), ("y", &y)], dir.path().join("d.npz")).unwrap();
+    let shown = recipe_ok(dir.path(), &["data", "--data", "d.npz"]);
+    assert!(shown.contains("d.npz: 6 examples of shape [2]"), "{shown}");
+    let out = recipe(dir.path(), &["data", "--data", "d.npz", "--target", "y"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("choices about a table") && err.contains("d.npz is not one"),
+        "{err}"
+    );
+}

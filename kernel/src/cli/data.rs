@@ -20,7 +20,7 @@ pub struct DataArgs {
 /// Which data, and for a table the choices about it (see `Dataset::table`).
 #[derive(Args, Debug)]
 pub struct DataSource {
-    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), or a .csv/.csv.gz/.parquet file
+    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), a .csv/.csv.gz/.parquet table, or a .npz file (arrays x and y)
     #[arg(long, default_value = "digits")]
     data: String,
     /// A table's target column [default: the one named label, target, class or y]
@@ -49,14 +49,35 @@ pub struct DataSource {
 impl DataSource {
     /// Load the dataset named.
     pub fn load(&self) -> Result<Dataset> {
+        let table_file = !matches!(self.data.as_str(), "digits" | "fashion-mnist")
+            && !self.data.ends_with(".npz");
+        if !table_file && self.has_table_choices() {
+            anyhow::bail!(
+                "--target, --drop, --drop-missing-rows, --one-hot, --fill and --normalize are \
+                 choices about a table (.csv, .csv.gz, .parquet); {} is not one",
+                self.data
+            );
+        }
         Ok(match self.data.as_str() {
             "digits" => Dataset::digits()?,
             "fashion-mnist" => Dataset::fashion_mnist()?,
+            path if path.ends_with(".npz") => {
+                Dataset::from_npz(path).with_context(|| format!("loading {path}"))?
+            }
             path => self
                 .table(path)
                 .load()
                 .with_context(|| format!("loading {path}"))?,
         })
+    }
+
+    fn has_table_choices(&self) -> bool {
+        self.target.is_some()
+            || !self.drop.is_empty()
+            || self.drop_missing_rows
+            || !self.one_hot.is_empty()
+            || self.fill.is_some()
+            || self.normalize
     }
 
     /// The table at `path` with the choices given.
@@ -83,7 +104,7 @@ impl DataSource {
 pub fn run(args: DataArgs) -> Result<()> {
     if args.columns {
         let path = args.source.data.as_str();
-        if matches!(path, "digits" | "fashion-mnist") {
+        if matches!(path, "digits" | "fashion-mnist") || path.ends_with(".npz") {
             anyhow::bail!("--columns shows a table's columns; {path} is not a table file");
         }
         let columns = args.source.table(path).columns();

@@ -1,9 +1,11 @@
-//! Loaders: the embedded digits, IDX (MNIST format, raw or .gz), CSV (raw or .gz), Parquet,
-//! .npy and safetensors. A missing file is an error that names it and the step that provides
-//! it; a malformed one says what was wrong and where.
+//! Loaders: the embedded digits, IDX (MNIST format, raw or .gz), and the table files (CSV,
+//! raw or .gz, and Parquet) handed to [`super::table`]. A missing file is an error that names
+//! it and the step that provides it; a malformed one says what was wrong and where.
+//!
+//! Not here: `.npy`, `.npz` and safetensors (see [`super::arrays`]).
 
 use super::table::{self, TableChoices};
-use super::{seeded_splits, DataSpec, Dataset, FASHION_MNIST_DIR, SPLITS};
+use super::{DataSpec, Dataset, FASHION_MNIST_DIR};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -172,28 +174,8 @@ fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
     Ok(labels.to_vec())
 }
 
-/// A dataset from flat features and labels, with classes 0..=max label and seeded splits.
-fn tabular(
-    name: &str,
-    spec: DataSpec,
-    features: Vec<f32>,
-    labels: Vec<u32>,
-    shape: Vec<usize>,
-) -> Result<Dataset> {
-    let classes = labels.iter().max().map_or(0, |m| *m as usize + 1);
-    let splits = seeded_splits(labels.len(), &SPLITS);
-    Dataset::new(
-        name,
-        spec,
-        features,
-        labels,
-        shape,
-        (0..classes).map(|c| c.to_string()).collect(),
-        splits,
-    )
-}
-
-fn file_name(path: &Path) -> String {
+/// A path's file name, the name a dataset loaded from it goes by.
+pub(super) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
@@ -248,116 +230,6 @@ fn from_table(
 }
 
 /// An array from a `.npy` file, through candle's reader (every dtype candle reads: floats
-/// of 16 to 64 bits, integers, bools). A truncated or foreign file is an error naming it.
-fn read_npy(path: &Path) -> Result<candle_core::Tensor> {
-    if !path.exists() {
-        return Err(Error::Io(
-            path.to_path_buf(),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
-    }
-    candle_core::Tensor::read_npy(path).map_err(|e| {
-        Error::Data(format!(
-            "{}: not a readable .npy file ({e}); save it with numpy.save",
-            path.display()
-        ))
-    })
-}
-
-/// Class indices from a label array: whole numbers from 0 up, else an error naming the
-/// first bad index and value (a cast would make -1 class 0 and 2.7 class 2 without a word).
-fn class_indices(values: &[f64], path: &Path) -> Result<Vec<u32>> {
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if v.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&v) {
-                Ok(v as u32)
-            } else {
-                Err(Error::Data(format!(
-                    "{}: label {i} is {v}; labels must be class indices (whole numbers from 0)",
-                    path.display()
-                )))
-            }
-        })
-        .collect()
-}
-
-pub fn npy(features_path: &Path, labels_path: &Path) -> Result<Dataset> {
-    use candle_core::DType;
-    let x = read_npy(features_path)?;
-    let y = read_npy(labels_path)?;
-    let rows = x.dims().first().copied().unwrap_or(0);
-    if y.rank() != 1 || y.dims()[0] != rows {
-        return Err(Error::Data(format!(
-            "{} holds {rows} examples but {} has shape {:?}; the labels must be one per \
-             example, shape ({rows},)",
-            features_path.display(),
-            labels_path.display(),
-            y.dims()
-        )));
-    }
-    let example_shape = x
-        .dims()
-        .get(1..)
-        .map(<[usize]>::to_vec)
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| vec![1]);
-    let features: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let labels: Vec<f64> = y.to_dtype(DType::F64)?.to_vec1()?;
-    let labels = class_indices(&labels, labels_path)?;
-    let spec = DataSpec::Npy {
-        features: features_path.to_path_buf(),
-        labels: labels_path.to_path_buf(),
-    };
-    tabular(
-        &file_name(features_path),
-        spec,
-        features,
-        labels,
-        example_shape,
-    )
-}
-
-pub fn safetensors(path: &Path) -> Result<Dataset> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
-    let tensors = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Data(format!("{}: not a safetensors file ({e})", path.display())))?;
-    let get = |name: &str| -> Result<candle_core::Tensor> {
-        let view = tensors
-            .tensor(name)
-            .map_err(|_| Error::Data(format!("{}: no tensor named {name:?}", path.display())))?;
-        Ok(candle_core::safetensors::Load::load(
-            &view,
-            &candle_core::Device::Cpu,
-        )?)
-    };
-    let (x, y) = (get("features")?, get("labels")?);
-    let example_shape = x
-        .dims()
-        .get(1..)
-        .map(<[usize]>::to_vec)
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| vec![1]);
-    let features = x
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let labels = y
-        .to_dtype(candle_core::DType::U32)?
-        .flatten_all()?
-        .to_vec1::<u32>()?;
-    tabular(
-        &file_name(path),
-        DataSpec::Safetensors {
-            path: path.to_path_buf(),
-        },
-        features,
-        labels,
-        example_shape,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,107 +465,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not readable Parquet"));
-    }
-
-    #[test]
-    fn npy_of_every_dtype_loads_and_bad_files_or_labels_are_errors() {
-        use candle_core::{DType, Device, Tensor};
-        let dir = tempfile::tempdir().unwrap();
-        let at = |name: &str| dir.path().join(name);
-        let features =
-            Tensor::from_vec(vec![0.5f32, 1.5, 2.5, 3.5, 4.5, 5.5], (3, 2), &Device::Cpu).unwrap();
-        let labels = |values: Vec<f64>, dtype: DType, name: &str| {
-            let t = Tensor::from_vec(values, 3, &Device::Cpu).unwrap();
-            t.to_dtype(dtype).unwrap().write_npy(at(name)).unwrap();
-        };
-        labels(vec![2.0, 0.0, 1.0], DType::I64, "y.npy");
-        for dtype in [DType::F16, DType::F32, DType::F64, DType::U8, DType::I64] {
-            let name = format!("x-{dtype:?}.npy");
-            features
-                .to_dtype(dtype)
-                .unwrap()
-                .write_npy(at(&name))
-                .unwrap();
-            let d = npy(&at(&name), &at("y.npy")).unwrap();
-            assert_eq!((d.len(), d.dim(), d.num_classes()), (3, 2, 3), "{dtype:?}");
-            assert_eq!(d.labels, vec![2, 0, 1], "{dtype:?}");
-        }
-        let message = |x: &str, y: &str| npy(&at(x), &at(y)).unwrap_err().to_string();
-        // Labels that are not class indices name the first bad one; a cast would hide them.
-        labels(vec![0.0, -1.0, 1.0], DType::I64, "negative.npy");
-        assert!(message("x-F32.npy", "negative.npy").contains("label 1 is -1"));
-        labels(vec![0.0, 1.0, 2.7], DType::F64, "fraction.npy");
-        assert!(message("x-F32.npy", "fraction.npy").contains("label 2 is 2.7"));
-        Tensor::from_vec(vec![0u8, 1], 2, &Device::Cpu)
-            .unwrap()
-            .write_npy(at("short.npy"))
-            .unwrap();
-        assert!(message("x-F32.npy", "short.npy").contains("one per example"));
-        // Truncated, foreign and missing files are errors naming the file, never a panic.
-        let whole = std::fs::read(at("x-F32.npy")).unwrap();
-        std::fs::write(at("cut.npy"), &whole[..whole.len() - 3]).unwrap();
-        std::fs::write(at("eight.npy"), b"\x93NUMPY\x01\x00").unwrap();
-        std::fs::write(at("text.npy"), b"label,x\n1,2\n").unwrap();
-        for bad in ["cut.npy", "eight.npy", "text.npy"] {
-            let e = message(bad, "y.npy");
-            assert!(
-                e.contains(bad) && e.contains("not a readable .npy file"),
-                "{e}"
-            );
-        }
-        assert!(message("missing.npy", "y.npy").contains("missing.npy"));
-    }
-
-    #[test]
-    fn npy_and_safetensors_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        // np.save of np.arange(6, dtype='<f4').reshape(3, 2) and np.array([0, 1, 1], dtype='|u1')
-        let npy_file = |descr: &str, shape: &str, data: &[u8]| {
-            let mut header =
-                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-            while (10 + header.len() + 1) % 64 != 0 {
-                header.push(' ');
-            }
-            header.push('\n');
-            let mut out = b"\x93NUMPY\x01\x00".to_vec();
-            out.extend((header.len() as u16).to_le_bytes());
-            out.extend(header.as_bytes());
-            out.extend(data);
-            out
-        };
-        let xs: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        std::fs::write(dir.path().join("x.npy"), npy_file("<f4", "(3, 2)", &xs)).unwrap();
-        std::fs::write(
-            dir.path().join("y.npy"),
-            npy_file("|u1", "(3,)", &[0, 1, 1]),
-        )
-        .unwrap();
-        let d = npy(&dir.path().join("x.npy"), &dir.path().join("y.npy")).unwrap();
-        assert_eq!(
-            (d.len(), d.dim(), d.example(2).unwrap()),
-            (3, 2, &[4.0f32, 5.0][..])
-        );
-        assert!(d.example(3).is_err());
-
-        let x = candle_core::Tensor::from_vec(
-            (0..6).map(|i| i as f32).collect::<Vec<_>>(),
-            (3, 2),
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
-        let y =
-            candle_core::Tensor::from_vec(vec![0u32, 1, 1], 3, &candle_core::Device::Cpu).unwrap();
-        let path = dir.path().join("d.safetensors");
-        candle_core::safetensors::save(
-            &std::collections::HashMap::from([
-                ("features".to_string(), x),
-                ("labels".to_string(), y),
-            ]),
-            &path,
-        )
-        .unwrap();
-        let s = safetensors(&path).unwrap();
-        assert_eq!(s.features, d.features);
-        assert_eq!(s.labels, d.labels);
     }
 }

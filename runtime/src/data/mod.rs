@@ -4,6 +4,7 @@
 //! class names, and named splits (`train`, `val`, `test`) as index lists. It remembers how it
 //! was made ([`DataSpec`]) so an archived run can load the very same data again to verify.
 
+mod arrays;
 pub mod inspect;
 mod loaders;
 pub mod table;
@@ -43,6 +44,8 @@ pub enum DataSpec {
     },
     /// Features and labels from .npy files.
     Npy { features: PathBuf, labels: PathBuf },
+    /// Features and labels from one .npz file.
+    Npz { path: PathBuf },
     /// `features` and `labels` tensors from a safetensors file.
     Safetensors { path: PathBuf },
     /// The first `train` training and `test` test examples (validation scaled alike) of another set.
@@ -64,6 +67,7 @@ impl DataSpec {
             DataSpec::Csv { path, table } => loaders::csv(path, table),
             DataSpec::Parquet { path, table } => loaders::parquet(path, table),
             DataSpec::Npy { features, labels } => Dataset::from_npy(features, labels),
+            DataSpec::Npz { path } => Dataset::from_npz(path),
             DataSpec::Safetensors { path } => Dataset::from_safetensors(path),
             DataSpec::Subset { of, train, test } => of.load()?.subset(*train, *test),
             DataSpec::ShuffledLabels { of, seed } => Ok(of.load()?.with_shuffled_labels(*seed)),
@@ -218,7 +222,7 @@ impl Dataset {
     }
 
     /// The embedded UCI 8x8 digits: 1,797 examples, 10 classes, features scaled to [0, 1].
-    /// Splits are a fixed seeded permutation: 1,257 train, 180 val, 360 test. Needs no setup.
+    /// Splits are a fixed seeded permutation: 1,258 train, 180 val, 359 test. Needs no setup.
     pub fn digits() -> Result<Dataset> {
         loaders::digits()
     }
@@ -259,12 +263,20 @@ impl Dataset {
 
     /// Features (N, ...) and labels (N,) from two .npy files.
     pub fn from_npy(features: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Dataset> {
-        loaders::npy(features.as_ref(), labels.as_ref())
+        arrays::npy(features.as_ref(), labels.as_ref())
+    }
+
+    /// Features (N, ...) and labels (N,) from one .npz file (numpy.savez): the arrays named
+    /// `x`, `X`, `features` or `data`, and `y`, `Y`, `labels`, `label` or `target`. Labels
+    /// must be class indices, as for [`Dataset::from_npy`]. Splits: a seeded 70/10/20
+    /// permutation.
+    pub fn from_npz(path: impl AsRef<Path>) -> Result<Dataset> {
+        arrays::npz(path.as_ref())
     }
 
     /// `features` (N, ...) and `labels` (N,) tensors from a safetensors file.
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Dataset> {
-        loaders::safetensors(path.as_ref())
+        arrays::safetensors(path.as_ref())
     }
 
     pub fn len(&self) -> usize {
