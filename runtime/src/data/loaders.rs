@@ -368,6 +368,89 @@ mod tests {
     }
 
     #[test]
+    fn issue_27_files_of_the_real_shapes_load_right_or_name_the_cause() {
+        // A string class column with a categorical feature and NA cells: one-hot and a fill.
+        let iris = b"sepal,colour,species\n5.1,red,setosa\nNA,blue,virginica\n6.3,NA,versicolor\n4.9,red,setosa\n5.5,blue,virginica\n";
+        let message = load("iris.csv", iris, target("species")).unwrap_err();
+        assert!(message.contains(".one_hot([\"colour\"])"), "{message}");
+        let choices = TableChoices {
+            one_hot: vec!["colour".into()],
+            fill: Some(table::Fill::Mean),
+            ..target("species")
+        };
+        let d = load("iris.csv", iris, choices).unwrap();
+        let fitted = d.table.clone().unwrap();
+        assert_eq!(d.classes, ["setosa", "versicolor", "virginica"]);
+        assert_eq!((d.len(), d.labels.clone()), (5, vec![0, 2, 1, 0, 2]));
+        assert_eq!(d.dim(), 1 + fitted.categories["colour"].len());
+        assert_eq!(
+            (fitted.filled["sepal"].cells, fitted.filled["colour"].cells),
+            (1, 1)
+        );
+
+        // Quoted fields holding commas, in the header, a feature and the target.
+        let quoted = b"name,\"size, cm\",label\n\"Smith, J\",1.5,\"yes, sure\"\n\"Doe, A\",\"2.5\",no\n\"Smith, J\",3,no\n";
+        let d = load(
+            "quoted.csv",
+            quoted,
+            TableChoices {
+                one_hot: vec!["name".into()],
+                ..TableChoices::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(d.classes, ["no", "yes, sure"]);
+        assert_eq!(d.labels, [1, 0, 0]);
+        let fitted = d.table.clone().unwrap();
+        let names = &fitted.categories["name"];
+        assert!(
+            !names.is_empty() && names.iter().all(|c| c == "Doe, A" || c == "Smith, J"),
+            "{names:?}"
+        );
+        let size = fitted
+            .features
+            .iter()
+            .position(|f| f == "size, cm")
+            .unwrap();
+        assert_eq!(
+            (0..3)
+                .map(|i| d.features[i * d.dim() + size])
+                .collect::<Vec<_>>(),
+            [1.5, 2.5, 3.0]
+        );
+
+        // No header row: its first row's numbers become column names, and nothing is a target.
+        let message = load("bare.csv", b"5,1,0\n6,2,1\n", TableChoices::default()).unwrap_err();
+        assert!(
+            message.contains("which column is the target")
+                && message.contains("columns are 5, 1, 0"),
+            "{message}"
+        );
+        // A row with one field too many names its line.
+        let message = load(
+            "ragged.csv",
+            b"label,x\n1,2\n0,3,4\n",
+            TableChoices::default(),
+        )
+        .unwrap_err();
+        assert!(
+            message.contains("ragged.csv") && message.contains("line 3"),
+            "{message}"
+        );
+        // A stray '?' that made a column of numbers text names its row.
+        let message = load(
+            "stray.csv",
+            b"label,x\n1,2\n0,?\n1,4\n",
+            TableChoices::default(),
+        )
+        .unwrap_err();
+        assert!(
+            message.contains("x (Utf8: row 2 holds \"?\" where most cells are numbers)"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn issue_27_a_table_reloads_from_its_spec_with_its_choices() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv");
@@ -460,6 +543,20 @@ mod tests {
             (2, 2, 2, vec![0, 1])
         );
         assert_eq!(d.classes, vec!["1", "2"]);
+        // Or filled with b's mean over the training rows only.
+        let filled = TableChoices {
+            fill: Some(table::Fill::Mean),
+            ..TableChoices::default()
+        };
+        let d = parquet(&path, &filled).unwrap();
+        let b = [Some(1.0), None, Some(3.0)];
+        let present: Vec<f64> = d.splits["train"].iter().filter_map(|&r| b[r]).collect();
+        let mean = present.iter().sum::<f64>() / present.len() as f64;
+        assert_eq!(
+            (d.len(), d.table.clone().unwrap().filled["b"].cells),
+            (3, 1)
+        );
+        assert_eq!(d.example(1).unwrap(), [0.2, mean as f32]);
         std::fs::write(&path, b"PAR1 not really").unwrap();
         assert!(parquet(&path, &choices)
             .unwrap_err()

@@ -148,7 +148,18 @@ pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Resul
     if !not_numbers.is_empty() {
         let typed: Vec<String> = not_numbers
             .iter()
-            .map(|&i| format!("{} ({})", names[i], table.column(i).data_type()))
+            .map(|&i| {
+                let column = table.column(i);
+                match stray_text(column) {
+                    Some((row, text)) => format!(
+                        "{} ({}: row {} holds {text:?} where most cells are numbers)",
+                        names[i],
+                        column.data_type(),
+                        row + 1
+                    ),
+                    None => format!("{} ({})", names[i], column.data_type()),
+                }
+            })
             .collect();
         return Err(Error::Data(format!(
             "{file}: feature columns must be numbers, and {} are not; leave them out with \
@@ -284,6 +295,24 @@ fn target_column(
             names.join(", ")
         ))),
     }
+}
+
+/// For a text column most of whose cells read as numbers: the first row that does not, and
+/// its text (a stray `?` or `unknown` that made arrow read the whole column as text).
+fn stray_text(column: &ArrayRef) -> Option<(usize, String)> {
+    let text = column.as_string_opt::<i32>()?;
+    let (mut numbers, mut others, mut first) = (0, 0, None);
+    for (row, cell) in text.iter().enumerate() {
+        let Some(cell) = cell else { continue };
+        if cell.trim().parse::<f64>().is_ok() {
+            numbers += 1;
+        } else {
+            others += 1;
+            first.get_or_insert((row, cell));
+        }
+    }
+    let (row, cell) = first?;
+    (numbers > others).then(|| (row, cell.to_string()))
 }
 
 /// `column: count (first at row r)`, rows counted from 1 after the header.
