@@ -121,6 +121,7 @@ pub fn registry() -> Vec<Box<dyn RecipeCheck>> {
             batch: 4,
             example: 1,
         }),
+        Box::new(Causality),
     ]
 }
 
@@ -434,6 +435,41 @@ impl RecipeCheck for BackpropDependency {
                 "rows of the input batch with a non-zero gradient from output row {}",
                 self.example
             ),
+        ))
+    }
+}
+
+/// A sequence model's output at position t depends on the tokens up to t only: no attention
+/// mask or convolution lets it look ahead (what next-token prediction must never do).
+pub struct Causality;
+
+impl RecipeCheck for Causality {
+    fn name(&self) -> &'static str {
+        "causality"
+    }
+    fn verifies(&self) -> &'static str {
+        "a sequence model's output at position t depends on the tokens up to t only"
+    }
+    fn run(&self, ctx: &CheckContext) -> Result<Finding> {
+        let (model, _) = build(ctx)?;
+        let indices: Vec<usize> = ctx.data.split("train")?.iter().copied().take(2).collect();
+        let (x, _) = ctx.data.batch(&indices, &Device::Cpu)?;
+        let Some(embedded) = model.embed(&x)? else {
+            return Ok(Finding::new(
+                self.name(),
+                true,
+                json!(null),
+                json!([]),
+                "not a sequence model: it has no positions to look ahead to".into(),
+            ));
+        };
+        let violations = causality_violations(|e| model.forward_embedded(e, false), &embedded)?;
+        Ok(Finding::new(
+            self.name(),
+            violations.is_empty(),
+            json!(violations),
+            json!([]),
+            "(output position, later input position) pairs with a non-zero gradient".into(),
         ))
     }
 }

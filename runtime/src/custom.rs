@@ -367,6 +367,57 @@ mod tests {
     }
 
     #[test]
+    fn issue_22_a_net_whose_parameters_get_no_gradient_fails_at_its_first_step() {
+        // candle-nn's LayerNorm runs a fused kernel without a backward pass: nothing before
+        // it would ever learn, and the run would look like a run.
+        struct Cut {
+            fc1: Linear,
+            norm: candle_nn::LayerNorm,
+            head: Linear,
+        }
+        impl Model for Cut {
+            fn forward(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+                let h = self.norm.forward(&self.fc1.forward(&x.flatten_from(1)?)?)?;
+                self.head.forward(&h)
+            }
+        }
+        let data = Dataset::digits().unwrap().subset(100, 50).unwrap();
+        let cut = ModelSpec::custom(
+            "cut-off",
+            json!(null),
+            |vb, io| -> candle_core::Result<Cut> {
+                Ok(Cut {
+                    fc1: linear(io.inputs(), 8, vb.pp("fc1"))?,
+                    norm: candle_nn::layer_norm(8, 1e-5, vb.pp("norm"))?,
+                    head: linear(8, io.outputs, vb.pp("head"))?,
+                })
+            },
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = fit(
+            &data,
+            &config(cut),
+            &Seeds::all(1),
+            &archived(dir.path(), "cut"),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("no gradient reaches fc1.bias, fc1.weight, norm.bias, norm.weight"),
+            "{err}"
+        );
+        assert!(err.contains("layer_norm_slow"), "{err}");
+        let runs = recipe_archive::Archive::open(dir.path())
+            .unwrap()
+            .runs()
+            .unwrap()
+            .value;
+        assert_eq!(runs[0].status, recipe_archive::Status::Failed);
+    }
+
+    #[test]
     fn issue_22_the_backprop_dependency_check_catches_a_net_of_your_own_that_mixes_the_batch() {
         let data = Dataset::digits().unwrap().subset(100, 50).unwrap();
         let mixing = ModelSpec::custom("mixes-batch", json!(null), |vb, io| {

@@ -19,6 +19,7 @@ pub mod config;
 pub mod custom;
 pub mod data;
 mod error;
+pub mod gpt;
 pub mod model_summary;
 pub mod models;
 pub mod notebook;

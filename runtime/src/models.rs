@@ -31,6 +31,16 @@ pub trait Model: Send + Sync {
     /// Make dropout masks a function of (seed, step), so a resumed run draws the masks an
     /// uninterrupted one would.
     fn reseed_dropout(&self, _step: usize) {}
+    /// A sequence model (tokens (B, T) -> scores (B, T, V)) embeds its input here, (B, T, C),
+    /// so the causality check can differentiate the output at one position with respect to
+    /// every input position. `None` (the default): not a sequence model.
+    fn embed(&self, _x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// The rest of `forward` after [`Model::embed`]: `forward(x) == forward_embedded(embed(x))`.
+    fn forward_embedded(&self, _e: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        candle_core::bail!("not a sequence model: it has no embed step")
+    }
 }
 
 /// Which model to build, as it is archived in a run's config.

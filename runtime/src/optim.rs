@@ -56,7 +56,7 @@ impl Schedule {
 /// place, never copied), with their global L2 norm (summed in that order, in f64).
 pub struct Gradients {
     /// (index into the parameter list, contiguous f32 gradient).
-    values: Vec<(usize, Tensor)>,
+    pub(crate) values: Vec<(usize, Tensor)>,
     pub norm: f64,
 }
 

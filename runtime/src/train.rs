@@ -194,6 +194,9 @@ pub fn train_step(
         }
         let vars = params.vars();
         let grads = gradients(&vars, &loss.backward()?)?;
+        if opt.step == 0 && grads.values.len() < vars.len() {
+            return Err(no_gradient(&vars, &grads));
+        }
         let scale = match clip {
             Some(max) if grads.norm > max => max / grads.norm,
             _ => 1.0,
@@ -201,6 +204,22 @@ pub fn train_step(
         opt.update(&vars, &grads, lr, scale)?;
         Ok(Some((loss_value, grads.norm)))
     })
+}
+
+/// The error for parameters that no gradient reaches, found at the first step: training
+/// would leave them as initialised without a word.
+fn no_gradient(vars: &[(String, candle_core::Var)], grads: &crate::optim::Gradients) -> Error {
+    let missing: Vec<&str> = (vars.iter().enumerate())
+        .filter(|(k, _)| !grads.values.iter().any(|(i, _)| i == k))
+        .map(|(_, (name, _))| name.as_str())
+        .collect();
+    Error::Invalid(format!(
+        "no gradient reaches {}: training would never change them. Either the model does \
+         not use them, or a layer without a backward pass cuts them off: candle-nn's fused \
+         layer_norm and softmax_last_dim have none (use candle_nn::ops::layer_norm_slow and \
+         candle_nn::ops::softmax)",
+        missing.join(", ")
+    ))
 }
 
 /// Loss and accuracy of a model on a whole split, in chunks.
