@@ -20,7 +20,7 @@ pub struct DataArgs {
 /// Which data, and for a table the choices about it (see `Dataset::table`).
 #[derive(Args, Debug)]
 pub struct DataSource {
-    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), a .csv/.csv.gz/.parquet table, or a .npz file (arrays x and y)
+    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), `penguins` (an embedded table: name its target), a .csv/.csv.gz/.parquet table, or a .npz file (arrays x and y)
     #[arg(long, default_value = "digits")]
     data: String,
     /// A table's target column [default: the one named label, target, class or y]
@@ -80,9 +80,13 @@ impl DataSource {
             || self.normalize
     }
 
-    /// The table at `path` with the choices given.
+    /// The table at `path` (or the embedded penguins) with the choices given.
     fn table(&self, path: &str) -> Table {
-        let mut table = Dataset::table(path).drop(&self.drop).one_hot(&self.one_hot);
+        let table = match path {
+            "penguins" => Dataset::penguins(),
+            path => Dataset::table(path),
+        };
+        let mut table = table.drop(&self.drop).one_hot(&self.one_hot);
         if let Some(target) = &self.target {
             table = table.target(target);
         }

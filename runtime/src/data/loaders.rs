@@ -190,6 +190,23 @@ pub fn read_table(path: &Path) -> Result<arrow::array::RecordBatch> {
     }
 }
 
+/// The Palmer penguins as the palmerpenguins package ships them (see data/ATTRIBUTION.md).
+static PENGUINS_CSV: &[u8] = include_bytes!("../../data/penguins.csv");
+
+/// The embedded penguins table as read, and the name its errors and summary give it.
+pub fn penguins_table() -> Result<(arrow::array::RecordBatch, &'static Path)> {
+    let path = Path::new("penguins.csv");
+    Ok((table::read_csv(PENGUINS_CSV, path)?, path))
+}
+
+pub fn penguins(choices: &TableChoices) -> Result<Dataset> {
+    let (table, path) = penguins_table()?;
+    let spec = DataSpec::Penguins {
+        table: choices.clone(),
+    };
+    from_table(table, choices, path, spec)
+}
+
 pub fn csv(path: &Path, choices: &TableChoices) -> Result<Dataset> {
     let table = table::read_csv(&read_file(path)?, path)?;
     let spec = DataSpec::Csv {
@@ -233,6 +250,29 @@ fn from_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_penguins_load_as_the_table_people_download() {
+        // As it came: three text columns, NA cells, no column called like a target.
+        let err = Dataset::penguins().load().unwrap_err().to_string();
+        assert!(err.contains("which column is the target?"), "{err}");
+        let err = Dataset::penguins().target("species").load().unwrap_err().to_string();
+        assert!(err.contains(".one_hot([\"island\", \"sex\"])"), "{err}");
+        let d = Dataset::penguins()
+            .target("species")
+            .one_hot(["island", "sex"])
+            .fill_mean()
+            .normalize()
+            .load()
+            .unwrap();
+        assert_eq!((d.len(), d.shape.clone()), (344, vec![10]));
+        assert_eq!(d.classes, ["Adelie", "Chinstrap", "Gentoo"]);
+        assert!(d.features.iter().all(|v| v.is_finite()));
+        // Its spec (what a run archives) loads the same bits again.
+        let again = d.spec.load().unwrap();
+        assert_eq!(again.fingerprint().hash, d.fingerprint().hash);
+        assert!(serde_json::to_string(&d.spec).unwrap().contains("\"penguins\""));
+    }
 
     #[test]
     fn missing_fashion_mnist_names_the_install_step() {

@@ -56,6 +56,11 @@ pub enum DataSpec {
     },
     /// Another set with its labels permuted by a seed (a planted bug: nothing to learn).
     ShuffledLabels { of: Box<DataSpec>, seed: u64 },
+    /// The embedded Palmer penguins table, and the user's choices about it.
+    Penguins {
+        #[serde(flatten)]
+        table: TableChoices,
+    },
 }
 
 impl DataSpec {
@@ -71,15 +76,25 @@ impl DataSpec {
             DataSpec::Safetensors { path } => Dataset::from_safetensors(path),
             DataSpec::Subset { of, train, test } => of.load()?.subset(*train, *test),
             DataSpec::ShuffledLabels { of, seed } => Ok(of.load()?.with_shuffled_labels(*seed)),
+            DataSpec::Penguins { table } => loaders::penguins(table),
         }
     }
 }
 
-/// A table about to be loaded, with the user's choices ([`Dataset::table`]).
+/// A table about to be loaded, with the user's choices ([`Dataset::table`],
+/// [`Dataset::penguins`]).
 #[derive(Clone, Debug)]
 pub struct Table {
-    path: PathBuf,
+    source: TableSource,
     choices: TableChoices,
+}
+
+/// Where a table's bytes come from.
+#[derive(Clone, Debug)]
+enum TableSource {
+    File(PathBuf),
+    /// The Palmer penguins, embedded (see data/ATTRIBUTION.md).
+    Penguins,
 }
 
 impl Table {
@@ -135,10 +150,12 @@ impl Table {
 
     /// Read the table: Parquet when the file ends in `.parquet`, else CSV (plain or .gz).
     pub fn load(&self) -> Result<Dataset> {
-        if self.path.extension().is_some_and(|e| e == "parquet") {
-            loaders::parquet(&self.path, &self.choices)
-        } else {
-            loaders::csv(&self.path, &self.choices)
+        match &self.source {
+            TableSource::File(path) if path.extension().is_some_and(|e| e == "parquet") => {
+                loaders::parquet(path, &self.choices)
+            }
+            TableSource::File(path) => loaders::csv(path, &self.choices),
+            TableSource::Penguins => loaders::penguins(&self.choices),
         }
     }
 
@@ -147,8 +164,15 @@ impl Table {
     /// so far make of it, and the target's classes once there is one. Read as
     /// [`Table::load`] reads.
     pub fn columns(&self) -> Result<Columns> {
-        let table = loaders::read_table(&self.path)?;
-        table::columns(&table, &self.choices, &self.path)
+        match &self.source {
+            TableSource::File(path) => {
+                table::columns(&loaders::read_table(path)?, &self.choices, path)
+            }
+            TableSource::Penguins => {
+                let (table, path) = loaders::penguins_table()?;
+                table::columns(&table, &self.choices, path)
+            }
+        }
     }
 }
 
@@ -243,7 +267,18 @@ impl Dataset {
     /// [`table`] for what it reads and refuses.
     pub fn table(path: impl AsRef<Path>) -> Table {
         Table {
-            path: path.as_ref().to_path_buf(),
+            source: TableSource::File(path.as_ref().to_path_buf()),
+            choices: TableChoices::default(),
+        }
+    }
+
+    /// The embedded Palmer penguins (344 rows; species, island, four body measurements,
+    /// sex, year; `NA` where a measurement is missing), a table as people download one:
+    /// `Dataset::penguins().target("species").one_hot(["island", "sex"]).fill_mean().load()?`.
+    /// Source and licence (CC-0) in data/ATTRIBUTION.md.
+    pub fn penguins() -> Table {
+        Table {
+            source: TableSource::Penguins,
             choices: TableChoices::default(),
         }
     }
