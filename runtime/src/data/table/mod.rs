@@ -36,7 +36,8 @@ pub use read::{read_csv, read_csv_with, read_parquet};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
 use std::path::Path;
 
 use super::{seeded_splits, SPLITS};
@@ -359,53 +360,47 @@ fn classes(
     name: &str,
     path: &Path,
 ) -> Result<(Vec<u32>, Vec<String>)> {
-    let values: Vec<String> = match column.data_type() {
+    let bad = |e: arrow::error::ArrowError| Error::Data(format!("{}: {e}", path.display()));
+    match column.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean => {
-            let text = arrow::compute::cast(column, &DataType::Utf8)
-                .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+            let text = arrow::compute::cast(column, &DataType::Utf8).map_err(bad)?;
             let text = text.as_string::<i32>();
-            rows.iter().map(|&r| text.value(r).to_string()).collect()
+            let (labels, names) = indices(rows.iter().map(|&r| text.value(r)));
+            Ok((labels, names.iter().map(|n| n.to_string()).collect()))
         }
         t if t.is_numeric() => {
-            let numbers = arrow::compute::cast(column, &DataType::Float64)
-                .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-            let numbers = numbers.as_primitive::<Float64Type>();
-            let mut whole = Vec::with_capacity(rows.len());
-            for &r in rows {
-                let v = numbers.value(r);
-                if v.fract() != 0.0 {
-                    return Err(Error::Data(format!(
-                        "{}: target column {name:?} holds {v} (row {}): a fractional value \
-                         makes it a regression target, which the trainer does not take yet; \
-                         name a column of classes with .target(\"COLUMN\")",
-                        path.display(),
-                        r + 1
-                    )));
-                }
-                whole.push(v as i64);
+            let numbers = arrow::compute::cast(column, &DataType::Float64).map_err(bad)?;
+            let numbers = numbers.as_primitive::<Float64Type>().values();
+            if let Some(&r) = rows.iter().find(|&&r| numbers[r].fract() != 0.0) {
+                return Err(Error::Data(format!(
+                    "{}: target column {name:?} holds {} (row {}): a fractional value makes it \
+                     a regression target, which the trainer does not take yet; name a column \
+                     of classes with .target(\"COLUMN\")",
+                    path.display(),
+                    numbers[r],
+                    r + 1
+                )));
             }
-            let (labels, distinct) = indices(&whole);
-            return Ok((labels, distinct.iter().map(i64::to_string).collect()));
+            let (labels, names) = indices(rows.iter().map(|&r| numbers[r] as i64));
+            Ok((labels, names.iter().map(i64::to_string).collect()))
         }
-        other => {
-            return Err(Error::Data(format!(
-                "{}: target column {name:?} is {other}, not classes",
-                path.display()
-            )))
-        }
-    };
-    Ok(indices(&values))
+        other => Err(Error::Data(format!(
+            "{}: target column {name:?} is {other}, not classes",
+            path.display()
+        ))),
+    }
 }
 
-/// Each value's index among the distinct values, sorted; and those values.
-fn indices<T: Ord + Clone>(values: &[T]) -> (Vec<u32>, Vec<T>) {
-    let mut distinct = values.to_vec();
+/// Each value's index among the distinct values, sorted; and those values. The values are
+/// borrowed (`&str`) or small (`i64`): no cell is copied.
+fn indices<T: Ord + Hash + Copy>(values: impl Iterator<Item = T> + Clone) -> (Vec<u32>, Vec<T>) {
+    let distinct: HashSet<T> = values.clone().collect();
+    let mut distinct: Vec<T> = distinct.into_iter().collect();
     distinct.sort();
-    distinct.dedup();
-    let labels = values
-        .iter()
-        .map(|v| distinct.binary_search(v).unwrap_or(0) as u32)
+    let index: HashMap<T, u32> = (distinct.iter().enumerate())
+        .map(|(i, &v)| (v, i as u32))
         .collect();
+    let labels = values.map(|v| index[&v]).collect();
     (labels, distinct)
 }
 

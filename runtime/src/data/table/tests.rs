@@ -376,3 +376,39 @@ fn issue_27_columns_show_every_column_before_a_target_is_chosen() {
     let c = Dataset::table(&price).columns().unwrap();
     assert!(c.no_classes.unwrap().contains("regression") && c.target.as_deref() == Some("target"));
 }
+
+#[test]
+fn issue_27_a_type_only_late_rows_show_is_read_from_every_row() {
+    // Types are first inferred from 10,000 rows; what only row 10,500 shows must still count.
+    let dir = tempfile::tempdir().unwrap();
+    let late = |header: &str, early: &str, late: &str| {
+        let mut text = format!("{header},label\n");
+        for r in 0..10_600 {
+            let cell = if r == 10_500 { late } else { early };
+            text += &format!("{cell},{}\n", r % 2);
+        }
+        text
+    };
+    // Whole numbers, then a fraction: a column of numbers, the fraction kept.
+    let d = load(&dir, "a.csv", &late("x", "3", "1.5"), |t| t).unwrap();
+    assert_eq!(d.example(10_500).unwrap(), [1.5]);
+    // Numbers, then a stray word: the column is text, and the error names the row.
+    let message = load(&dir, "b.csv", &late("x", "3", "?"), |t| t).unwrap_err();
+    assert!(
+        message.contains("x (Utf8: row 10501 holds \"?\" where most cells are numbers)"),
+        "{message}"
+    );
+    // Dates, then a date with a time: timestamps, not dates cut short.
+    let c = Dataset::table(dir.path().join("c.csv"));
+    std::fs::write(
+        dir.path().join("c.csv"),
+        late("when", "2024-01-02", "2024-01-02T10:30:00"),
+    )
+    .unwrap();
+    let when = c.columns().unwrap().columns[0].clone();
+    assert!(when.kind.starts_with("Timestamp"), "{}", when.kind);
+    assert_eq!(when.distinct, 2, "the time of day is kept");
+    // Empty, then a number: a column of numbers with missing cells, not a column of nothing.
+    let message = load(&dir, "d.csv", &late("x", "", "4"), |t| t).unwrap_err();
+    assert!(message.contains("x: 10599 (first at row 1)"), "{message}");
+}
