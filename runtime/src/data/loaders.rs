@@ -256,7 +256,11 @@ mod tests {
         // As it came: three text columns, NA cells, no column called like a target.
         let err = Dataset::penguins().load().unwrap_err().to_string();
         assert!(err.contains("which column is the target?"), "{err}");
-        let err = Dataset::penguins().target("species").load().unwrap_err().to_string();
+        let err = Dataset::penguins()
+            .target("species")
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(".one_hot([\"island\", \"sex\"])"), "{err}");
         let d = Dataset::penguins()
             .target("species")
@@ -271,7 +275,9 @@ mod tests {
         // Its spec (what a run archives) loads the same bits again.
         let again = d.spec.load().unwrap();
         assert_eq!(again.fingerprint().hash, d.fingerprint().hash);
-        assert!(serde_json::to_string(&d.spec).unwrap().contains("\"penguins\""));
+        assert!(serde_json::to_string(&d.spec)
+            .unwrap()
+            .contains("\"penguins\""));
     }
 
     #[test]
