@@ -325,10 +325,15 @@ impl Session {
                 for phase in &outputs.phases {
                     timing(|| format!("{} {:.3} s", phase.name, phase.duration.as_secs_f64()));
                 }
-                let data = outputs
+                let mut data = outputs
                     .content_by_mime_type
                     .into_iter()
                     .collect::<BTreeMap<_, _>>();
+                // A cell that ends in a statement-like expression (a `for` loop, a call
+                // returning `()`) has nothing to show, as in Rust's own REPLs.
+                if data.len() == 1 && data.get("text/plain").is_some_and(|t| t.trim() == "()") {
+                    data.clear();
+                }
                 Outcome::Ok { data }
             }
             Err(evcxr::Error::CompilationErrors(errors)) => compile_error(code, &errors),

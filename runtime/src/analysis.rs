@@ -30,7 +30,8 @@ pub struct Predictions {
     /// confusion[label][predicted].
     pub confusion: Vec<Vec<usize>>,
     top: Vec<(Vec<f32>, String)>,
-    image_shape: (usize, usize),
+    /// (height, width) of an image example; `None` for rows of a table, which show as text.
+    image_shape: Option<(usize, usize)>,
 }
 
 /// Class probabilities of a model on examples, in chunks: (N, C) row-major.
@@ -107,7 +108,7 @@ impl Predictions {
             probs,
             confusion,
             top,
-            image_shape: data.image_shape(),
+            image_shape: (data.shape.len() == 3).then(|| data.image_shape()),
         }
     }
 
@@ -187,13 +188,21 @@ impl Show for Predictions {
             .iter()
             .map(|(p, c)| (p.as_slice(), c.clone()))
             .collect();
+        let top = match self.image_shape {
+            Some((height, width)) => {
+                crate::show::svg_image_grid(&top, height, width, (0.0, 1.0), 10)
+            }
+            None => {
+                let rows: Vec<Vec<String>> = top.iter().map(|(_, c)| vec![c.clone()]).collect();
+                html_table(&["example label→predicted (loss)".to_string()], &rows)
+            }
+        };
         format!(
-            "<p>accuracy {:.4}, mean loss {:.4} over {} examples</p>{}<p>top losses (label→predicted):</p>{}",
+            "<p>accuracy {:.4}, mean loss {:.4} over {} examples</p>{}<p>top losses (label→predicted):</p>{top}",
             self.accuracy(),
             self.mean_loss(),
             self.labels.len(),
             html_table(&h, &rows),
-            crate::show::svg_image_grid(&top, self.image_shape.0, self.image_shape.1, (0.0, 1.0), 10)
         )
     }
 }
@@ -572,6 +581,26 @@ mod tests {
 
     fn config() -> TrainConfig {
         small_mlp(300, 100)
+    }
+
+    #[test]
+    fn predictions_on_a_table_list_their_top_losses_as_rows_not_images() {
+        let data = Dataset::penguins()
+            .target("species")
+            .one_hot(["island", "sex"])
+            .fill_mean()
+            .normalize()
+            .load()
+            .unwrap();
+        let config = TrainConfig {
+            steps: 20,
+            eval_every: 20,
+            ..TrainConfig::default()
+        };
+        let quiet = RunOptions::default().unarchived().quiet();
+        let trained = crate::fit(&data, &config, &Seeds::all(1), &quiet).unwrap();
+        let html = trained.predictions(&data, "test").unwrap().html();
+        assert!(!html.contains("<svg") && html.contains("Adelie→"), "{html}");
     }
 
     #[test]

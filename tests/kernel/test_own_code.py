@@ -197,3 +197,10 @@ def test_issue_28_an_interrupt_ends_a_tracked_loop_as_interrupted_and_keeps_the_
     runs = ds.dataset(str(ARCHIVE / "runs"), format="parquet", partitioning="hive").to_table().to_pylist()
     stopped = [r for r in runs if r["name"] == "stopped-loop"]
     assert stopped and stopped[-1]["status"] == "interrupted", stopped
+
+
+def test_a_cell_ending_in_a_loop_shows_no_unit_result(kernel):
+    _, kc = kernel
+    outputs = ok(kc, 'for i in 0..2 { println!("line {i}"); }')
+    assert [m for m in outputs if m["msg_type"] == "execute_result"] == []
+    assert result_text(ok(kc, "1 + 1")) == "2"

@@ -1,6 +1,7 @@
-"""The nine recipe notebooks, executed by nbclient through the installed kernel with small
+"""The ten recipe notebooks, executed by nbclient through the installed kernel with small
 settings, twice: the second pass must reproduce every run bit for bit."""
 
+import json
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from nbclient import NotebookClient
 
 from conftest import ROOT
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 SMALL = {"data_name": '"digits"', "steps": "60", "trials": "3", "seeds_n": "3"}
 
 
@@ -47,8 +48,8 @@ def executed_twice(archive):
     return first, after_first, second, runs(archive)
 
 
-def test_there_are_nine_notebooks_with_parameters_cells():
-    assert len(NOTEBOOKS) == 9
+def test_there_are_ten_notebooks_with_parameters_cells():
+    assert len(NOTEBOOKS) == 10
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path.name
@@ -78,6 +79,13 @@ def test_the_archive_holds_the_recipe_runs_with_their_checks(executed_twice):
     assert "loss_at_init" in gelu["checks"]
     loop = [r for r in rows if r["name"] == "candle-loop"]
     assert len(loop) == 1 and loop[0]["status"] == "completed" and loop[0]["session_id"], loop
+    # Notebook 11: the embedded penguins table, two data choices diffed, above its baseline.
+    assert {"penguins-zero-inputs", "penguins-filled", "penguins-dropped-rows"} <= by_step["your-table"]
+    table_run = {r["name"]: r for r in rows if r["recipe_step"] == "your-table"}
+    assert '"fill":"mean"' in table_run["penguins-filled"]["data"]
+    assert '"drop_missing_rows":true' in table_run["penguins-dropped-rows"]["data"]
+    accuracy = lambda name: json.loads(table_run[name]["summary"])["test_acc"]
+    assert accuracy("penguins-filled") > accuracy("penguins-zero-inputs") + 0.2
     skeleton = [r for r in rows if r["name"] == "skeleton"][0]
     assert "loss_at_init" in skeleton["checks"]
     mlp256 = [r for r in rows if r["name"] == "mlp-256"][0]
