@@ -168,3 +168,32 @@ fn issue_27_recipe_data_reads_an_npz_and_refuses_table_choices_for_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly_not_with_a_panic() {
+    // `recipe data --columns | head -c 8` on a table whose listing is far larger than a pipe
+    // holds (3,000 columns): the command is still printing when the reader closes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.csv");
+    let header: Vec<String> = (0..3000).map(|i| format!("feature_{i}")).collect();
+    let row: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+    let text = format!(
+        "{},label\n{},0\n{},1\n",
+        header.join(","),
+        row.join(","),
+        row.join(",")
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = std::process::Command::new(crate::bin("recipe"))
+        .args(["data", "--data", path.to_str().unwrap(), "--columns"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

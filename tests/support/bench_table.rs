@@ -16,7 +16,7 @@
 
 use anyhow::{bail, Context, Result};
 use recipe::Dataset;
-use recipe_tests::{peak_rss_mib, SplitMix};
+use recipe_tests::{peak_rss_mib, run_json, SplitMix};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,17 +64,6 @@ fn child(path: &str) -> Result<()> {
     });
     println!("{out}");
     Ok(())
-}
-
-fn run_json(cmd: &mut Command) -> Result<Value> {
-    let out = cmd.output().context("starting a benchmark process")?;
-    if !out.status.success() {
-        bail!(
-            "benchmark process failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn median(side: &Value) -> f64 {

@@ -13,8 +13,8 @@ use recipe::models::ModelSpec;
 use recipe::optim::AdamW;
 use recipe::params::Params;
 use recipe::train::train_step;
-use recipe_tests::peak_rss_mib;
-use serde_json::{json, Value};
+use recipe_tests::{peak_rss_mib, run_json};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
@@ -73,17 +73,6 @@ fn child() -> Result<()> {
     });
     println!("{}", json!({"rows": rows, "peak_rss_mib": peak_rss_mib()}));
     Ok(())
-}
-
-fn run_json(cmd: &mut Command) -> Result<Value> {
-    let out = cmd.output().context("starting a benchmark process")?;
-    if !out.status.success() {
-        bail!(
-            "benchmark process failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn main() -> Result<()> {

@@ -1,5 +1,5 @@
 //! Support for recipe's end-to-end tests and benchmarks: a seeded RNG for the toy trainer,
-//! and peak memory for the benchmarks.
+//! and peak memory and a side's JSON report for the benchmarks.
 
 /// SplitMix64: a tiny seeded generator, identical on every platform.
 pub struct SplitMix(pub u64);
@@ -52,4 +52,18 @@ pub fn peak_rss_mib() -> f64 {
         usage.assume_init()
     };
     usage.ru_maxrss as f64 / 1024.0
+}
+
+/// Run a benchmark side (a process that prints one JSON object) and read its report; its
+/// stderr is the error when it fails.
+pub fn run_json(cmd: &mut std::process::Command) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let out = cmd.output().context("starting a benchmark process")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "benchmark process failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

@@ -87,9 +87,9 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Runs(args) => runs::run(args),
+        Command::Runs(args) => printing_to_a_pipe(|| runs::run(args)),
         Command::Train(args) => train::run(args),
-        Command::Data(args) => data::run(args),
+        Command::Data(args) => printing_to_a_pipe(|| data::run(args)),
         Command::Install(args) => {
             crate::runtime_lib::InstallPlan::new(args.prefix.as_deref(), args.source.as_deref())?
                 .run()
@@ -104,4 +104,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::exec::run(&args.notebook, &args.parameters, args.output.as_deref())
         }
     }
+}
+
+/// Run a command that prints for a shell pipeline: when the reader goes away (`| head`), the
+/// command ends quietly, as `cat` does, instead of panicking in `println!`. Rust ignores
+/// SIGPIPE by default; the kernel keeps that (a closed socket must not end it), so only
+/// these commands restore it.
+fn printing_to_a_pipe(command: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    // SAFETY: setting a signal's disposition to its default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    command()
 }

@@ -86,12 +86,7 @@ fn from_arrays(
             y.dims()
         )));
     }
-    let example_shape = x
-        .dims()
-        .get(1..)
-        .map(<[usize]>::to_vec)
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| vec![1]);
+    let example_shape = example_shape(&x);
     let features: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let labels: Vec<f64> = y.to_dtype(DType::F64)?.to_vec1()?;
     let labels = class_indices(&labels, y_source)?;
@@ -190,12 +185,7 @@ pub fn safetensors(path: &Path) -> Result<Dataset> {
         )?)
     };
     let (x, y) = (get("features")?, get("labels")?);
-    let example_shape = x
-        .dims()
-        .get(1..)
-        .map(<[usize]>::to_vec)
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| vec![1]);
+    let example_shape = example_shape(&x);
     let features = x
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
@@ -213,6 +203,15 @@ pub fn safetensors(path: &Path) -> Result<Dataset> {
         labels,
         example_shape,
     )
+}
+
+/// One example's shape in an array of examples (N, ...): `[1]` for an array of scalars.
+fn example_shape(x: &candle_core::Tensor) -> Vec<usize> {
+    x.dims()
+        .get(1..)
+        .map(<[usize]>::to_vec)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| vec![1])
 }
 
 #[cfg(test)]

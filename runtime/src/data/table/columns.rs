@@ -61,12 +61,7 @@ pub struct ColumnStats {
 
 /// Every column of `table` (read from `path`) as [`Columns`] describes it.
 pub fn columns(table: &RecordBatch, choices: &TableChoices, path: &Path) -> Result<Columns> {
-    let names: Vec<String> = table
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = super::column_names(table);
     let kept: Vec<usize> = (0..names.len())
         .filter(|&i| !choices.drop.contains(&names[i]))
         .collect();

@@ -99,12 +99,7 @@ pub struct Prepared {
 /// Steps 1 to 8 of the header on a table read from `path`.
 pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Result<Prepared> {
     let file = path.display();
-    let names: Vec<String> = table
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = column_names(&table);
     let listed = || names.join(", ");
     let quoted = |columns: &[usize]| {
         let quoted: Vec<String> = columns.iter().map(|&i| format!("{:?}", names[i])).collect();
@@ -402,6 +397,12 @@ fn indices<T: Ord + Hash + Copy>(values: impl Iterator<Item = T> + Clone) -> (Ve
         .collect();
     let labels = values.map(|v| index[&v]).collect();
     (labels, distinct)
+}
+
+/// The names of a table's columns, in order.
+pub(super) fn column_names(table: &RecordBatch) -> Vec<String> {
+    let schema = table.schema();
+    schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 
 #[cfg(test)]
