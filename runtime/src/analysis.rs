@@ -585,13 +585,7 @@ mod tests {
 
     #[test]
     fn predictions_on_a_table_list_their_top_losses_as_rows_not_images() {
-        let data = Dataset::penguins()
-            .target("species")
-            .one_hot(["island", "sex"])
-            .fill_mean()
-            .normalize()
-            .load()
-            .unwrap();
+        let data = crate::train::testing::penguins();
         let config = TrainConfig {
             steps: 20,
             eval_every: 20,

@@ -722,11 +722,24 @@ mod tests {
     }
 }
 
-/// What the runtime's tests share: a small MLP config and quiet archived runs.
+/// What the runtime's tests share: a small MLP config, quiet archived runs, and the
+/// embedded penguins made ready to train.
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
     use crate::models::ModelSpec;
+
+    /// The penguins with `species` as the target, island and sex one-hot, missing cells
+    /// filled with the training mean, features standardised.
+    pub fn penguins() -> Dataset {
+        Dataset::penguins()
+            .target("species")
+            .one_hot(["island", "sex"])
+            .fill_mean()
+            .normalize()
+            .load()
+            .unwrap()
+    }
 
     /// An MLP with 32 hidden units at lr 1e-3: learns the digits in a few hundred steps.
     pub fn small_mlp(steps: usize, eval_every: usize) -> TrainConfig {

@@ -262,13 +262,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(".one_hot([\"island\", \"sex\"])"), "{err}");
-        let d = Dataset::penguins()
-            .target("species")
-            .one_hot(["island", "sex"])
-            .fill_mean()
-            .normalize()
-            .load()
-            .unwrap();
+        let d = crate::train::testing::penguins();
         assert_eq!((d.len(), d.shape.clone()), (344, vec![10]));
         assert_eq!(d.classes, ["Adelie", "Chinstrap", "Gentoo"]);
         assert!(d.features.iter().all(|v| v.is_finite()));
