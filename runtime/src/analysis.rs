@@ -4,10 +4,11 @@
 
 use crate::config::{Seeds, TrainConfig};
 use crate::data::inspect::ImageGrid;
-use crate::data::Dataset;
+use crate::data::{Dataset, Target};
 use crate::models::Model;
 use crate::params::Params;
 use crate::show::{escape, html_table, svg_lines, Show};
+use crate::task::Task;
 use crate::train::{batch_indices, RunOptions, Trained};
 use crate::{show_in_jupyter, Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -19,119 +20,170 @@ use std::sync::Arc;
 /// A model's predictions on a split.
 #[derive(Clone, Debug)]
 pub struct Predictions {
-    pub classes: Vec<String>,
     pub indices: Vec<usize>,
-    pub labels: Vec<u32>,
-    pub predicted: Vec<u32>,
-    /// Cross-entropy of each example.
+    /// Each example's loss: cross-entropy, or squared error.
     pub losses: Vec<f64>,
-    /// Class probabilities, (N, C) row-major.
-    pub probs: Vec<f32>,
-    /// confusion[label][predicted].
-    pub confusion: Vec<Vec<usize>>,
+    /// What the model said, (N, outputs) row-major: class probabilities, or values.
+    pub outputs: Vec<f32>,
+    pub outcome: Outcome,
     top: Vec<(Vec<f32>, String)>,
     /// (height, width) of an image example; `None` for rows of a table, which show as text.
     image_shape: Option<(usize, usize)>,
 }
 
-/// Class probabilities of a model on examples, in chunks: (N, C) row-major.
-pub fn probabilities(model: &dyn Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(indices.len() * data.num_classes());
+/// Predictions against targets, by task.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Classes {
+        classes: Vec<String>,
+        labels: Vec<u32>,
+        predicted: Vec<u32>,
+        /// confusion[label][predicted].
+        confusion: Vec<Vec<usize>>,
+    },
+    Values {
+        targets: Vec<f32>,
+        predicted: Vec<f32>,
+    },
+}
+
+/// A model's outputs on examples, in chunks, (N, outputs) row-major: class probabilities
+/// (softmax of the logits), or predicted values.
+pub fn outputs(model: &dyn Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(indices.len() * data.task().outputs());
     for chunk in indices.chunks(512) {
         let (x, _) = data.batch(chunk, &Device::Cpu)?;
-        out.extend(
-            softmax_last_dim(&model.forward(&x, false)?)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-        );
+        let output = model.forward(&x, false)?;
+        let output = match data.task() {
+            Task::Classification { .. } => softmax_last_dim(&output)?,
+            Task::Regression => output,
+        };
+        out.extend(output.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(out)
 }
 
 impl Predictions {
-    /// Predictions from class probabilities (N, C) of the examples `indices`.
-    pub fn from_probs(data: &Dataset, indices: &[usize], probs: Vec<f32>) -> Predictions {
-        let c = data.num_classes();
-        let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i]).collect();
-        let mut predicted = Vec::new();
-        let mut losses = Vec::new();
-        let mut confusion = vec![vec![0; c]; c];
-        for (row, &label) in probs.chunks(c.max(1)).zip(&labels) {
-            let p = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(k, _)| k) as u32;
-            predicted.push(p);
-            losses.push(
-                -(row.get(label as usize).copied().unwrap_or(0.0) as f64)
-                    .max(1e-12)
-                    .ln(),
-            );
-            if let Some(cell) = confusion
-                .get_mut(label as usize)
-                .and_then(|r| r.get_mut(p as usize))
-            {
-                *cell += 1;
+    /// Predictions from a model's [`outputs`] on the examples `indices`.
+    pub fn from_outputs(data: &Dataset, indices: &[usize], outputs: Vec<f32>) -> Predictions {
+        let (losses, outcome, captions): (Vec<f64>, Outcome, Vec<String>) = match &data.target {
+            Target::Classes { labels, names } => {
+                let c = names.len();
+                let labels: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
+                let mut predicted = Vec::new();
+                let mut losses = Vec::new();
+                let mut confusion = vec![vec![0; c]; c];
+                for (row, &label) in outputs.chunks(c.max(1)).zip(&labels) {
+                    let p = row
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map_or(0, |(k, _)| k) as u32;
+                    predicted.push(p);
+                    let p_label = row.get(label as usize).copied().unwrap_or(0.0) as f64;
+                    losses.push(-p_label.max(1e-12).ln());
+                    if let Some(cell) = confusion
+                        .get_mut(label as usize)
+                        .and_then(|r| r.get_mut(p as usize))
+                    {
+                        *cell += 1;
+                    }
+                }
+                let captions = (0..labels.len())
+                    .map(|k| {
+                        format!(
+                            "#{} {}→{} ({:.2})",
+                            indices[k],
+                            data.class_name(labels[k]),
+                            data.class_name(predicted[k]),
+                            losses[k]
+                        )
+                    })
+                    .collect();
+                let outcome = Outcome::Classes {
+                    classes: names.clone(),
+                    labels,
+                    predicted,
+                    confusion,
+                };
+                (losses, outcome, captions)
             }
-        }
+            Target::Values { values, .. } => {
+                let targets: Vec<f32> = indices.iter().map(|&i| values[i]).collect();
+                let predicted = outputs.clone();
+                let losses: Vec<f64> = (targets.iter().zip(&predicted))
+                    .map(|(y, p)| (*p as f64 - *y as f64).powi(2))
+                    .collect();
+                let number = |v: f32| recipe_archive::export::format_number(v as f64);
+                let captions = (0..targets.len())
+                    .map(|k| {
+                        format!(
+                            "#{} {}→{} ({})",
+                            indices[k],
+                            number(targets[k]),
+                            number(predicted[k]),
+                            recipe_archive::export::format_number(losses[k])
+                        )
+                    })
+                    .collect();
+                (losses, Outcome::Values { targets, predicted }, captions)
+            }
+        };
         let mut order: Vec<usize> = (0..indices.len()).collect();
         order.sort_by(|&a, &b| losses[b].total_cmp(&losses[a]).then(a.cmp(&b)));
-        let name = |k: u32| {
-            data.classes
-                .get(k as usize)
-                .cloned()
-                .unwrap_or_else(|| k.to_string())
-        };
         let top = order
             .iter()
             .take(20)
-            .map(|&k| {
-                (
-                    data.row(indices[k]).to_vec(),
-                    format!(
-                        "#{} {}→{} ({:.2})",
-                        indices[k],
-                        name(labels[k]),
-                        name(predicted[k]),
-                        losses[k]
-                    ),
-                )
-            })
+            .map(|&k| (data.row(indices[k]).to_vec(), captions[k].clone()))
             .collect();
         Predictions {
-            classes: data.classes.clone(),
             indices: indices.to_vec(),
-            labels,
-            predicted,
             losses,
-            probs,
-            confusion,
+            outputs,
+            outcome,
             top,
             image_shape: (data.shape.len() == 3).then(|| data.image_shape()),
         }
     }
 
-    pub fn accuracy(&self) -> f64 {
-        self.labels
-            .iter()
-            .zip(&self.predicted)
-            .filter(|(l, p)| l == p)
-            .count() as f64
-            / self.labels.len().max(1) as f64
+    /// The task's score: accuracy for classes, R² for regression.
+    pub fn score(&self) -> f64 {
+        match &self.outcome {
+            Outcome::Classes {
+                labels, predicted, ..
+            } => {
+                let right = labels.iter().zip(predicted).filter(|(l, p)| l == p).count();
+                right as f64 / labels.len().max(1) as f64
+            }
+            Outcome::Values { targets, .. } => {
+                let n = targets.len().max(1) as f64;
+                let mean = targets.iter().map(|&y| y as f64).sum::<f64>() / n;
+                let variance = (targets.iter())
+                    .map(|&y| (y as f64 - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                1.0 - self.mean_loss() / variance
+            }
+        }
     }
 
     pub fn mean_loss(&self) -> f64 {
         self.losses.iter().sum::<f64>() / self.losses.len().max(1) as f64
     }
 
-    /// The `k` most frequent (label, predicted, count) confusions.
+    /// The `k` most frequent (label, predicted, count) confusions; none for regression.
     pub fn most_confused(&self, k: usize) -> Vec<(String, String, usize)> {
+        let Outcome::Classes {
+            classes, confusion, ..
+        } = &self.outcome
+        else {
+            return Vec::new();
+        };
         let mut pairs = Vec::new();
-        for (l, row) in self.confusion.iter().enumerate() {
+        for (l, row) in confusion.iter().enumerate() {
             for (p, &n) in row.iter().enumerate() {
                 if l != p && n > 0 {
-                    pairs.push((self.classes[l].clone(), self.classes[p].clone(), n));
+                    pairs.push((classes[l].clone(), classes[p].clone(), n));
                 }
             }
         }
@@ -140,69 +192,114 @@ impl Predictions {
         pairs
     }
 
-    fn confusion_table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+    /// The confusion matrix as a table; `None` for regression.
+    fn confusion_table(&self) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+        let Outcome::Classes {
+            classes, confusion, ..
+        } = &self.outcome
+        else {
+            return None;
+        };
         let mut headers = vec!["label \\ predicted".to_string()];
-        headers.extend(self.classes.iter().cloned());
-        let rows = self
-            .confusion
+        headers.extend(classes.iter().cloned());
+        let rows = confusion
             .iter()
             .enumerate()
             .map(|(l, row)| {
-                std::iter::once(self.classes[l].clone())
+                std::iter::once(classes[l].clone())
                     .chain(row.iter().map(|n| n.to_string()))
                     .collect()
             })
             .collect();
-        (headers, rows)
+        Some((headers, rows))
+    }
+
+    /// The headline: the score and the mean loss, over how many examples.
+    fn headline(&self) -> String {
+        let n = self.indices.len();
+        match &self.outcome {
+            Outcome::Classes { .. } => format!(
+                "accuracy {:.4}, mean loss {:.4} over {n} examples",
+                self.score(),
+                self.mean_loss()
+            ),
+            Outcome::Values { targets, predicted } => {
+                let mae = (targets.iter().zip(predicted))
+                    .map(|(y, p)| (*p as f64 - *y as f64).abs())
+                    .sum::<f64>()
+                    / n.max(1) as f64;
+                let number = recipe_archive::export::format_number;
+                format!(
+                    "R² {:.4}, RMSE {}, MAE {} over {n} examples",
+                    self.score(),
+                    number(self.mean_loss().sqrt()),
+                    number(mae)
+                )
+            }
+        }
+    }
+
+    /// What the captions of the top losses say.
+    fn top_legend(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Classes { .. } => "label→predicted (loss)",
+            Outcome::Values { .. } => "target→predicted (squared error)",
+        }
     }
 }
 
 impl Show for Predictions {
     fn text(&self) -> String {
-        let mut out = format!(
-            "accuracy {:.4}, mean loss {:.4} over {} examples\nmost confused: ",
-            self.accuracy(),
-            self.mean_loss(),
-            self.labels.len()
-        );
-        out += &self
-            .most_confused(5)
-            .iter()
-            .map(|(l, p, n)| format!("{l}→{p} x{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        out += "\n";
-        let (h, rows) = self.confusion_table();
-        out += &h.join(" | ");
-        out += "\n";
-        for r in rows {
-            out += &r.join(" | ");
-            out += "\n";
+        let mut out = self.headline() + "\n";
+        match self.confusion_table() {
+            Some((h, rows)) => {
+                out += "most confused: ";
+                out += &self
+                    .most_confused(5)
+                    .iter()
+                    .map(|(l, p, n)| format!("{l}→{p} x{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                out += "\n";
+                out += &h.join(" | ");
+                out += "\n";
+                for r in rows {
+                    out += &r.join(" | ");
+                    out += "\n";
+                }
+            }
+            None => {
+                out += &format!("top losses, {}:\n", self.top_legend());
+                for (_, caption) in self.top.iter().take(10) {
+                    out += &format!("  {caption}\n");
+                }
+            }
         }
         out
     }
     fn html(&self) -> String {
-        let (h, rows) = self.confusion_table();
         let top: Vec<(&[f32], String)> = self
             .top
             .iter()
             .map(|(p, c)| (p.as_slice(), c.clone()))
             .collect();
+        let legend = self.top_legend();
         let top = match self.image_shape {
             Some((height, width)) => {
                 crate::show::svg_image_grid(&top, height, width, (0.0, 1.0), 10)
             }
             None => {
                 let rows: Vec<Vec<String>> = top.iter().map(|(_, c)| vec![c.clone()]).collect();
-                html_table(&["example label→predicted (loss)".to_string()], &rows)
+                html_table(&[format!("example {legend}")], &rows)
             }
         };
+        let confusion = self
+            .confusion_table()
+            .map(|(h, rows)| html_table(&h, &rows))
+            .unwrap_or_default();
         format!(
-            "<p>accuracy {:.4}, mean loss {:.4} over {} examples</p>{}<p>top losses (label→predicted):</p>{top}",
-            self.accuracy(),
-            self.mean_loss(),
-            self.labels.len(),
-            html_table(&h, &rows),
+            "<p>{}</p>{confusion}<p>top losses ({legend}):</p>{top}",
+            self.headline(),
         )
     }
 }
@@ -211,8 +308,8 @@ impl Trained {
     /// Predictions of the trained model on a split.
     pub fn predictions(&self, data: &Dataset, split: &str) -> Result<Predictions> {
         let indices = data.split(split)?.to_vec();
-        let probs = probabilities(self.model.as_ref(), data, &indices)?;
-        Ok(Predictions::from_probs(data, &indices, probs))
+        let outputs = outputs(self.model.as_ref(), data, &indices)?;
+        Ok(Predictions::from_outputs(data, &indices, outputs))
     }
 
     /// The first layer's weights drawn as images (one per unit or filter).
@@ -266,7 +363,7 @@ pub fn batch_preview(
     let images = rows
         .into_iter()
         .zip(&indices)
-        .map(|(r, &i)| (r, format!("#{i} {}", data.class_name(data.labels[i]))))
+        .map(|(r, &i)| (r, format!("#{i} {}", data.target_text(i))))
         .collect();
     let mut grid = ImageGrid::new(images, data.image_shape());
     grid.range = data.value_range;
@@ -291,30 +388,35 @@ pub fn load_run(
     Ok((model, params))
 }
 
-/// An ensemble's result: averaged probabilities scored, beside each member's accuracy.
+/// An ensemble's result: averaged outputs (probabilities, or values) scored, beside each
+/// member's score (accuracy, or R²).
 #[derive(Clone, Debug)]
 pub struct EnsembleResult {
     pub predictions: Predictions,
-    /// (member run or label, accuracy).
+    /// (member run or label, score).
     pub members: Vec<(String, f64)>,
 }
 
 impl Show for EnsembleResult {
     fn text(&self) -> String {
+        let score = match self.predictions.outcome {
+            Outcome::Classes { .. } => "accuracy",
+            Outcome::Values { .. } => "R²",
+        };
         let mut out = format!(
-            "ensemble of {}: accuracy {:.4}, loss {:.4}\n",
+            "ensemble of {}: {score} {:.4}, loss {:.4}\n",
             self.members.len(),
-            self.predictions.accuracy(),
+            self.predictions.score(),
             self.predictions.mean_loss()
         );
-        for (name, acc) in &self.members {
-            out += &format!("  member {name}: accuracy {acc:.4}\n");
+        for (name, value) in &self.members {
+            out += &format!("  member {name}: {score} {value:.4}\n");
         }
         out
     }
 }
 
-/// Average the class probabilities of several models on a split.
+/// Average the outputs (class probabilities, or values) of several models on a split.
 pub fn ensemble(
     members: &[(String, &dyn Model)],
     data: &Dataset,
@@ -329,10 +431,10 @@ pub fn ensemble(
     let mut sum: Vec<f32> = Vec::new();
     let mut scores = Vec::new();
     for (name, model) in members {
-        let p = probabilities(*model, data, &indices)?;
+        let p = outputs(*model, data, &indices)?;
         scores.push((
             name.clone(),
-            Predictions::from_probs(data, &indices, p.clone()).accuracy(),
+            Predictions::from_outputs(data, &indices, p.clone()).score(),
         ));
         if sum.is_empty() {
             sum = p;
@@ -343,7 +445,7 @@ pub fn ensemble(
     let n = members.len() as f32;
     let mean = sum.into_iter().map(|v| v / n).collect();
     Ok(EnsembleResult {
-        predictions: Predictions::from_probs(data, &indices, mean),
+        predictions: Predictions::from_outputs(data, &indices, mean),
         members: scores,
     })
 }
@@ -376,6 +478,7 @@ pub fn human_baseline(
     labeler: &str,
     options: &RunOptions,
 ) -> Result<RunRecord> {
+    let labels = data.labels("a human baseline")?;
     if indices.len() != predicted.len() || indices.is_empty() {
         return Err(Error::Invalid(format!(
             "{} examples but {} predictions",
@@ -397,7 +500,7 @@ pub fn human_baseline(
     let correct = indices
         .iter()
         .zip(predicted)
-        .filter(|(i, p)| data.labels[**i] == **p)
+        .filter(|(i, p)| labels[**i] == **p)
         .count();
     let acc = correct as f64 / indices.len() as f64;
     let config = serde_json::json!({"model": "human", "labeler": labeler, "split": split, "examples": indices});
@@ -472,7 +575,11 @@ impl Show for Trained {
                 "loss",
                 "step"
             ),
-            svg_lines(&series(&["val_acc", "test_acc"]), "accuracy", "step"),
+            if self.curves.contains_key("test_r2") || self.curves.contains_key("val_r2") {
+                svg_lines(&series(&["val_r2", "test_r2"]), "R²", "step")
+            } else {
+                svg_lines(&series(&["val_acc", "test_acc"]), "accuracy", "step")
+            },
             html_table(&["metric".into(), "value".into()], &rows)
         )
     }
@@ -480,8 +587,9 @@ impl Show for Trained {
 
 show_in_jupyter!(Predictions, EnsembleResult, Trained);
 
-/// Probabilities of the true class on fixed test examples, snapshotted over training:
-/// how predictions move ("prediction dynamics"). Trains unarchived, `every` steps apart.
+/// The probability of the true class (regression: the predicted value) of fixed test
+/// examples, snapshotted over training: how predictions move ("prediction dynamics"). Trains
+/// unarchived, `every` steps apart.
 pub fn prediction_dynamics(
     data: &Dataset,
     config: &TrainConfig,
@@ -492,12 +600,7 @@ pub fn prediction_dynamics(
     let fixed: Vec<usize> = data.split("test")?.iter().copied().take(examples).collect();
     let mut series: Vec<(String, Vec<(f64, f64)>)> = fixed
         .iter()
-        .map(|i| {
-            (
-                format!("#{i} ({})", data.class_name(data.labels[*i])),
-                Vec::new(),
-            )
-        })
+        .map(|i| (format!("#{i} ({})", data.target_text(*i)), Vec::new()))
         .collect();
     let mut done = 0;
     while done < config.steps {
@@ -512,22 +615,33 @@ pub fn prediction_dynamics(
             seeds,
             &RunOptions::default().unarchived().quiet(),
         )?;
-        let probs = probabilities(t.model.as_ref(), data, &fixed)?;
+        let outputs = outputs(t.model.as_ref(), data, &fixed)?;
         for (k, &i) in fixed.iter().enumerate() {
-            series[k].1.push((
-                upto as f64,
-                probs[k * data.num_classes() + data.labels[i] as usize] as f64,
-            ));
+            let value = match &data.target {
+                Target::Classes { labels, names } => outputs[k * names.len() + labels[i] as usize],
+                Target::Values { .. } => outputs[k],
+            };
+            series[k].1.push((upto as f64, value as f64));
         }
         done = upto;
     }
-    Ok(Dynamics { series })
+    let axis = match data.task() {
+        Task::Classification { .. } => "probability of the true class",
+        Task::Regression => "predicted value (target in brackets)",
+    };
+    Ok(Dynamics {
+        series,
+        axis: axis.into(),
+    })
 }
 
-/// Curves of the true-class probability of fixed examples over training.
+/// Curves of the true-class probability (or the predicted value) of fixed examples over
+/// training.
 #[derive(Clone, Debug)]
 pub struct Dynamics {
     pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// What the curves' values are.
+    pub axis: String,
 }
 
 impl Show for Dynamics {
@@ -546,7 +660,7 @@ impl Show for Dynamics {
             .collect()
     }
     fn html(&self) -> String {
-        svg_lines(&self.series, "probability of the true class", "step")
+        svg_lines(&self.series, &self.axis, "step")
     }
 }
 
@@ -569,8 +683,8 @@ pub fn predictions_of_run(
 ) -> Result<Predictions> {
     let (model, _) = load_run(archive, run, data)?;
     let indices = data.split(split)?.to_vec();
-    let probs = probabilities(model.as_ref(), data, &indices)?;
-    Ok(Predictions::from_probs(data, &indices, probs))
+    let outputs = outputs(model.as_ref(), data, &indices)?;
+    Ok(Predictions::from_outputs(data, &indices, outputs))
 }
 
 #[cfg(test)]
@@ -604,12 +718,12 @@ mod tests {
         let a = fit(&data, &config(), &Seeds::all(1), &archived(dir.path(), "a")).unwrap();
         let b = fit(&data, &config(), &Seeds::all(2), &archived(dir.path(), "b")).unwrap();
         let p = a.predictions(&data, "test").unwrap();
+        assert_eq!(p.score().to_bits(), a.metric("test_acc").unwrap().to_bits());
+        let Outcome::Classes { confusion, .. } = &p.outcome else {
+            panic!("digits have classes")
+        };
         assert_eq!(
-            p.accuracy().to_bits(),
-            a.metric("test_acc").unwrap().to_bits()
-        );
-        assert_eq!(
-            p.confusion.iter().flatten().sum::<usize>(),
+            confusion.iter().flatten().sum::<usize>(),
             data.split("test").unwrap().len()
         );
         assert!(p.html().contains("<svg") && p.text().contains("most confused"));
@@ -617,7 +731,7 @@ mod tests {
         // The archived weights give the very same predictions.
         let archive = Archive::open(dir.path()).unwrap();
         let again = predictions_of_run(&archive, a.run.as_ref().unwrap(), &data, "test").unwrap();
-        assert_eq!(again.predicted, p.predicted);
+        assert_eq!(again.outputs, p.outputs);
 
         let e = ensemble_runs(
             &archive,
@@ -627,11 +741,7 @@ mod tests {
         )
         .unwrap();
         let best_member = e.members.iter().map(|(_, acc)| *acc).fold(0.0, f64::max);
-        assert!(
-            e.predictions.accuracy() >= best_member - 0.02,
-            "{}",
-            e.text()
-        );
+        assert!(e.predictions.score() >= best_member - 0.02, "{}", e.text());
         assert!(ensemble(&[], &data, "test").is_err());
     }
 
@@ -640,7 +750,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = Dataset::digits().unwrap();
         let shown: Vec<usize> = data.split("test").unwrap()[..10].to_vec();
-        let mut answers: Vec<u32> = shown.iter().map(|&i| data.labels[i]).collect();
+        let labels = data.labels("the test").unwrap();
+        let mut answers: Vec<u32> = shown.iter().map(|&i| labels[i]).collect();
         answers[0] = (answers[0] + 1) % 10; // one mistake
         let run = human_baseline(
             &data,

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 /// A run has diverged when its training loss is not finite, or when it stays above
 /// `DIVERGENCE_FACTOR` times the loss at init for `DIVERGENCE_STEPS` consecutive steps.
 /// The loss at init is the larger of its expected value (-ln(1/C), or the prior entropy with
-/// `init_bias_from_priors`) and the one measured before the first step. Healthy runs stay
+/// `init_bias_from_priors`; for regression the targets' mean square, or variance) and the one
+/// measured before the first step. Healthy runs stay
 /// far below: their training loss falls from the loss at init within a few steps, and a
 /// spike of a bad batch lasts one step, not ten.
 pub const DIVERGENCE_FACTOR: f64 = 10.0;
@@ -62,8 +63,9 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// Random 1-pixel shifts of training images; off by default.
     pub augment: bool,
-    /// Set the final bias to log class priors ("init well"); off by default so that the
-    /// loss-at-init check sees the plain -ln(1/C).
+    /// Initialise the final bias well: the log class priors, or for regression the mean
+    /// target ("init well"); off by default so that the loss-at-init check sees the plain
+    /// -ln(1/C) (regression: the targets' mean square).
     pub init_bias_from_priors: bool,
     /// Replace every input by zeros: the input-independent baseline.
     pub zero_inputs: bool,
@@ -244,7 +246,7 @@ impl TrainConfig {
         let params = crate::params::Params::new(seeds.init);
         let model = self.model.build(
             &data.shape,
-            data.num_classes(),
+            data.task().outputs(),
             self.dropout,
             seeds.dropout,
             &params,

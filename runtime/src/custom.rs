@@ -30,12 +30,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 /// What a builder knows about the data when it builds: the shape of one example, how many
-/// outputs the task wants (classes), and the run's dropout settings.
+/// outputs the task wants (one per class, or 1 for regression), and the run's dropout settings.
 #[derive(Clone, Debug)]
 pub struct ModelIo {
     /// One example's shape, e.g. `[1, 8, 8]` for an 8x8 grayscale image.
     pub shape: Vec<usize>,
-    /// Number of outputs per example (the number of classes).
+    /// Number of outputs per example: the number of classes, or 1 for regression.
     pub outputs: usize,
     /// The config's dropout probability.
     pub dropout: f64,

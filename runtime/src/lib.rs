@@ -31,27 +31,29 @@ mod progress;
 pub mod reports;
 pub mod rng;
 pub mod show;
+pub mod task;
 pub mod track;
 pub mod train;
 pub mod tune;
 pub mod verify;
 
 pub use config::{Seeds, TrainConfig};
-pub use data::{DataSpec, Dataset};
+pub use data::{DataSpec, Dataset, Target};
 pub use error::{Error, Result};
 pub use models::{Model, ModelSpec};
 pub use rng::Rng;
+pub use task::Task;
 pub use train::{fit, request_stop, resume, RunOptions, Trained};
 
 /// Everything a notebook needs, in one `use`.
 pub mod prelude {
     pub use crate::analysis::{
         batch_preview, ensemble, ensemble_runs, human_baseline, load_run, prediction_dynamics,
-        predictions_of_run, Predictions,
+        predictions_of_run, Outcome, Predictions,
     };
     pub use crate::checks::{registry, run_all, CheckContext, Finding, RecipeCheck};
     pub use crate::custom::ModelIo;
-    pub use crate::data::{DataSpec, Dataset};
+    pub use crate::data::{DataSpec, Dataset, Target};
     pub use crate::model_summary::ModelSummary;
     pub use crate::models::{Dropout, Model, ModelSpec};
     pub use crate::notebook::{clear_output, DisplayHandle};
@@ -59,6 +61,7 @@ pub mod prelude {
     pub use crate::params::Params;
     pub use crate::reports::{curves, diff, results, run_report, Runs};
     pub use crate::show::{display, DebugResult, Html, Show};
+    pub use crate::task::Task;
     pub use crate::track::{track, track_loop, Tracker};
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
     pub use crate::tune::{random_search, Search, SearchSpace, Sweep};

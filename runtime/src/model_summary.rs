@@ -30,7 +30,7 @@ impl ModelSpec {
     /// score per class for each example (what training would fail on at its first step).
     pub fn summary(&self, data: &Dataset) -> Result<ModelSummary> {
         let params = Params::new(0);
-        let model = self.build(&data.shape, data.num_classes(), 0.0, 0, &params)?;
+        let model = self.build(&data.shape, data.task().outputs(), 0.0, 0, &params)?;
         let train = data.split("train")?;
         let indices: Vec<usize> = train.iter().copied().take(BATCH).collect();
         let (x, _) = data.batch(&indices, &Device::Cpu)?;
@@ -41,14 +41,15 @@ impl ModelSpec {
                 x.dims()
             ))
         })?;
-        let expected = [indices.len(), data.num_classes()];
+        let expected = [indices.len(), data.task().outputs()];
         if output.dims() != expected {
             return Err(Error::Invalid(format!(
                 "{} returns shape {:?} for a batch of shape {:?}; training needs {expected:?} \
-                 (one score per class of {})",
+                 (for {} of {})",
                 self.label(),
                 output.dims(),
                 x.dims(),
+                data.task().describe(),
                 data.name
             )));
         }

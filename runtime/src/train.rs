@@ -6,14 +6,17 @@
 //!    data, code, environment) before the first step; the archive commits it with the first
 //!    chunk of metrics or after a second, whichever comes first. From here on, an error ends
 //!    the run as `failed` with the error as its reason;
-//! 2. builds the model from the init seed (and, if asked, sets the final bias from the class
-//!    priors) and records the loss at init against its expected value;
+//! 2. builds the model from the init seed (and, if asked, initialises its final bias well:
+//!    the log class priors, or the mean target of a regression) and records the loss at init
+//!    against its expected value;
 //! 3. trains: batches in a seeded order that is a pure function of (seed, step), so a resumed
 //!    run sees the very batches an uninterrupted one would; logs every step; evaluates on the
 //!    whole validation split every `eval_every` steps; checkpoints; stops early, on request
 //!    (interrupted) or when the loss diverges (a NaN/inf loss, or one that stays far above
 //!    the loss at init: the rule is at [`DIVERGENCE_FACTOR`]);
 //! 4. evaluates on the whole test split and finishes the run.
+//!
+//! The dataset's [`Task`] decides the loss and the metrics logged (see [`crate::task`]).
 
 use crate::batches::augment;
 pub use crate::batches::batch_indices;
@@ -24,6 +27,7 @@ use crate::models::Model;
 use crate::optim::{gradients, AdamW};
 use crate::params::Params;
 use crate::progress::Progress;
+use crate::task::{Scores, Tally, Task};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use recipe_archive::{Archive, Check, RunRecord, RunSpec, RunWriter, Status};
@@ -142,7 +146,7 @@ pub struct Trained {
     pub status: Status,
     /// Every logged metric: name -> [(step, value)].
     pub curves: BTreeMap<String, Vec<(i64, f64)>>,
-    /// Final values (test loss/accuracy among them).
+    /// Final values (test loss and metrics among them).
     pub summary: BTreeMap<String, f64>,
     pub checks: Vec<Check>,
     /// The last checkpoint blob (params + optimizer state), when checkpointing.
@@ -173,13 +177,15 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Te
     candle_nn::loss::cross_entropy(logits, labels)
 }
 
-/// One optimizer step on a batch: forward, cross-entropy, backward, gradient norm (and
+/// One optimizer step on a batch: forward, the task's loss, backward, gradient norm (and
 /// clipping to `clip`), AdamW update. Returns (loss, gradient norm), or `None` without
 /// updating when the loss is NaN or infinite.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &dyn Model,
     params: &Params,
     opt: &mut AdamW,
+    task: Task,
     x: &Tensor,
     y: &Tensor,
     lr: f64,
@@ -187,7 +193,7 @@ pub fn train_step(
 ) -> Result<Option<(f64, f64)>> {
     crate::process::prepare();
     crate::process::on_worker(|| {
-        let loss = cross_entropy(&model.forward(x, true)?, y)?;
+        let loss = task.loss(&model.forward(x, true)?, y)?;
         let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_value.is_finite() {
             return Ok(None);
@@ -222,36 +228,25 @@ fn no_gradient(vars: &[(String, candle_core::Var)], grads: &crate::optim::Gradie
     ))
 }
 
-/// Loss and accuracy of a model on a whole split, in chunks.
+/// Mean loss and the task's metrics (accuracy; or RMSE, MAE and R²) of a model on a whole
+/// split, in chunks.
 pub fn evaluate(
     model: &dyn Model,
     data: &Dataset,
     split: &str,
     zero_inputs: bool,
-) -> Result<(f64, f64)> {
+) -> Result<Scores> {
     crate::process::prepare();
     crate::process::on_worker(|| {
-        let indices = data.split(split)?;
-        let (mut loss_sum, mut correct) = (0f64, 0usize);
-        for chunk in indices.chunks(512) {
+        let mut tally = Tally::new(data.task());
+        for chunk in data.split(split)?.chunks(512) {
             let (mut x, y) = data.batch(chunk, &Device::Cpu)?;
             if zero_inputs {
                 x = x.zeros_like()?;
             }
-            let logits = model.forward(&x, false)?;
-            loss_sum += cross_entropy(&logits, &y)?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?
-                * chunk.len() as f64;
-            let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += predicted
-                .iter()
-                .zip(y.to_vec1::<u32>()?)
-                .filter(|(p, l)| **p == *l)
-                .count();
+            tally.add(&model.forward(&x, false)?, &y)?;
         }
-        let n = indices.len().max(1) as f64;
-        Ok((loss_sum / n, correct as f64 / n))
+        Ok(tally.finish())
     })
 }
 
@@ -306,19 +301,32 @@ impl DivergenceWatch {
     }
 }
 
-/// Set a model's final bias to the log class priors of the training split (minus their
-/// mean), so the loss at init is the entropy of the priors instead of ln(C).
+/// Initialise a model's final bias well ("init well"): for classes, the log class priors of
+/// the training split (minus their mean), so the loss at init is the entropy of the priors
+/// instead of ln(C); for regression, the training split's mean target, so the loss at init is
+/// the targets' variance instead of their mean square.
 pub fn init_bias_from_priors(model: &dyn Model, params: &Params, data: &Dataset) -> Result<()> {
-    let priors = data.class_priors("train")?;
-    let logs: Vec<f32> = priors.iter().map(|p| p.max(1e-12).ln() as f32).collect();
-    let mean = logs.iter().sum::<f32>() / logs.len().max(1) as f32;
-    let bias = params.get(model.final_bias())?;
-    bias.set(&Tensor::from_vec(
-        logs.iter().map(|l| l - mean).collect::<Vec<_>>(),
-        logs.len(),
-        &Device::Cpu,
-    )?)?;
+    let bias: Vec<f32> = match data.task() {
+        Task::Classification { .. } => {
+            let priors = data.class_priors("train")?;
+            let logs: Vec<f32> = priors.iter().map(|p| p.max(1e-12).ln() as f32).collect();
+            let mean = logs.iter().sum::<f32>() / logs.len().max(1) as f32;
+            logs.iter().map(|l| l - mean).collect()
+        }
+        Task::Regression => vec![target_mean(data, "train")? as f32],
+    };
+    let n = bias.len();
+    params
+        .get(model.final_bias())?
+        .set(&Tensor::from_vec(bias, n, &Device::Cpu)?)?;
     Ok(())
+}
+
+/// The mean regression target of a split.
+pub(crate) fn target_mean(data: &Dataset, split: &str) -> Result<f64> {
+    let values = data.values("a mean target")?;
+    let indices = data.split(split)?;
+    Ok(indices.iter().map(|&i| values[i] as f64).sum::<f64>() / indices.len().max(1) as f64)
 }
 
 /// Train a model from the config and seeds on `data`, archiving the run as `options` say.
@@ -478,15 +486,17 @@ fn train_run(
     );
     let mut curves: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     let mut log =
-        |writer: &mut Option<RunWriter>, step: usize, values: &[(&str, f64)]| -> Result<()> {
+        |writer: &mut Option<RunWriter>, step: usize, values: &[(String, f64)]| -> Result<()> {
             for (name, value) in values {
                 curves
-                    .entry(name.to_string())
+                    .entry(name.clone())
                     .or_default()
                     .push((step as i64, *value));
             }
             if let Some(w) = writer {
-                w.log_all(step as i64, values)?;
+                let named: Vec<(&str, f64)> =
+                    values.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                w.log_all(step as i64, &named)?;
             }
             Ok(())
         };
@@ -522,13 +532,14 @@ fn train_run(
             model.as_ref(),
             &params,
             &mut opt,
+            data.task(),
             &x,
             &y,
             lr,
             config.grad_clip,
         )?
         else {
-            log(writer, step, &[("train_loss", f64::NAN)])?;
+            log(writer, step, &[("train_loss".into(), f64::NAN)])?;
             status = Status::Diverged;
             error = divergence.observe(step, f64::NAN);
             break;
@@ -536,7 +547,10 @@ fn train_run(
         log(
             writer,
             step,
-            &[("train_loss", loss_value), ("grad_norm", norm)],
+            &[
+                ("train_loss".into(), loss_value),
+                ("grad_norm".into(), norm),
+            ],
         )?;
         if let Some(reason) = divergence.observe(step, loss_value) {
             status = Status::Diverged;
@@ -546,17 +560,9 @@ fn train_run(
         let last = step + 1 == config.steps;
         let evaluates = (step + 1) % config.eval_every == 0 || last;
         if evaluates {
-            let (val_loss, val_acc) =
-                evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
-            log(
-                writer,
-                step,
-                &[
-                    (&format!("{eval_split}_loss") as &str, val_loss),
-                    (&format!("{eval_split}_acc"), val_acc),
-                ],
-            )?;
-            val_losses.push(val_loss);
+            let scores = evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
+            log(writer, step, &scores.logged(eval_split))?;
+            val_losses.push(scores.loss);
             if config
                 .early_stopping
                 .is_some_and(|p| should_stop_early(&val_losses, p))
@@ -597,12 +603,8 @@ fn train_run(
     // 4. Test, summarise, finish.
     let mut summary = BTreeMap::new();
     if status != Status::Diverged {
-        let (test_loss, test_acc) = evaluate(model.as_ref(), data, "test", config.zero_inputs)?;
-        log(
-            writer,
-            step.saturating_sub(1),
-            &[("test_loss", test_loss), ("test_acc", test_acc)],
-        )?;
+        let scores = evaluate(model.as_ref(), data, "test", config.zero_inputs)?;
+        log(writer, step.saturating_sub(1), &scores.logged("test"))?;
     }
     for (name, points) in &curves {
         if let Some((_, v)) = points.last() {
@@ -741,6 +743,54 @@ pub(crate) mod testing {
             .unwrap()
     }
 
+    /// The penguins with `body_mass_g` as a regression target (standardised with the
+    /// training split's mean and std, like the features), species, island and sex one-hot.
+    pub fn penguins_mass() -> Dataset {
+        Dataset::penguins()
+            .target("body_mass_g")
+            .regression()
+            .one_hot(["species", "island", "sex"])
+            .fill_mean()
+            .drop_missing_rows()
+            .normalize()
+            .load()
+            .unwrap()
+    }
+
+    /// An MLP of `hidden` units whose head starts small (weights from N(0, 0.01), bias 0),
+    /// as the recipe's "init well" has it: the zoo MLP's Kaiming head makes confident first
+    /// guesses, which a regression's loss at init shows as a mean square several times the
+    /// targets'.
+    pub fn small_head(hidden: usize) -> ModelSpec {
+        use candle_nn::{Init, Linear, Module};
+        struct SmallHead {
+            fc1: Linear,
+            head: Linear,
+        }
+        impl crate::Model for SmallHead {
+            fn forward(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+                let h = self.fc1.forward(&x.flatten_from(1)?)?.relu()?; // (B, hidden)
+                self.head.forward(&h) // (B, outputs)
+            }
+        }
+        let hyper = serde_json::json!({ "hidden": hidden, "head_std": 0.01 });
+        ModelSpec::custom("small-head", hyper, move |vb, io| {
+            let head = vb.pp("head");
+            let small = Init::Randn {
+                mean: 0.0,
+                stdev: 0.01,
+            };
+            Ok::<_, candle_core::Error>(SmallHead {
+                fc1: candle_nn::linear(io.inputs(), hidden, vb.pp("fc1"))?,
+                head: Linear::new(
+                    head.get_with_hints((io.outputs, hidden), "weight", small)?,
+                    Some(head.get_with_hints(io.outputs, "bias", Init::Const(0.0))?),
+                ),
+            })
+        })
+        .unwrap()
+    }
+
     /// An MLP with 32 hidden units at lr 1e-3: learns the digits in a few hundred steps.
     pub fn small_mlp(steps: usize, eval_every: usize) -> TrainConfig {
         TrainConfig {
@@ -765,6 +815,77 @@ mod training_tests {
 
     fn small() -> TrainConfig {
         testing::small_mlp(200, 50)
+    }
+
+    #[test]
+    fn issue_22_a_regression_trains_scores_archives_and_verifies_bit_for_bit() {
+        let data = testing::penguins_mass();
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig {
+            model: crate::ModelSpec::Mlp { hidden: vec![32] },
+            init_bias_from_priors: true,
+            lr: 3e-3,
+            steps: 300,
+            eval_every: 100,
+            ..TrainConfig::default()
+        };
+        let t = fit(
+            &data,
+            &config,
+            &Seeds::all(1),
+            &archived(dir.path(), "mass"),
+        )
+        .unwrap();
+        let r2 = t.metric("test_r2").unwrap();
+        assert!(
+            r2 > 0.6,
+            "body mass from species, sex and size: {:?}",
+            t.summary
+        );
+        let (loss, rmse) = (
+            t.metric("test_loss").unwrap(),
+            t.metric("test_rmse").unwrap(),
+        );
+        assert!((rmse * rmse - loss).abs() < 1e-9 && t.metric("test_mae").unwrap() < rmse);
+        assert!(t.metric("test_acc").is_err() && t.curves.contains_key("val_r2"));
+        assert!(
+            t.summary.keys().all(|k| !k.contains("acc")),
+            "{:?}",
+            t.summary
+        );
+
+        // Predictions score what the trainer logged; the archived weights give them again.
+        let p = t.predictions(&data, "test").unwrap();
+        assert!((p.score() - r2).abs() < 1e-5, "{} vs {r2}", p.score());
+        use crate::show::Show;
+        assert!(p.text().starts_with("R² ") && p.html().contains("target→predicted"));
+        let archive = Archive::open(dir.path()).unwrap();
+        let run = t.run.clone().unwrap();
+        let again = crate::analysis::predictions_of_run(&archive, &run, &data, "test").unwrap();
+        assert_eq!(again.outputs, p.outputs);
+        assert!(crate::analysis::human_baseline(
+            &data,
+            "test",
+            &[0],
+            &[0],
+            "me",
+            &archived(dir.path(), "h")
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("needs classes"));
+
+        // The archived spec loads the same regression, and the run reproduces bit for bit.
+        let spec: crate::DataSpec =
+            serde_json::from_value(run.components[2]["details"]["spec"].clone()).unwrap();
+        assert_eq!(spec.load().unwrap().fingerprint(), data.fingerprint());
+        let v = crate::verify::verify(&archive, &run).unwrap();
+        assert!(v.reproduced && v.points_compared > 300, "{v:?}");
+
+        // The loss at init is checked against the targets' variance (init well).
+        let at_init = &t.checks[0];
+        let variance = crate::checks::expected_init_loss(&data, true).unwrap();
+        assert_eq!(at_init.expected, serde_json::json!(variance));
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn main() -> Result<()> {
     println!("|---|---|---|---|---|");
     for d in &sets {
         let bytes = d.features.len() * 4
-            + d.labels.len() * 4
+            + d.len() * 4
             + d.splits.values().map(|s| s.len() * 8).sum::<usize>();
         let mut hash = String::new();
         let t = median(|| hash = d.fingerprint().hash);

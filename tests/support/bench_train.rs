@@ -45,7 +45,16 @@ fn steps_per_second(spec: ModelSpec, batch: usize, seconds: f64, train: bool) ->
     let mut opt = AdamW::new(0.9, 0.999, 1e-8, 0.0);
     let mut step = || -> Result<()> {
         if train {
-            train_step(model.as_ref(), &params, &mut opt, &x, &y, 3e-4, None)?;
+            train_step(
+                model.as_ref(),
+                &params,
+                &mut opt,
+                recipe::Task::Classification { classes: 10 },
+                &x,
+                &y,
+                3e-4,
+                None,
+            )?;
         } else {
             model.forward(&x, false)?.to_dtype(DType::F32)?;
         }

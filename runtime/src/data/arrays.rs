@@ -6,7 +6,7 @@
 //! Not here: tables (see [`super::table`]), IDX and the embedded digits (see `loaders`).
 
 use super::loaders::file_name;
-use super::{seeded_splits, DataSpec, Dataset, SPLITS};
+use super::{seeded_splits, DataSpec, Dataset, Target, SPLITS};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,13 +21,13 @@ fn tabular(
 ) -> Result<Dataset> {
     let classes = labels.iter().max().map_or(0, |m| *m as usize + 1);
     let splits = seeded_splits(labels.len(), &SPLITS);
+    let names = (0..classes).map(|c| c.to_string()).collect();
     Dataset::new(
         name,
         spec,
         features,
-        labels,
+        Target::Classes { labels, names },
         shape,
-        (0..classes).map(|c| c.to_string()).collect(),
         splits,
     )
 }
@@ -258,13 +258,13 @@ mod tests {
                 .unwrap();
             let d = npy(&at(&name), &at("y.npy")).unwrap();
             assert_eq!((d.len(), d.dim(), d.num_classes()), (3, 2, 3), "{dtype:?}");
-            assert_eq!(d.labels, vec![2, 0, 1], "{dtype:?}");
+            assert_eq!(d.labels("test").unwrap(), vec![2, 0, 1], "{dtype:?}");
         }
         // Labels saved as numpy bools ('|b1') are classes 0 and 1.
         std::fs::write(at("bool.npy"), npy_file("|b1", "(3,)", &[1, 0, 1])).unwrap();
         let d = npy(&at("x-F32.npy"), &at("bool.npy")).unwrap();
         assert_eq!(
-            (d.labels.clone(), d.classes.clone()),
+            (d.labels("test").unwrap().to_vec(), d.classes().to_vec()),
             (vec![1, 0, 1], vec!["0".into(), "1".into()])
         );
         let message = |x: &str, y: &str| npy(&at(x), &at(y)).unwrap_err().to_string();
@@ -339,8 +339,11 @@ mod tests {
         ] {
             save("d.npz", &[(xn, &x), (yn, &y(vec![2, 0, 1])), ("extra", &x)]);
             let d = npz(&at("d.npz")).unwrap();
-            assert_eq!((d.len(), d.dim(), d.labels.clone()), (3, 2, vec![2, 0, 1]));
-            assert_eq!(d.classes, ["0", "1", "2"]);
+            assert_eq!(
+                (d.len(), d.dim(), d.labels("test").unwrap().to_vec()),
+                (3, 2, vec![2, 0, 1])
+            );
+            assert_eq!(d.classes(), ["0", "1", "2"]);
             assert_eq!(d.example(1).unwrap(), [2.5, 3.5]);
             assert_eq!(d.spec.load().unwrap().fingerprint(), d.fingerprint());
         }
@@ -377,7 +380,7 @@ mod tests {
         let d = Dataset::from_npz(at("compressed.npz")).unwrap();
         assert_eq!((d.len(), d.shape.clone()), (3, vec![2]));
         assert_eq!(d.features, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert_eq!(d.labels, [0, 1, 1]);
+        assert_eq!(d.labels("test").unwrap(), [0, 1, 1]);
         // Truncated, foreign and missing files: errors naming the file.
         let whole = std::fs::read(at("d.npz")).unwrap();
         std::fs::write(at("cut.npz"), &whole[..whole.len() / 2]).unwrap();
@@ -429,6 +432,6 @@ mod tests {
         .unwrap();
         let s = safetensors(&path).unwrap();
         assert_eq!(s.features, d.features);
-        assert_eq!(s.labels, d.labels);
+        assert_eq!(s.labels("test").unwrap(), d.labels("test").unwrap());
     }
 }

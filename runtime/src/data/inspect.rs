@@ -2,7 +2,7 @@
 //! a split and across splits, i.e. leakage), corrupt examples, and examples ranked by any
 //! per-example value with its histogram and the extremes shown.
 
-use super::{f32_bytes, Dataset};
+use super::{f32_bytes, Dataset, Target};
 use crate::show::{escape, html_table, svg_histogram, svg_image_grid, Show};
 use crate::{show_in_jupyter, Result};
 use std::collections::BTreeMap;
@@ -15,10 +15,12 @@ pub struct Summary {
     pub shape: Vec<usize>,
     /// Split -> size.
     pub splits: BTreeMap<String, usize>,
-    /// (class name, count in train, count overall).
+    /// (class name, count in train, count overall); none for a regression target.
     pub classes: Vec<(String, usize, usize)>,
-    /// Largest over smallest class count (in train).
+    /// Largest over smallest class count (in train); NaN for a regression target.
     pub imbalance_ratio: f64,
+    /// A regression target: its statistics, histogram and outliers.
+    pub target: Option<TargetValues>,
     /// Over all features and examples.
     pub min: f32,
     pub max: f32,
@@ -29,6 +31,22 @@ pub struct Summary {
     /// For a table: what was made of it, one line each (the target, the features, the rows
     /// left out, the values fitted on the training split; see [`super::Fitted::lines`]).
     pub table: Vec<String>,
+}
+
+/// A regression target as the summary shows it.
+#[derive(Clone, Debug)]
+pub struct TargetValues {
+    /// The target column or array.
+    pub name: String,
+    /// Over the training split.
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub std: f64,
+    /// Every example's value, for the histogram.
+    pub values: Vec<f64>,
+    /// (example, value) more than 3 training stds from the training mean, farthest first.
+    pub outliers: Vec<(usize, f64)>,
 }
 
 /// Groups of identical examples (blake3 of their features).
@@ -61,6 +79,7 @@ pub struct Corrupt {
     pub non_finite: Vec<usize>,
     pub out_of_range: Vec<usize>,
     pub constant: Vec<usize>,
+    /// A label past the last class, or a regression target that is not finite.
     pub bad_label: Vec<usize>,
 }
 
@@ -85,18 +104,24 @@ pub struct Ranked {
 }
 
 impl Dataset {
-    /// Counts, class balance (and imbalance ratio) and feature statistics.
+    /// Counts, the target (class balance and imbalance ratio; or a regression target's
+    /// statistics, histogram and outliers) and feature statistics.
     pub fn summary(&self) -> Result<Summary> {
         let d = self.dim();
+        let train = self.splits.get("train").map(Vec::as_slice).unwrap_or(&[]);
+        let labels = match &self.target {
+            Target::Classes { labels, .. } => labels.as_slice(),
+            Target::Values { .. } => &[],
+        };
         let mut counts_all = vec![0usize; self.num_classes()];
-        for &l in &self.labels {
+        for &l in labels {
             if let Some(c) = counts_all.get_mut(l as usize) {
                 *c += 1;
             }
         }
         let mut counts_train = vec![0usize; self.num_classes()];
-        for &i in self.splits.get("train").map(Vec::as_slice).unwrap_or(&[]) {
-            if let Some(c) = counts_train.get_mut(self.labels[i] as usize) {
+        for &i in train.iter().filter(|&&i| i < labels.len()) {
+            if let Some(c) = counts_train.get_mut(labels[i] as usize) {
                 *c += 1;
             }
         }
@@ -129,12 +154,16 @@ impl Dataset {
                 .map(|(k, v)| (k.clone(), v.len()))
                 .collect(),
             classes: self
-                .classes
+                .classes()
                 .iter()
                 .enumerate()
                 .map(|(c, name)| (name.clone(), counts_train[c], counts_all[c]))
                 .collect(),
             imbalance_ratio,
+            target: match &self.target {
+                Target::Values { values, name } => Some(TargetValues::of(name, values, train)),
+                Target::Classes { .. } => None,
+            },
             min,
             max,
             mean: sum / n,
@@ -182,26 +211,39 @@ impl Dataset {
             if x.len() > 1 && x.iter().all(|&v| v == x[0]) {
                 out.constant.push(i);
             }
-            if self.labels[i] as usize >= self.num_classes() {
+            let bad = match &self.target {
+                Target::Classes { labels, names } => labels[i] as usize >= names.len(),
+                Target::Values { values, .. } => !values[i].is_finite(),
+            };
+            if bad {
                 out.bad_label.push(i);
             }
         }
         out
     }
 
-    /// Rank a split's examples by `value(features, label)`: its histogram and the `k` lowest
-    /// and highest examples are shown.
+    /// Example i's target as a number: its class index, or its value.
+    fn target_number(&self, i: usize) -> f64 {
+        match &self.target {
+            Target::Classes { labels, .. } => labels[i] as f64,
+            Target::Values { values, .. } => values[i] as f64,
+        }
+    }
+
+    /// Rank a split's examples by `value(features, target)` (the target as a number: the
+    /// class index, or the regression value): its histogram and the `k` lowest and highest
+    /// examples are shown.
     pub fn rank_by(
         &self,
         split: &str,
         label: &str,
         k: usize,
-        value: impl Fn(&[f32], u32) -> f64,
+        value: impl Fn(&[f32], f64) -> f64,
     ) -> Result<Ranked> {
         let mut order: Vec<(usize, f64)> = self
             .split(split)?
             .iter()
-            .map(|&i| (i, value(self.row(i), self.labels[i])))
+            .map(|&i| (i, value(self.row(i), self.target_number(i))))
             .collect();
         order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         let ends: Vec<(usize, f64)> = order
@@ -216,7 +258,7 @@ impl Dataset {
             .map(|&(i, v)| {
                 (
                     self.row(i).to_vec(),
-                    format!("#{i} {} {v:.3}", self.class_name(self.labels[i])),
+                    format!("#{i} {} {v:.3}", self.target_text(i)),
                 )
             })
             .collect();
@@ -229,13 +271,14 @@ impl Dataset {
         })
     }
 
-    /// Keep the examples of a split for which `keep(features, label)` holds.
-    pub fn filter(&self, split: &str, keep: impl Fn(&[f32], u32) -> bool) -> Result<Vec<usize>> {
+    /// Keep the examples of a split for which `keep(features, target)` holds (the target as
+    /// a number, as for [`Dataset::rank_by`]).
+    pub fn filter(&self, split: &str, keep: impl Fn(&[f32], f64) -> bool) -> Result<Vec<usize>> {
         Ok(self
             .split(split)?
             .iter()
             .copied()
-            .filter(|&i| keep(self.row(i), self.labels[i]))
+            .filter(|&i| keep(self.row(i), self.target_number(i)))
             .collect())
     }
 
@@ -257,7 +300,7 @@ impl Dataset {
                 .map(|&i| {
                     (
                         self.row(i).to_vec(),
-                        format!("#{i} {}", self.class_name(self.labels[i])),
+                        format!("#{i} {}", self.target_text(i)),
                     )
                 })
                 .collect(),
@@ -325,6 +368,63 @@ impl Show for ImageGrid {
     }
 }
 
+impl TargetValues {
+    /// Statistics over the training rows `train`, outliers over every example.
+    fn of(name: &str, values: &[f32], train: &[usize]) -> TargetValues {
+        let n = train.len().max(1) as f64;
+        let mean = train.iter().map(|&i| values[i] as f64).sum::<f64>() / n;
+        let variance = (train.iter())
+            .map(|&i| (values[i] as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let std = variance.sqrt();
+        let (min, max) = (train.iter()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
+            (lo.min(values[i] as f64), hi.max(values[i] as f64))
+        });
+        let mut outliers: Vec<(usize, f64)> = (values.iter().enumerate())
+            .map(|(i, &v)| (i, v as f64))
+            .filter(|(_, v)| std > 0.0 && (v - mean).abs() > 3.0 * std)
+            .collect();
+        outliers.sort_by(|a, b| {
+            ((b.1 - mean).abs())
+                .total_cmp(&(a.1 - mean).abs())
+                .then(a.0.cmp(&b.0))
+        });
+        TargetValues {
+            name: name.to_string(),
+            min,
+            max,
+            mean,
+            std,
+            values: values.iter().map(|&v| v as f64).collect(),
+            outliers,
+        }
+    }
+
+    fn headline(&self) -> String {
+        let number = recipe_archive::export::format_number;
+        let shown: Vec<String> = (self.outliers.iter().take(10))
+            .map(|(i, v)| format!("#{i} {}", number(*v)))
+            .collect();
+        let outliers = match self.outliers.len() {
+            0 => "no outliers (more than 3 std from the mean)".to_string(),
+            n => format!(
+                "{n} outliers more than 3 std from the mean: {}{}",
+                shown.join(", "),
+                if n > shown.len() { ", ..." } else { "" }
+            ),
+        };
+        format!(
+            "regression target {:?} over the training split: min {}, mean {}, max {}, std {}; {outliers}",
+            self.name,
+            number(self.min),
+            number(self.mean),
+            number(self.max),
+            number(self.std)
+        )
+    }
+}
+
 impl Summary {
     fn class_rows(&self) -> (Vec<String>, Vec<Vec<String>>) {
         let headers = ["class", "train", "all"].map(String::from).to_vec();
@@ -336,8 +436,12 @@ impl Summary {
         (headers, rows)
     }
     fn headline(&self) -> String {
+        let balance = match &self.target {
+            Some(_) => String::new(),
+            None => format!("; class imbalance {:.2}x", self.imbalance_ratio),
+        };
         format!(
-            "{}: {} examples of shape {:?}; splits {}; values in [{:.3}, {:.3}], mean {:.3}, std {:.3}; {} constant features; class imbalance {:.2}x",
+            "{}: {} examples of shape {:?}; splits {}; values in [{:.3}, {:.3}], mean {:.3}, std {:.3}; {} constant features{balance}",
             self.name,
             self.examples,
             self.shape,
@@ -347,7 +451,6 @@ impl Summary {
             self.mean,
             self.std,
             self.constant_features,
-            self.imbalance_ratio
         )
     }
 }
@@ -358,6 +461,9 @@ impl Show for Summary {
         let mut out = self.headline() + "\n";
         for line in &self.table {
             out += &format!("{line}\n");
+        }
+        if let Some(target) = &self.target {
+            return out + &target.headline() + "\n";
         }
         out += &format!("{:<14} {:>7} {:>7}\n", headers[0], headers[1], headers[2]);
         for r in rows {
@@ -377,11 +483,15 @@ impl Show for Summary {
         } else {
             format!("<ul>{table}</ul>")
         };
-        format!(
-            "<p>{}</p>{table}{}",
-            escape(&self.headline()),
-            html_table(&headers, &rows)
-        )
+        let target = match &self.target {
+            Some(t) => format!(
+                "<p>{}</p>{}",
+                escape(&t.headline()),
+                svg_histogram(&t.values, 30, &t.name)
+            ),
+            None => html_table(&headers, &rows),
+        };
+        format!("<p>{}</p>{table}{target}", escape(&self.headline()))
     }
 }
 
@@ -473,7 +583,7 @@ show_in_jupyter!(Summary, Duplicates, Corrupt, Ranked, ImageGrid);
 
 #[cfg(test)]
 mod tests {
-    use crate::data::Dataset;
+    use crate::data::{Dataset, Target};
     use crate::show::Show;
 
     #[test]
@@ -495,7 +605,10 @@ mod tests {
         d.features[test0 * dim..(test0 + 1) * dim].copy_from_slice(&copy);
         d.features[5 * dim] = f32::NAN;
         d.features[6 * dim] = 3.0;
-        d.labels[7] = 42;
+        let Target::Classes { labels, .. } = &mut d.target else {
+            panic!("digits have classes")
+        };
+        labels[7] = 42;
         let c = d.corrupt();
         assert_eq!(
             (

@@ -5,7 +5,7 @@
 //! Not here: `.npy`, `.npz` and safetensors (see [`super::arrays`]).
 
 use super::table::{self, TableChoices};
-use super::{DataSpec, Dataset, FASHION_MNIST_DIR};
+use super::{DataSpec, Dataset, Target, FASHION_MNIST_DIR};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -25,7 +25,7 @@ pub fn digits() -> Result<Dataset> {
     };
     let table::Prepared {
         features,
-        labels,
+        target,
         splits,
         ..
     } = table::prepare(table, &choices, path)?;
@@ -35,9 +35,8 @@ pub fn digits() -> Result<Dataset> {
         "digits",
         DataSpec::Digits,
         features,
-        labels,
+        target,
         vec![1, 8, 8],
-        (0..10).map(|c| c.to_string()).collect(),
         splits,
     )?;
     d.value_range = (0.0, 1.0);
@@ -95,9 +94,11 @@ pub fn fashion_mnist(dir: &Path) -> Result<Dataset> {
             dir: dir.to_path_buf(),
         },
         features,
-        labels,
+        Target::Classes {
+            labels,
+            names: FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
+        },
         vec![1, shape.0, shape.1],
-        FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
         splits,
     )?;
     d.value_range = (0.0, 1.0);
@@ -237,9 +238,8 @@ fn from_table(
         &file_name(path),
         spec,
         ready.features,
-        ready.labels,
+        ready.target,
         vec![dim],
-        ready.classes,
         ready.splits,
     )?;
     d.table = Some(ready.fitted);
@@ -264,7 +264,7 @@ mod tests {
         assert!(err.contains(".one_hot([\"island\", \"sex\"])"), "{err}");
         let d = crate::train::testing::penguins();
         assert_eq!((d.len(), d.shape.clone()), (344, vec![10]));
-        assert_eq!(d.classes, ["Adelie", "Chinstrap", "Gentoo"]);
+        assert_eq!(d.classes(), ["Adelie", "Chinstrap", "Gentoo"]);
         assert!(d.features.iter().all(|v| v.is_finite()));
         // Its spec (what a run archives) loads the same bits again.
         let again = d.spec.load().unwrap();
@@ -314,8 +314,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!((d.len(), d.dim()), (3, 2));
-        assert_eq!(d.classes, vec!["3", "5"]);
-        assert_eq!(d.labels, vec![0, 1, 0]);
+        assert_eq!(d.classes(), vec!["3", "5"]);
+        assert_eq!(d.labels("test").unwrap(), vec![0, 1, 0]);
         assert_eq!(d.example(1).unwrap(), &[2.0, 0.0][..]);
         // In the middle, any case; a Windows file; quoted fields holding commas.
         let d = load(
@@ -334,7 +334,10 @@ mod tests {
             TableChoices::default(),
         )
         .unwrap();
-        assert_eq!((d.dim(), d.labels.clone()), (2, vec![0, 1]));
+        assert_eq!(
+            (d.dim(), d.labels("test").unwrap().to_vec()),
+            (2, vec![0, 1])
+        );
         assert_eq!(d.example(0).unwrap(), &[1.0, 2.0][..]);
         // No column named like a target: an error listing the columns, never a guess.
         let message = load("none.csv", b"p0,p1,p2\n1,2,0\n", TableChoices::default()).unwrap_err();
@@ -373,11 +376,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            d.classes,
+            d.classes(),
             vec!["setosa", "versicolor"],
             "virginica's only row had a missing cell"
         );
-        assert_eq!((d.len(), d.labels.clone()), (3, vec![0, 1, 0]));
+        assert_eq!(
+            (d.len(), d.labels("test").unwrap().to_vec()),
+            (3, vec![0, 1, 0])
+        );
         assert_eq!(d.example(2).unwrap(), &[4.9][..]);
         // A date column is named; a fractional target is refused as regression.
         let message = load(
@@ -402,7 +408,7 @@ mod tests {
         std::io::Write::write_all(&mut gz, b"label,x\n1,0.5\n0,0.25\n").unwrap();
         let d = load("t.csv.gz", &gz.finish().unwrap(), TableChoices::default()).unwrap();
         assert_eq!(
-            (d.len(), d.classes.clone()),
+            (d.len(), d.classes().to_vec()),
             (2, vec!["0".to_string(), "1".to_string()])
         );
     }
@@ -420,8 +426,11 @@ mod tests {
         };
         let d = load("iris.csv", iris, choices).unwrap();
         let fitted = d.table.clone().unwrap();
-        assert_eq!(d.classes, ["setosa", "versicolor", "virginica"]);
-        assert_eq!((d.len(), d.labels.clone()), (5, vec![0, 2, 1, 0, 2]));
+        assert_eq!(d.classes(), ["setosa", "versicolor", "virginica"]);
+        assert_eq!(
+            (d.len(), d.labels("test").unwrap().to_vec()),
+            (5, vec![0, 2, 1, 0, 2])
+        );
         assert_eq!(d.dim(), 1 + fitted.categories["colour"].len());
         assert_eq!(
             (fitted.filled["sepal"].cells, fitted.filled["colour"].cells),
@@ -439,8 +448,8 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(d.classes, ["no", "yes, sure"]);
-        assert_eq!(d.labels, [1, 0, 0]);
+        assert_eq!(d.classes(), ["no", "yes, sure"]);
+        assert_eq!(d.labels("test").unwrap(), [1, 0, 0]);
         let fitted = d.table.clone().unwrap();
         let names = &fitted.categories["name"];
         assert!(
@@ -502,7 +511,7 @@ mod tests {
             .load()
             .unwrap();
         assert_eq!(
-            (d.len(), d.classes.clone()),
+            (d.len(), d.classes().to_vec()),
             (2, vec!["a".to_string(), "b".to_string()])
         );
         let spec = serde_json::to_value(&d.spec).unwrap();
@@ -579,10 +588,15 @@ mod tests {
         };
         let d = parquet(&path, &choices).unwrap();
         assert_eq!(
-            (d.len(), d.dim(), d.num_classes(), d.labels.clone()),
+            (
+                d.len(),
+                d.dim(),
+                d.num_classes(),
+                d.labels("test").unwrap().to_vec()
+            ),
             (2, 2, 2, vec![0, 1])
         );
-        assert_eq!(d.classes, vec!["1", "2"]);
+        assert_eq!(d.classes(), vec!["1", "2"]);
         // Or filled with b's mean over the training rows only.
         let filled = TableChoices {
             fill: Some(table::Fill::Mean),

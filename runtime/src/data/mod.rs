@@ -1,18 +1,20 @@
 //! Data: the [`Dataset`] type, its loaders and its fingerprint ("become one with the data").
 //!
-//! A dataset is N examples of one shape (features as f32, row-major), a label per example,
-//! class names, and named splits (`train`, `val`, `test`) as index lists. It remembers how it
-//! was made ([`DataSpec`]) so an archived run can load the very same data again to verify.
+//! A dataset is N examples of one shape (features as f32, row-major), a [`Target`] per
+//! example (a class, or a value to regress), and named splits (`train`, `val`, `test`) as
+//! index lists. It remembers how it was made ([`DataSpec`]) so an archived run can load the
+//! very same data again to verify. Its target decides the [`Task`].
 
 mod arrays;
 pub mod inspect;
 mod loaders;
 pub mod table;
 
-pub use inspect::{Corrupt, Duplicates, Ranked, Summary};
+pub use inspect::{Corrupt, Duplicates, Ranked, Summary, TargetValues};
 pub use table::{ColumnStats, Columns, Fill, Fitted, TableChoices};
 
 use crate::rng::Rng;
+use crate::task::Task;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -148,6 +150,14 @@ impl Table {
         self
     }
 
+    /// Predict the target's number (regression: squared error; RMSE, MAE and R²) instead of
+    /// classes. With [`Table::normalize`] the target is standardised too, with the training
+    /// split's mean and std.
+    pub fn regression(mut self) -> Table {
+        self.choices.regression = true;
+        self
+    }
+
     /// Read the table: Parquet when the file ends in `.parquet`, else CSV (plain or .gz).
     pub fn load(&self) -> Result<Dataset> {
         match &self.source {
@@ -176,18 +186,43 @@ impl Table {
     }
 }
 
-/// Examples, labels, classes and splits.
+/// What each example asks a model to predict.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// A class per example: `labels[i] < names.len()`.
+    Classes {
+        labels: Vec<u32>,
+        names: Vec<String>,
+    },
+    /// A real number per example (regression), from the column or array `name`.
+    Values { values: Vec<f32>, name: String },
+}
+
+impl Target {
+    /// Examples it covers.
+    pub fn len(&self) -> usize {
+        match self {
+            Target::Classes { labels, .. } => labels.len(),
+            Target::Values { values, .. } => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Examples, their targets and splits.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub name: String,
     pub spec: DataSpec,
     /// (N, D) row-major.
     pub features: Vec<f32>,
-    /// (N,), each < number of classes.
-    pub labels: Vec<u32>,
+    /// (N,): a class or a value per example.
+    pub target: Target,
     /// One example's shape, e.g. [1, 8, 8]; its product is D.
     pub shape: Vec<usize>,
-    pub classes: Vec<String>,
     /// Split name -> example indices.
     pub splits: BTreeMap<String, Vec<usize>>,
     /// The range every feature should lie in (the corrupt-example check uses it).
@@ -197,29 +232,53 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Build a dataset, checking that the parts agree.
+    /// Build a dataset, checking that the parts agree: features for every target, labels
+    /// below the number of classes, finite target values, split indices in range.
     pub fn new(
         name: &str,
         spec: DataSpec,
         features: Vec<f32>,
-        labels: Vec<u32>,
+        target: Target,
         shape: Vec<usize>,
-        classes: Vec<String>,
         splits: BTreeMap<String, Vec<usize>>,
     ) -> Result<Dataset> {
         let dim: usize = shape.iter().product();
-        if dim == 0 || features.len() != labels.len() * dim {
+        let n = target.len();
+        if dim == 0 || features.len() != n * dim {
             return Err(Error::Data(format!(
-                "{name}: {} feature values do not make {} examples of shape {shape:?}",
+                "{name}: {} feature values do not make {n} examples of shape {shape:?}",
                 features.len(),
-                labels.len()
             )));
         }
+        match &target {
+            Target::Classes { labels, names } => {
+                if let Some((i, l)) = labels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &l)| l as usize >= names.len())
+                {
+                    return Err(Error::Data(format!(
+                        "{name}: example #{i} has label {l}, but there are {} classes",
+                        names.len()
+                    )));
+                }
+            }
+            Target::Values {
+                values,
+                name: column,
+            } => {
+                if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    return Err(Error::Data(format!(
+                        "{name}: example #{i} has target {column} = {v}; a regression target \
+                         must be a finite number"
+                    )));
+                }
+            }
+        }
         for (split, indices) in &splits {
-            if let Some(bad) = indices.iter().find(|&&i| i >= labels.len()) {
+            if let Some(bad) = indices.iter().find(|&&i| i >= n) {
                 return Err(Error::Data(format!(
-                    "{name}: split {split:?} has index {bad}, past {} examples",
-                    labels.len()
+                    "{name}: split {split:?} has index {bad}, past {n} examples"
                 )));
             }
         }
@@ -236,9 +295,8 @@ impl Dataset {
             name: name.into(),
             spec,
             features,
-            labels,
+            target,
             shape,
-            classes,
             splits,
             value_range: (lo.min(0.0), hi.max(1.0)),
             table: None,
@@ -315,11 +373,62 @@ impl Dataset {
     }
 
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.target.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.target.is_empty()
+    }
+
+    /// What the target asks: classification into its classes, or regression.
+    pub fn task(&self) -> Task {
+        match &self.target {
+            Target::Classes { names, .. } => Task::Classification {
+                classes: names.len(),
+            },
+            Target::Values { .. } => Task::Regression,
+        }
+    }
+
+    /// Each example's class; an error for a regression target, naming `what` needs classes.
+    pub fn labels(&self, what: &str) -> Result<&[u32]> {
+        match &self.target {
+            Target::Classes { labels, .. } => Ok(labels),
+            Target::Values { name, .. } => Err(Error::Invalid(format!(
+                "{what} needs classes, but {} has a regression target ({name:?}, a value per \
+                 example)",
+                self.name
+            ))),
+        }
+    }
+
+    /// Each example's target value; an error for classes, naming `what` needs values.
+    pub fn values(&self, what: &str) -> Result<&[f32]> {
+        match &self.target {
+            Target::Values { values, .. } => Ok(values),
+            Target::Classes { .. } => Err(Error::Invalid(format!(
+                "{what} needs a regression target, but {} has classes",
+                self.name
+            ))),
+        }
+    }
+
+    /// The class names; none for a regression target.
+    pub fn classes(&self) -> &[String] {
+        match &self.target {
+            Target::Classes { names, .. } => names,
+            Target::Values { .. } => &[],
+        }
+    }
+
+    /// Example i's target in words: its class name, or its value.
+    pub fn target_text(&self, i: usize) -> String {
+        match &self.target {
+            Target::Classes { labels, .. } => self.class_name(labels[i]).to_string(),
+            Target::Values { values, .. } => {
+                recipe_archive::export::format_number(values[i] as f64)
+            }
+        }
     }
 
     /// Features per example.
@@ -327,8 +436,9 @@ impl Dataset {
         self.shape.iter().product()
     }
 
+    /// Classes of the target (0 for a regression target).
     pub fn num_classes(&self) -> usize {
-        self.classes.len()
+        self.classes().len()
     }
 
     /// One example's features; an index past the end is an error.
@@ -381,11 +491,15 @@ impl Dataset {
         Ok(out)
     }
 
-    /// The same examples with labels permuted by a seed: a dataset with nothing to learn,
+    /// The same examples with targets permuted by a seed: a dataset with nothing to learn,
     /// for checking that a model does no better than the input-independent baseline.
     pub fn with_shuffled_labels(&self, seed: u64) -> Dataset {
         let mut out = self.clone();
-        Rng::stream(seed, "shuffled_labels").shuffle(&mut out.labels);
+        let mut rng = Rng::stream(seed, "shuffled_labels");
+        match &mut out.target {
+            Target::Classes { labels, .. } => rng.shuffle(labels),
+            Target::Values { values, .. } => rng.shuffle(values),
+        }
         out.spec = DataSpec::ShuffledLabels {
             of: Box::new(self.spec.clone()),
             seed,
@@ -394,18 +508,20 @@ impl Dataset {
         out
     }
 
-    /// blake3 over the features, labels and split indices: the data component of a run's
+    /// blake3 over the features, targets and split indices: the data component of a run's
     /// identity. Runs at memory speed (blake3 over the raw bytes).
     pub fn fingerprint(&self) -> recipe_archive::DataFingerprint {
         let mut all = blake3::Hasher::new();
         let features = blake3::hash(f32_bytes(&self.features));
-        let labels = blake3::hash(
-            &self
-                .labels
-                .iter()
-                .flat_map(|l| l.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        );
+        let labels = match &self.target {
+            Target::Classes { labels, .. } => blake3::hash(
+                &labels
+                    .iter()
+                    .flat_map(|l| l.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
+            Target::Values { values, .. } => blake3::hash(f32_bytes(values)),
+        };
         all.update(features.as_bytes());
         all.update(labels.as_bytes());
         let mut split_hashes = serde_json::Map::new();
@@ -425,7 +541,7 @@ impl Dataset {
                 "spec": self.spec,
                 "examples": self.len(),
                 "shape": self.shape,
-                "classes": self.classes.len(),
+                "classes": self.num_classes(),
                 "content": features.to_hex().to_string(),
                 "labels": labels.to_hex().to_string(),
                 "splits": split_hashes,
@@ -434,6 +550,9 @@ impl Dataset {
         if let Some(table) = &self.table {
             details["table"] = serde_json::json!(table);
         }
+        if let Target::Values { name, .. } = &self.target {
+            details["regression_target"] = name.as_str().into();
+        }
         recipe_archive::DataFingerprint {
             name: self.name.clone(),
             hash: all.finalize().to_hex().to_string(),
@@ -441,7 +560,8 @@ impl Dataset {
         }
     }
 
-    /// The examples at `indices` as a batch: features (B, *shape) and labels (B,) u32.
+    /// The examples at `indices` as a batch: features (B, *shape) and targets (B,), u32
+    /// labels or f32 values.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
         let d = self.dim();
         let mut x = Vec::with_capacity(indices.len() * d);
@@ -450,24 +570,33 @@ impl Dataset {
         }
         let mut shape = vec![indices.len()];
         shape.extend(&self.shape);
-        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
-        Ok((
-            Tensor::from_vec(x, shape, device)?,
-            Tensor::from_vec(labels, indices.len(), device)?,
-        ))
+        let y = match &self.target {
+            Target::Classes { labels, .. } => {
+                let picked: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
+                Tensor::from_vec(picked, indices.len(), device)?
+            }
+            Target::Values { values, .. } => {
+                let picked: Vec<f32> = indices.iter().map(|&i| values[i]).collect();
+                Tensor::from_vec(picked, indices.len(), device)?
+            }
+        };
+        Ok((Tensor::from_vec(x, shape, device)?, y))
     }
 
     /// The name of a class ("?" for a label past the last class).
     pub fn class_name(&self, label: u32) -> &str {
-        self.classes.get(label as usize).map_or("?", String::as_str)
+        self.classes()
+            .get(label as usize)
+            .map_or("?", String::as_str)
     }
 
     /// Fraction of each class in a split, in class order.
     pub fn class_priors(&self, split: &str) -> Result<Vec<f64>> {
+        let labels = self.labels("class priors")?;
         let indices = self.split(split)?;
         let mut counts = vec![0usize; self.num_classes()];
         for &i in indices {
-            if let Some(c) = counts.get_mut(self.labels[i] as usize) {
+            if let Some(c) = counts.get_mut(labels[i] as usize) {
                 *c += 1;
             }
         }
@@ -536,7 +665,10 @@ mod tests {
         e.features[5] += 1e-6;
         assert_ne!(e.fingerprint().hash, base);
         let mut l = d.clone();
-        l.labels.swap(0, 1);
+        let Target::Classes { labels, .. } = &mut l.target else {
+            panic!("digits have classes")
+        };
+        labels.swap(0, 1);
         assert_ne!(l.fingerprint().hash, base);
         assert_ne!(d.subset(100, 50).unwrap().fingerprint().hash, base);
     }

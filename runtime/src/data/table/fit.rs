@@ -35,8 +35,13 @@ use crate::{Error, Result};
 pub struct Fitted {
     /// The target column, named or found by its name.
     pub target: String,
-    /// The target's classes in index order: class `i` is `classes[i]`.
+    /// The target's classes in index order: class `i` is `classes[i]` (none for regression).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
+    /// A regression target standardised with these (`.normalize()`): the model predicts
+    /// (y - mean) / std, and losses, RMSE and MAE are in units of std.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_scale: Option<Scale>,
     /// The features in the order the model sees them: a column's name, or `column=value` for
     /// each category of a one-hot column.
     pub features: Vec<String>,
@@ -102,12 +107,27 @@ impl Fitted {
             };
             shown.join(", ") + &more
         };
+        let task = if self.classes.is_empty() {
+            " (regression)"
+        } else {
+            ""
+        };
         let mut lines = vec![format!(
-            "target column {:?}; {} features: {}",
+            "target column {:?}{task}; {} features: {}",
             self.target,
             self.features.len(),
             list(&self.features)
         )];
+        if let Some(Scale { mean, std }) = self.target_scale {
+            let (mean, std) = (
+                recipe_archive::export::format_number(mean),
+                recipe_archive::export::format_number(std),
+            );
+            lines.push(format!(
+                "target standardised with the training rows' mean {mean} and std {std}: the \
+                 model predicts (y - {mean}) / {std}, so losses, RMSE and MAE are in units of {std}"
+            ));
+        }
         if self.rows_left_out > 0 {
             lines.push(format!(
                 "{} rows left out for a missing cell",
@@ -307,7 +327,7 @@ pub(super) fn fit(
 
 /// Mean and population standard deviation, in two passes over the values (one pass of sums
 /// of squares loses the digits of a column like 1e6 + small).
-fn mean_std<I: Iterator<Item = f64>>(values: impl Fn() -> I) -> (f64, f64) {
+pub(super) fn mean_std<I: Iterator<Item = f64>>(values: impl Fn() -> I) -> (f64, f64) {
     let (sum, n) = values().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     let mean = sum / n.max(1) as f64;
     let squares: f64 = values().map(|v| (v - mean) * (v - mean)).sum();

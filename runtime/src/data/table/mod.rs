@@ -12,9 +12,10 @@
 //!    three ways out, unless the user chose one: leave out those rows, or fill the cells
 //!    (a missing target is never filled: its row is left out, or refused);
 //! 5. split the rows kept: a seeded 70/10/20 permutation into `train`, `val` and `test`;
-//! 6. make classes of the target: text values become classes named by their values, sorted;
-//!    whole numbers become classes in their order; fractional values are refused (a
-//!    regression target, which the trainer does not take yet);
+//! 6. make the target: for classes, text values become classes named by their values,
+//!    sorted, and whole numbers classes in their order (fractional values are refused unless
+//!    the user asks for regression); for regression (`.regression()`), the column's numbers,
+//!    standardised with the training rows' mean and std when the user asks to normalise;
 //! 7. fit fill values, categories and scales on the training rows only ([`fit`]);
 //! 8. write the features row-major with what step 7 fitted.
 //!
@@ -22,8 +23,7 @@
 //! loads the same table again and a diff sees a changed target or a dropped column; every
 //! value fitted is in [`Fitted`], which the dataset's fingerprint records.
 //!
-//! Not here: regression targets; the per-column view of a table before choosing its target
-//! ([`columns`]).
+//! Not here: the per-column view of a table before choosing its target ([`columns`]).
 
 mod columns;
 mod fit;
@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::path::Path;
 
-use super::{seeded_splits, SPLITS};
+use super::{seeded_splits, Target, SPLITS};
 use crate::{Error, Result};
 
 /// Column names taken as the target when none is named, compared without case.
@@ -68,9 +68,13 @@ pub struct TableChoices {
     /// Fill missing feature cells with a value fitted on the training rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fill: Option<Fill>,
-    /// Standardise every feature with the training rows' mean and std.
+    /// Standardise every feature (and a regression target) with the training rows' mean
+    /// and std.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub normalize: bool,
+    /// The target is a number to regress, not classes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub regression: bool,
 }
 
 /// What a missing feature cell is filled with, fitted on the training rows.
@@ -88,9 +92,8 @@ pub enum Fill {
 pub struct Prepared {
     /// (N, D) row-major.
     pub features: Vec<f32>,
-    /// (N,) class indices.
-    pub labels: Vec<u32>,
-    pub classes: Vec<String>,
+    /// (N,) classes or values.
+    pub target: Target,
     /// Split name -> row indices (step 5).
     pub splits: BTreeMap<String, Vec<usize>>,
     pub fitted: Fitted,
@@ -220,8 +223,16 @@ pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Resul
         .iter()
         .map(|&k| rows[k])
         .collect();
-    // 6. Classes.
-    let (labels, classes) = classes(table.column(target), &rows, &names[target], path)?;
+    // 6. The target.
+    let (target_values, target_scale) = if choices.regression {
+        let column = table.column(target);
+        let (values, scale) = values(column, &rows, &train, &names[target], choices, path)?;
+        let name = names[target].clone();
+        (Target::Values { values, name }, scale)
+    } else {
+        let (labels, names) = classes(table.column(target), &rows, &names[target], path)?;
+        (Target::Classes { labels, names }, None)
+    };
     // 7. Fitted on the training rows.
     let columns = features
         .iter()
@@ -241,17 +252,21 @@ pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Resul
         path,
     )?;
     // 8. Features, row-major.
+    let classes = match &target_values {
+        Target::Classes { names, .. } => names.clone(),
+        Target::Values { .. } => Vec::new(),
+    };
     Ok(Prepared {
         features: encoded.write(&rows),
-        labels,
+        target: target_values,
         splits,
         fitted: Fitted {
             target: names[target].clone(),
-            classes: classes.clone(),
+            classes,
+            target_scale,
             rows_left_out: table.num_rows() - rows.len(),
             ..fitted
         },
-        classes,
     })
 }
 
@@ -368,9 +383,10 @@ fn classes(
             let numbers = numbers.as_primitive::<Float64Type>().values();
             if let Some(&r) = rows.iter().find(|&&r| numbers[r].fract() != 0.0) {
                 return Err(Error::Data(format!(
-                    "{}: target column {name:?} holds {} (row {}): a fractional value makes it \
-                     a regression target, which the trainer does not take yet; name a column \
-                     of classes with .target(\"COLUMN\")",
+                    "{}: target column {name:?} holds {} (row {}): a fractional value is not a \
+                     class. To predict the number, ask for regression: .regression() \
+                     (`--regression` on the command line); or name a column of classes with \
+                     .target(\"COLUMN\")",
                     path.display(),
                     numbers[r],
                     r + 1
@@ -384,6 +400,50 @@ fn classes(
             path.display()
         ))),
     }
+}
+
+/// The target's numbers at `rows` for regression, standardised with the mean and std of the
+/// training rows `train` when the choices normalise (the scale is returned to be recorded).
+fn values(
+    column: &ArrayRef,
+    rows: &[usize],
+    train: &[usize],
+    name: &str,
+    choices: &TableChoices,
+    path: &Path,
+) -> Result<(Vec<f32>, Option<fit::Scale>)> {
+    if !is_number(column.data_type()) {
+        return Err(Error::Data(format!(
+            "{}: target column {name:?} is {}, not numbers: a regression target must be \
+             numbers; for classes, leave out .regression()",
+            path.display(),
+            column.data_type()
+        )));
+    }
+    let numbers = arrow::compute::cast(column, &DataType::Float64)
+        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let numbers = numbers.as_primitive::<Float64Type>().values();
+    if let Some(&r) = rows.iter().find(|&&r| !numbers[r].is_finite()) {
+        return Err(Error::Data(format!(
+            "{}: target column {name:?} holds {} (row {}): a regression target must be finite",
+            path.display(),
+            numbers[r],
+            r + 1
+        )));
+    }
+    let scale = choices.normalize.then(|| {
+        let (mean, std) = fit::mean_std(|| train.iter().map(|&r| numbers[r]));
+        fit::Scale {
+            mean,
+            std: if std > 0.0 { std } else { 1.0 },
+        }
+    });
+    let (mean, std) = scale.map_or((0.0, 1.0), |s| (s.mean, s.std));
+    let values = rows
+        .iter()
+        .map(|&r| ((numbers[r] - mean) / std) as f32)
+        .collect();
+    Ok((values, scale))
 }
 
 /// Each value's index among the distinct values, sorted; and those values. The values are

@@ -68,7 +68,7 @@ fn issue_27_one_hot_and_fill_are_fitted_on_the_training_rows_only() {
     let fitted = d.table.clone().unwrap();
     assert_eq!(d.len(), 20, "nothing left out");
     assert_eq!(d.splits["train"], train, "the splits fitting used");
-    assert_eq!(d.classes, ["setosa", "versicolor", "virginica"]);
+    assert_eq!(d.classes(), ["setosa", "versicolor", "virginica"]);
     assert_eq!(
         fitted.features,
         ["x", "colour=blue", "colour=red", "flat"],
@@ -411,4 +411,95 @@ fn issue_27_a_type_only_late_rows_show_is_read_from_every_row() {
     // Empty, then a number: a column of numbers with missing cells, not a column of nothing.
     let message = load(&dir, "d.csv", &late("x", "", "4"), |t| t).unwrap_err();
     assert!(message.contains("x: 10599 (first at row 1)"), "{message}");
+}
+
+/// 20 rows: `x` = row number, `price` = 100 + 10 x + 0.5 (fractional), `rooms` = x mod 4
+/// (whole numbers), `kind` a text column.
+fn prices() -> String {
+    let mut text = String::from("x,rooms,kind,price\n");
+    for r in 0..20 {
+        let kind = ["flat", "house"][r % 2];
+        text += &format!("{r},{},{kind},{}.5\n", r % 4, 100 + 10 * r);
+    }
+    text
+}
+
+#[test]
+fn issue_27_a_number_target_is_a_regression_when_asked_and_classes_never_by_accident() {
+    use crate::data::Target;
+    use crate::task::Task;
+    let dir = tempfile::tempdir().unwrap();
+    let (train, _) = split_rows(20);
+
+    // A fractional target without .regression(): refused, saying how to ask.
+    let refused = load(&dir, "p.csv", &prices(), |t| {
+        t.target("price").drop(["kind"])
+    })
+    .unwrap_err();
+    assert!(
+        refused.contains("100.5") && refused.contains(".regression()"),
+        "{refused}"
+    );
+
+    // With it: the values as they are, the task a regression, no classes.
+    let d = load(&dir, "p.csv", &prices(), |t| {
+        t.target("price").drop(["kind"]).regression()
+    })
+    .unwrap();
+    assert_eq!(
+        (d.task(), d.num_classes(), d.dim()),
+        (Task::Regression, 0, 2)
+    );
+    let Target::Values { values, name } = &d.target else {
+        panic!("a regression target")
+    };
+    assert_eq!((name.as_str(), values[3]), ("price", 130.5));
+    assert!(d
+        .labels("a confusion matrix")
+        .unwrap_err()
+        .to_string()
+        .contains("needs classes"));
+
+    // A whole-number column is classes by default, values when asked.
+    let classes = load(&dir, "p.csv", &prices(), |t| {
+        t.target("rooms").drop(["kind"])
+    })
+    .unwrap();
+    assert_eq!(classes.classes(), ["0", "1", "2", "3"]);
+    let rooms = load(&dir, "p.csv", &prices(), |t| {
+        t.target("rooms").drop(["kind"]).regression()
+    })
+    .unwrap();
+    assert_eq!(rooms.task(), Task::Regression);
+
+    // With .normalize(), the target is standardised with the training rows' mean and std
+    // (numpy: y[train].mean(), y[train].std()), and the scale is recorded.
+    let scaled = load(&dir, "p.csv", &prices(), |t| {
+        t.target("price").drop(["kind"]).regression().normalize()
+    })
+    .unwrap();
+    let y: Vec<f64> = train.iter().map(|&r| 100.5 + 10.0 * r as f64).collect();
+    let mean = y.iter().sum::<f64>() / y.len() as f64;
+    let std = (y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / y.len() as f64).sqrt();
+    let scale = scaled.table.as_ref().unwrap().target_scale.unwrap();
+    assert!((scale.mean - mean).abs() < 1e-9 && (scale.std - std).abs() < 1e-9);
+    let Target::Values { values, .. } = &scaled.target else {
+        panic!("a regression target")
+    };
+    assert!((values[3] as f64 - (130.5 - mean) / std).abs() < 1e-6);
+    let summary = scaled.summary().unwrap().text();
+    assert!(
+        summary.contains("(regression)") && summary.contains("standardised"),
+        "{summary}"
+    );
+    assert!(summary.contains("regression target \"price\""), "{summary}");
+    assert_ne!(
+        scaled.fingerprint().hash,
+        d.fingerprint().hash,
+        "the choice is in the data"
+    );
+
+    // A text target cannot be regressed.
+    let text = load(&dir, "p.csv", &prices(), |t| t.target("kind").regression()).unwrap_err();
+    assert!(text.contains("must be numbers"), "{text}");
 }
