@@ -41,9 +41,14 @@ pub struct DataSource {
     /// value for a one-hot column) or most frequent value
     #[arg(long, value_name = "HOW", value_parser = ["mean", "mode"])]
     fill: Option<String>,
-    /// Standardise a table's features with the training split's mean and std
+    /// Standardise a table's features (and a regression target) with the training split's
+    /// mean and std
     #[arg(long)]
     normalize: bool,
+    /// Predict the target's number (regression: squared error; RMSE, MAE, R²) instead of
+    /// classes
+    #[arg(long)]
+    regression: bool,
 }
 
 impl DataSource {
@@ -53,8 +58,8 @@ impl DataSource {
             && !self.data.ends_with(".npz");
         if !table_file && self.has_table_choices() {
             anyhow::bail!(
-                "--target, --drop, --drop-missing-rows, --one-hot, --fill and --normalize are \
-                 choices about a table (.csv, .csv.gz, .parquet); {} is not one",
+                "--target, --drop, --drop-missing-rows, --one-hot, --fill, --normalize and \
+                 --regression are choices about a table (.csv, .csv.gz, .parquet); {} is not one",
                 self.data
             );
         }
@@ -78,6 +83,7 @@ impl DataSource {
             || !self.one_hot.is_empty()
             || self.fill.is_some()
             || self.normalize
+            || self.regression
     }
 
     /// The table at `path` (or the embedded penguins) with the choices given.
@@ -100,6 +106,9 @@ impl DataSource {
         };
         if self.normalize {
             table = table.normalize();
+        }
+        if self.regression {
+            table = table.regression();
         }
         table
     }

@@ -2,6 +2,7 @@
 //! a split and across splits, i.e. leakage), corrupt examples, and examples ranked by any
 //! per-example value with its histogram and the extremes shown.
 
+use super::table::Scale;
 use super::{f32_bytes, Dataset, Target};
 use crate::show::{escape, html_table, svg_histogram, svg_image_grid, Show};
 use crate::{show_in_jupyter, Result};
@@ -161,7 +162,10 @@ impl Dataset {
                 .collect(),
             imbalance_ratio,
             target: match &self.target {
-                Target::Values { values, name } => Some(TargetValues::of(name, values, train)),
+                Target::Values { values, name } => {
+                    let scale = self.table.as_ref().and_then(|t| t.target_scale);
+                    Some(TargetValues::of(name, values, train, scale))
+                }
                 Target::Classes { .. } => None,
             },
             min,
@@ -369,20 +373,25 @@ impl Show for ImageGrid {
 }
 
 impl TargetValues {
-    /// Statistics over the training rows `train`, outliers over every example.
-    fn of(name: &str, values: &[f32], train: &[usize]) -> TargetValues {
+    /// Statistics over the training rows `train`, outliers over every example; in the
+    /// target's own units when it was standardised with `scale`.
+    fn of(name: &str, values: &[f32], train: &[usize], scale: Option<Scale>) -> TargetValues {
+        let (offset, factor) = scale.map_or((0.0, 1.0), |s| (s.mean, s.std));
+        let values: Vec<f64> = (values.iter())
+            .map(|&v| v as f64 * factor + offset)
+            .collect();
         let n = train.len().max(1) as f64;
-        let mean = train.iter().map(|&i| values[i] as f64).sum::<f64>() / n;
+        let mean = train.iter().map(|&i| values[i]).sum::<f64>() / n;
         let variance = (train.iter())
-            .map(|&i| (values[i] as f64 - mean).powi(2))
+            .map(|&i| (values[i] - mean).powi(2))
             .sum::<f64>()
             / n;
         let std = variance.sqrt();
         let (min, max) = (train.iter()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
-            (lo.min(values[i] as f64), hi.max(values[i] as f64))
+            (lo.min(values[i]), hi.max(values[i]))
         });
         let mut outliers: Vec<(usize, f64)> = (values.iter().enumerate())
-            .map(|(i, &v)| (i, v as f64))
+            .map(|(i, &v)| (i, v))
             .filter(|(_, v)| std > 0.0 && (v - mean).abs() > 3.0 * std)
             .collect();
         outliers.sort_by(|a, b| {
@@ -396,7 +405,7 @@ impl TargetValues {
             max,
             mean,
             std,
-            values: values.iter().map(|&v| v as f64).collect(),
+            values,
             outliers,
         }
     }

@@ -90,6 +90,10 @@ pub struct Scale {
     pub std: f64,
 }
 
+/// More classes than this from a column of whole numbers reads like a quantity, and the
+/// summary says how to ask for regression (MNIST has 10, CIFAR-100 100 named ones).
+const MANY_CLASSES: usize = 20;
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -118,6 +122,15 @@ impl Fitted {
             self.features.len(),
             list(&self.features)
         )];
+        let whole_numbers = self.classes.iter().all(|c| c.parse::<i64>().is_ok());
+        if whole_numbers && self.classes.len() > MANY_CLASSES {
+            lines.push(format!(
+                "{} classes from a column of whole numbers: if {:?} is a quantity (a count, \
+                 grams, a price), ask for regression: .regression() (`--regression`)",
+                self.classes.len(),
+                self.target
+            ));
+        }
         if let Some(Scale { mean, std }) = self.target_scale {
             let (mean, std) = (
                 recipe_archive::export::format_number(mean),

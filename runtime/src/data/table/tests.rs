@@ -493,11 +493,30 @@ fn issue_27_a_number_target_is_a_regression_when_asked_and_classes_never_by_acci
         "{summary}"
     );
     assert!(summary.contains("regression target \"price\""), "{summary}");
+    let in_units = format!("mean {}", recipe_archive::export::format_number(mean));
+    assert!(
+        summary.contains(&in_units),
+        "the target's view in its own units: {summary}"
+    );
     assert_ne!(
         scaled.fingerprint().hash,
         d.fingerprint().hash,
         "the choice is in the data"
     );
+
+    // Many classes from whole numbers read like a quantity: the summary says how to ask.
+    let grams = Dataset::penguins()
+        .target("body_mass_g")
+        .one_hot(["species", "island", "sex"])
+        .drop_missing_rows()
+        .load()
+        .unwrap();
+    let summary = grams.summary().unwrap().text();
+    assert!(
+        summary.contains("93 classes from a column of whole numbers"),
+        "{summary}"
+    );
+    assert!(!classes.summary().unwrap().text().contains("whole numbers"));
 
     // A text target cannot be regressed.
     let text = load(&dir, "p.csv", &prices(), |t| t.target("kind").regression()).unwrap_err();
