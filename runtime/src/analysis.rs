@@ -4,7 +4,7 @@
 
 use crate::config::{Seeds, TrainConfig};
 use crate::data::inspect::ImageGrid;
-use crate::data::{Dataset, Target};
+use crate::data::{Dataset, Scale, Target};
 use crate::models::Model;
 use crate::params::Params;
 use crate::show::{escape, html_table, svg_lines, Show};
@@ -13,6 +13,7 @@ use crate::train::{batch_indices, RunOptions, Trained};
 use crate::{show_in_jupyter, Error, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::softmax_last_dim;
+use recipe_archive::export::format_number;
 use recipe_archive::{Archive, RunRecord, RunSpec, Status};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,9 +42,13 @@ pub enum Outcome {
         /// confusion[label][predicted].
         confusion: Vec<Vec<usize>>,
     },
+    /// Targets and predictions as the model sees them (standardised, when the target was).
     Values {
         targets: Vec<f32>,
         predicted: Vec<f32>,
+        /// The standardised target's mean and std: what the view shows in the target's own
+        /// units.
+        scale: Option<Scale>,
     },
 }
 
@@ -114,19 +119,28 @@ impl Predictions {
                 let losses: Vec<f64> = (targets.iter().zip(&predicted))
                     .map(|(y, p)| (*p as f64 - *y as f64).powi(2))
                     .collect();
-                let number = |v: f32| recipe_archive::export::format_number(v as f64);
+                let scale = data.target_scale();
+                let (offset, factor) = scale.map_or((0.0, 1.0), |s| (s.mean, s.std));
+                let own = |v: f32| format_number(v as f64 * factor + offset);
                 let captions = (0..targets.len())
                     .map(|k| {
+                        let error = (predicted[k] - targets[k]) as f64 * factor;
+                        let sign = if error > 0.0 { "+" } else { "" };
                         format!(
-                            "#{} {}→{} ({})",
+                            "#{} {}→{} ({sign}{})",
                             indices[k],
-                            number(targets[k]),
-                            number(predicted[k]),
-                            recipe_archive::export::format_number(losses[k])
+                            own(targets[k]),
+                            own(predicted[k]),
+                            format_number(error)
                         )
                     })
                     .collect();
-                (losses, Outcome::Values { targets, predicted }, captions)
+                let outcome = Outcome::Values {
+                    targets,
+                    predicted,
+                    scale,
+                };
+                (losses, outcome, captions)
             }
         };
         let mut order: Vec<usize> = (0..indices.len()).collect();
@@ -223,18 +237,27 @@ impl Predictions {
                 self.score(),
                 self.mean_loss()
             ),
-            Outcome::Values { targets, predicted } => {
+            Outcome::Values {
+                targets,
+                predicted,
+                scale,
+            } => {
                 let mae = (targets.iter().zip(predicted))
                     .map(|(y, p)| (*p as f64 - *y as f64).abs())
                     .sum::<f64>()
                     / n.max(1) as f64;
-                let number = recipe_archive::export::format_number;
-                format!(
-                    "R² {:.4}, RMSE {}, MAE {} over {n} examples",
-                    self.score(),
-                    number(self.mean_loss().sqrt()),
-                    number(mae)
-                )
+                let rmse = self.mean_loss().sqrt();
+                let errors = match scale {
+                    Some(Scale { std, .. }) => format!(
+                        "RMSE {}, MAE {} in the target's units ({}, {} standardised)",
+                        format_number(rmse * std),
+                        format_number(mae * std),
+                        format_number(rmse),
+                        format_number(mae)
+                    ),
+                    None => format!("RMSE {}, MAE {}", format_number(rmse), format_number(mae)),
+                };
+                format!("R² {:.4}, {errors}, over {n} examples", self.score())
             }
         }
     }
@@ -243,7 +266,7 @@ impl Predictions {
     fn top_legend(&self) -> &'static str {
         match self.outcome {
             Outcome::Classes { .. } => "label→predicted (loss)",
-            Outcome::Values { .. } => "target→predicted (squared error)",
+            Outcome::Values { .. } => "target→predicted (error)",
         }
     }
 }

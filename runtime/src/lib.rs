@@ -1,8 +1,9 @@
 //! recipe's runtime: what a notebook gets with `use recipe::prelude::*;`.
 //!
 //! The types a reader needs first:
-//! - [`Dataset`]: examples, labels, splits, loaders, fingerprint and the "become one with
-//!   the data" views (summary, duplicates, corrupt examples, ranking, image grids).
+//! - [`Dataset`]: examples, their [`Target`] (classes, or values to regress: the [`Task`],
+//!   which decides the loss and metrics), splits, loaders, fingerprint and the "become one
+//!   with the data" views (summary, duplicates, corrupt examples, ranking, image grids).
 //! - [`TrainConfig`] and [`Seeds`]: how to train, every default in one place, one seed per
 //!   source of randomness.
 //! - [`fit`] -> [`Trained`]: the trainer, archiving every run as it goes; [`track::track`]

@@ -859,6 +859,10 @@ mod training_tests {
         assert!((p.score() - r2).abs() < 1e-5, "{} vs {r2}", p.score());
         use crate::show::Show;
         assert!(p.text().starts_with("R² ") && p.html().contains("target→predicted"));
+        // Standardised for the model, shown in grams: a mean of about 4,200 g.
+        let rmse_grams = rmse * data.target_scale().unwrap().std;
+        let headline = format!("RMSE {}", recipe_archive::export::format_number(rmse_grams));
+        assert!(p.text().contains(&headline), "{headline}: {}", p.text());
         let archive = Archive::open(dir.path()).unwrap();
         let run = t.run.clone().unwrap();
         let again = crate::analysis::predictions_of_run(&archive, &run, &data, "test").unwrap();

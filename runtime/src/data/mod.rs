@@ -11,7 +11,7 @@ mod loaders;
 pub mod table;
 
 pub use inspect::{Corrupt, Duplicates, Ranked, Summary, TargetValues};
-pub use table::{ColumnStats, Columns, Fill, Fitted, TableChoices};
+pub use table::{ColumnStats, Columns, Fill, Fitted, Scale, TableChoices};
 
 use crate::rng::Rng;
 use crate::task::Task;
@@ -411,6 +411,13 @@ impl Dataset {
                 self.name
             ))),
         }
+    }
+
+    /// The mean and std a regression target was standardised with (a table loaded with
+    /// `.regression().normalize()`); multiply an RMSE or MAE by `std` for the target's own
+    /// units. `None` when the target is as it came.
+    pub fn target_scale(&self) -> Option<Scale> {
+        self.table.as_ref().and_then(|t| t.target_scale)
     }
 
     /// The class names; none for a regression target.
