@@ -139,10 +139,16 @@ impl RunDiff {
     }
 }
 
-/// Whether a larger value of this metric is better: accuracies, F1, AUC, scores, rewards.
-/// Everything else (losses, errors, perplexities) is better smaller.
+/// Whether a larger value of this metric is better: accuracies, F1, AUC, scores, rewards,
+/// R² (`r2` as a whole word: `test_r2`, not `layer2`). Everything else (losses, errors such
+/// as RMSE, perplexities) is better smaller.
 pub fn higher_is_better(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
+    if n.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word == "r2")
+    {
+        return true;
+    }
     [
         "acc",
         "f1",
@@ -437,5 +443,7 @@ mod tests {
     fn score_names() {
         assert!(higher_is_better("test_acc"));
         assert!(!higher_is_better("val_loss"));
+        assert!(higher_is_better("test_r2") && higher_is_better("summary.val_r2"));
+        assert!(!higher_is_better("layer2_loss") && !higher_is_better("test_rmse"));
     }
 }

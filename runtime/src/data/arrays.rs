@@ -113,6 +113,9 @@ pub fn npy(features_path: &Path, labels_path: &Path) -> Result<Dataset> {
 /// Names a .npz file's features array may have, and its labels array.
 pub const NPZ_FEATURES: [&str; 4] = ["x", "X", "features", "data"];
 pub const NPZ_LABELS: [&str; 5] = ["y", "Y", "labels", "label", "target"];
+/// Keras' layout (`keras.datasets.*.load_data()` saved as one .npz, as `mnist.npz` is): the
+/// file's own train and test split.
+pub const NPZ_KERAS: [&str; 4] = ["x_train", "y_train", "x_test", "y_test"];
 
 /// Features and labels from one .npz file (numpy.savez), through candle's reader: the arrays
 /// named like [`NPZ_FEATURES`] and [`NPZ_LABELS`], else an error listing the names there are.
@@ -130,6 +133,12 @@ pub fn npz(path: &Path) -> Result<Dataset> {
         ))
     })?;
     let mut arrays: BTreeMap<String, candle_core::Tensor> = arrays.into_iter().collect();
+    let spec = DataSpec::Npz {
+        path: path.to_path_buf(),
+    };
+    if NPZ_KERAS.iter().all(|n| arrays.contains_key(*n)) {
+        return keras(path, spec, &mut arrays);
+    }
     let names: Vec<String> = arrays.keys().cloned().collect();
     let pick = |wanted: &[&str], what: &str| -> Result<String> {
         let found: Vec<&String> = names
@@ -139,9 +148,10 @@ pub fn npz(path: &Path) -> Result<Dataset> {
         match found[..] {
             [name] => Ok(name.clone()),
             _ => Err(Error::Data(format!(
-                "{file}: which array holds the {what}? Exactly one must be named {}; the file \
-                 holds {}",
+                "{file}: which array holds the {what}? Exactly one must be named {} (or the file \
+                 holds Keras' four: {}); the file holds {}",
                 wanted.join(", "),
+                NPZ_KERAS.join(", "),
                 names.join(", ")
             ))),
         }
@@ -159,10 +169,53 @@ pub fn npz(path: &Path) -> Result<Dataset> {
     };
     let (x, x_source) = take(&x_name)?;
     let (y, y_source) = take(&y_name)?;
-    let spec = DataSpec::Npz {
-        path: path.to_path_buf(),
-    };
     from_arrays(&file_name(path), spec, (x, &x_source), (y, &y_source))
+}
+
+/// A .npz in Keras' layout: the training arrays then the test arrays as one set, split as
+/// the file splits them, the last 10% of its training rows as `val` (as for Fashion-MNIST).
+fn keras(
+    path: &Path,
+    spec: DataSpec,
+    arrays: &mut BTreeMap<String, candle_core::Tensor>,
+) -> Result<Dataset> {
+    let file = path.display();
+    let mut take = |name: &str| {
+        arrays
+            .remove(name)
+            .ok_or_else(|| Error::Data(format!("{file}: no array {name:?}")))
+    };
+    let (x_train, y_train, x_test, y_test) = (
+        take("x_train")?,
+        take("y_train")?,
+        take("x_test")?,
+        take("y_test")?,
+    );
+    let (n_train, n_test) = (x_train.dims()[0], x_test.dims()[0]);
+    let joined = |a: &candle_core::Tensor, b: &candle_core::Tensor, what: &str| {
+        candle_core::Tensor::cat(&[a, b], 0).map_err(|_| {
+            Error::Data(format!(
+                "{file}: {what}_train has shape {:?} and {what}_test {:?}: their examples must \
+                 have one shape",
+                a.dims(),
+                b.dims()
+            ))
+        })
+    };
+    let x = joined(&x_train, &x_test, "x")?;
+    let y = joined(&y_train, &y_test, "y")?;
+    let (x_source, y_source) = (
+        format!("{file} (x_train then x_test)"),
+        format!("{file} (y_train then y_test)"),
+    );
+    let mut d = from_arrays(&file_name(path), spec, (x, &x_source), (y, &y_source))?;
+    let n_val = n_train / 10;
+    d.splits = BTreeMap::from([
+        ("train".to_string(), (0..n_train - n_val).collect()),
+        ("val".to_string(), (n_train - n_val..n_train).collect()),
+        ("test".to_string(), (n_train..n_train + n_test).collect()),
+    ]);
+    Ok(d)
 }
 
 pub fn safetensors(path: &Path) -> Result<Dataset> {
@@ -357,6 +410,7 @@ mod tests {
                 && e.contains("the file holds a, b"),
             "{e}"
         );
+        assert!(e.contains("x_train, y_train, x_test, y_test"), "{e}");
         save("two.npz", &[("x", &x), ("X", &x), ("y", &y(vec![0, 1, 1]))]);
         assert!(message("two.npz").contains("the file holds X, x, y"));
         // The labels' checks are .npy's, naming the array.
@@ -393,6 +447,52 @@ mod tests {
             );
         }
         assert!(message("missing.npz").contains("missing.npz"));
+    }
+
+    #[test]
+    fn issue_27_npz_in_keras_layout_keeps_its_own_train_and_test_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("mnist.npz");
+        let images = |n: usize, start: u8| {
+            let pixels: Vec<u8> = (0..n * 4).map(|v| start.wrapping_add(v as u8)).collect();
+            Tensor::from_vec(pixels, (n, 2, 2), &Device::Cpu).unwrap()
+        };
+        let labels = |values: Vec<u8>| {
+            let n = values.len();
+            Tensor::from_vec(values, n, &Device::Cpu).unwrap()
+        };
+        let (x_train, x_test) = (images(20, 0), images(5, 100));
+        let y_train = labels((0..20).map(|i| i % 3).collect());
+        let y_test = labels(vec![2, 1, 0, 1, 2]);
+        let arrays = [
+            ("x_train", &x_train),
+            ("y_train", &y_train),
+            ("x_test", &x_test),
+            ("y_test", &y_test),
+        ];
+        Tensor::write_npz(&arrays, &at).unwrap();
+        let d = Dataset::from_npz(&at).unwrap();
+        assert_eq!((d.len(), d.shape.clone()), (25, vec![2, 2]));
+        assert_eq!(d.split("train").unwrap(), (0..18).collect::<Vec<_>>());
+        assert_eq!(d.split("val").unwrap(), [18, 19]);
+        assert_eq!(d.split("test").unwrap(), (20..25).collect::<Vec<_>>());
+        assert_eq!(d.example(20).unwrap(), [100.0, 101.0, 102.0, 103.0]);
+        assert_eq!(d.labels("test").unwrap()[20..], [2, 1, 0, 1, 2]);
+        assert_eq!(d.spec.load().unwrap().fingerprint(), d.fingerprint());
+        // Train and test examples of different shapes: an error naming both.
+        let odd = images(5, 0).reshape((5, 4)).unwrap();
+        let arrays = [
+            ("x_train", &x_train),
+            ("y_train", &y_train),
+            ("x_test", &odd),
+            ("y_test", &y_test),
+        ];
+        Tensor::write_npz(&arrays, &at).unwrap();
+        let e = Dataset::from_npz(&at).unwrap_err().to_string();
+        assert!(
+            e.contains("x_train has shape [20, 2, 2] and x_test [5, 4]"),
+            "{e}"
+        );
     }
 
     #[test]
