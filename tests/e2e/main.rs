@@ -7,6 +7,7 @@
 
 mod archive_cli;
 mod crash_and_concurrency;
+mod images;
 mod other_engines;
 mod tables;
 mod trainer;

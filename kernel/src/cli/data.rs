@@ -20,7 +20,7 @@ pub struct DataArgs {
 /// Which data, and for a table the choices about it (see `Dataset::table`).
 #[derive(Args, Debug)]
 pub struct DataSource {
-    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), `penguins` (an embedded table: name its target), a .csv/.csv.gz/.parquet table, or a .npz file (arrays x and y)
+    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), `penguins` (an embedded table: name its target), a .csv/.csv.gz/.parquet table, a .npz file (arrays x and y), or a folder of images with a subfolder per class
     #[arg(long, default_value = "digits")]
     data: String,
     /// A table's target column [default: the one named label, target, class or y]
@@ -49,11 +49,27 @@ pub struct DataSource {
     /// classes
     #[arg(long)]
     regression: bool,
+    /// Resize an image folder's images to HEIGHTxWIDTH, e.g. 32x32
+    #[arg(long, value_name = "HEIGHTxWIDTH")]
+    size: Option<String>,
+    /// Convert an image folder's images to one gray channel
+    #[arg(long)]
+    grayscale: bool,
 }
 
 impl DataSource {
     /// Load the dataset named.
     pub fn load(&self) -> Result<Dataset> {
+        let folder = std::path::Path::new(&self.data).is_dir();
+        if !folder && (self.size.is_some() || self.grayscale) {
+            anyhow::bail!(
+                "--size and --grayscale are choices about a folder of images; {} is not one",
+                self.data
+            );
+        }
+        if folder {
+            return self.image_folder();
+        }
         let table_file = !matches!(self.data.as_str(), "digits" | "fashion-mnist")
             && !self.data.ends_with(".npz");
         if !table_file && self.has_table_choices() {
@@ -74,6 +90,32 @@ impl DataSource {
                 .load()
                 .with_context(|| format!("loading {path}"))?,
         })
+    }
+
+    /// The folder of images at `--data`, with the choices given.
+    fn image_folder(&self) -> Result<Dataset> {
+        if self.has_table_choices() {
+            anyhow::bail!(
+                "--target, --drop, --drop-missing-rows, --one-hot, --fill, --normalize and \
+                 --regression are choices about a table; {} is a folder of images",
+                self.data
+            );
+        }
+        let mut folder = Dataset::image_folder(&self.data);
+        if let Some(size) = &self.size {
+            let parsed = size
+                .split_once('x')
+                .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)));
+            let (height, width) = parsed
+                .with_context(|| format!("--size takes HEIGHTxWIDTH, e.g. 32x32, not {size:?}"))?;
+            folder = folder.size(height, width);
+        }
+        if self.grayscale {
+            folder = folder.grayscale();
+        }
+        folder
+            .load()
+            .with_context(|| format!("loading {}", self.data))
     }
 
     fn has_table_choices(&self) -> bool {

@@ -29,8 +29,9 @@ pub struct Summary {
     pub std: f64,
     /// Features that are constant across every example (dead pixels).
     pub constant_features: usize,
-    /// For a table: what was made of it, one line each (the target, the features, the rows
-    /// left out, the values fitted on the training split; see [`super::Fitted::lines`]).
+    /// What was made of the source, one line each: for a table the target, the features,
+    /// the rows left out and the values fitted on the training split (see
+    /// [`super::Fitted::lines`]); for any set, the dataset's notes (files skipped).
     pub table: Vec<String>,
 }
 
@@ -173,7 +174,9 @@ impl Dataset {
             mean: sum / n,
             std: (sq / n - (sum / n).powi(2)).max(0.0).sqrt(),
             constant_features,
-            table: self.table.as_ref().map(|t| t.lines()).unwrap_or_default(),
+            table: (self.table.iter().flat_map(|t| t.lines()))
+                .chain(self.notes.iter().cloned())
+                .collect(),
         })
     }
 

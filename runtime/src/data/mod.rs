@@ -6,10 +6,12 @@
 //! very same data again to verify. Its target decides the [`Task`].
 
 mod arrays;
+pub mod images;
 pub mod inspect;
 mod loaders;
 pub mod table;
 
+pub use images::{ImageChoices, ImageFolder};
 pub use inspect::{Corrupt, Duplicates, Ranked, Summary, TargetValues};
 pub use table::{ColumnStats, Columns, Fill, Fitted, Scale, TableChoices};
 
@@ -63,6 +65,12 @@ pub enum DataSpec {
         #[serde(flatten)]
         table: TableChoices,
     },
+    /// A folder of PNG and JPEG images, a subfolder per class, and the user's choices.
+    ImageFolder {
+        path: PathBuf,
+        #[serde(flatten)]
+        choices: ImageChoices,
+    },
 }
 
 impl DataSpec {
@@ -79,6 +87,11 @@ impl DataSpec {
             DataSpec::Subset { of, train, test } => of.load()?.subset(*train, *test),
             DataSpec::ShuffledLabels { of, seed } => Ok(of.load()?.with_shuffled_labels(*seed)),
             DataSpec::Penguins { table } => loaders::penguins(table),
+            DataSpec::ImageFolder { path, choices } => ImageFolder {
+                root: path.clone(),
+                choices: choices.clone(),
+            }
+            .load(),
         }
     }
 }
@@ -229,6 +242,9 @@ pub struct Dataset {
     pub value_range: (f32, f32),
     /// For a table: its target, its features and every value fitted on the training split.
     pub table: Option<Fitted>,
+    /// What loading left out that a reader should know (files skipped, and why), one line
+    /// each; the summary shows them.
+    pub notes: Vec<String>,
 }
 
 impl Dataset {
@@ -300,6 +316,7 @@ impl Dataset {
             splits,
             value_range: (lo.min(0.0), hi.max(1.0)),
             table: None,
+            notes: Vec::new(),
         })
     }
 
@@ -338,6 +355,17 @@ impl Dataset {
         Table {
             source: TableSource::Penguins,
             choices: TableChoices::default(),
+        }
+    }
+
+    /// A folder of PNG and JPEG images with one subfolder per class (the class names), or
+    /// `train/` and `test/` folders that each hold those subfolders:
+    /// `Dataset::image_folder("pets").size(64, 64).load()?`. Unreadable files are skipped and
+    /// named in the summary; see [`images`] for the steps and the errors.
+    pub fn image_folder(path: impl AsRef<Path>) -> ImageFolder {
+        ImageFolder {
+            root: path.as_ref().to_path_buf(),
+            choices: ImageChoices::default(),
         }
     }
 
