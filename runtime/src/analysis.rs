@@ -120,8 +120,7 @@ impl Predictions {
                     .map(|(y, p)| (*p as f64 - *y as f64).powi(2))
                     .collect();
                 let scale = data.target_scale();
-                let (offset, factor) = scale.map_or((0.0, 1.0), |s| (s.mean, s.std));
-                let own = |v: f32| format_number(v as f64 * factor + offset);
+                let factor = scale.map_or(1.0, |s| s.std);
                 let captions = (0..targets.len())
                     .map(|k| {
                         let error = (predicted[k] - targets[k]) as f64 * factor;
@@ -129,8 +128,8 @@ impl Predictions {
                         format!(
                             "#{} {}→{} ({sign}{})",
                             indices[k],
-                            own(targets[k]),
-                            own(predicted[k]),
+                            data.value_text(targets[k]),
+                            data.value_text(predicted[k]),
                             format_number(error)
                         )
                     })
@@ -641,10 +640,12 @@ pub fn prediction_dynamics(
         let outputs = outputs(t.model.as_ref(), data, &fixed)?;
         for (k, &i) in fixed.iter().enumerate() {
             let value = match &data.target {
-                Target::Classes { labels, names } => outputs[k * names.len() + labels[i] as usize],
-                Target::Values { .. } => outputs[k],
+                Target::Classes { labels, names } => {
+                    outputs[k * names.len() + labels[i] as usize] as f64
+                }
+                Target::Values { .. } => data.in_units(outputs[k] as f64),
             };
-            series[k].1.push((upto as f64, value as f64));
+            series[k].1.push((upto as f64, value));
         }
         done = upto;
     }

@@ -353,7 +353,7 @@ impl RecipeCheck for OverfitOneBatch {
                 .map(|c| ctx.data.class_name(c).to_string())
                 .collect(),
             Task::Regression => (output.flatten_all()?.to_vec1::<f32>()?.into_iter())
-                .map(|v| recipe_archive::export::format_number(v as f64))
+                .map(|v| ctx.data.value_text(v))
                 .collect(),
         };
         let rows = indices

@@ -6,6 +6,13 @@
 use crate::{recipe, recipe_ok};
 use serde_json::Value;
 
+/// A command's table arguments followed by `more`.
+fn with<'a>(table: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = table.to_vec();
+    args.extend(more);
+    args
+}
+
 /// 60 rows: an id, a measurement with missing cells, a colour (one missing) and a species.
 fn iris_like() -> String {
     let mut text = String::from("id,sepal,colour,species\n");
@@ -31,11 +38,6 @@ fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("iris.csv"), iris_like()).unwrap();
     let table = ["--data", "iris.csv", "--target", "species", "--drop", "id"];
-    let with = |more: &[&'static str]| -> Vec<&str> {
-        let mut args = table.to_vec();
-        args.extend(more);
-        args
-    };
     // Every column before a target is chosen, then with the choices' roles and classes.
     let shown = recipe_ok(dir.path(), &["data", "--data", "iris.csv", "--columns"]);
     assert!(
@@ -44,7 +46,7 @@ fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
         "{shown}"
     );
     let mut args = vec!["data", "--columns"];
-    args.extend(with(&["--one-hot", "colour"]));
+    args.extend(with(&table, &["--one-hot", "colour"]));
     let shown = recipe_ok(dir.path(), &args);
     let sepal = shown.lines().find(|l| l.starts_with("sepal")).unwrap();
     let cells: Vec<&str> = sepal.split_whitespace().collect();
@@ -61,7 +63,7 @@ fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
 
     // Without a choice about the missing cells: exit 1 and the three ways out.
     let mut args = vec!["data"];
-    args.extend(with(&["--one-hot", "colour"]));
+    args.extend(with(&table, &["--one-hot", "colour"]));
     let out = recipe(dir.path(), &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -76,7 +78,7 @@ fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
     // With them: the summary says what was fitted on which rows.
     let choices = ["--one-hot", "colour", "--fill", "mean", "--normalize"];
     let mut args = vec!["data"];
-    args.extend(with(&choices));
+    args.extend(with(&table, &choices));
     let shown = recipe_ok(dir.path(), &args);
     for expected in [
         "iris.csv: 60 examples of shape [3]",
@@ -98,7 +100,7 @@ fn issue_27_recipe_data_and_train_fit_encodings_on_the_training_split() {
     // values fitted, and a diff names them.
     let train = |name: &'static str, more: &[&'static str]| {
         let mut args = vec!["train", "--quiet", "--archive", "runs", "--name", name];
-        args.extend(with(more));
+        args.extend(with(&table, more));
         args.extend(["--config", "{\"steps\": 20, \"eval_every\": 20}"]);
         recipe_ok(dir.path(), &args);
     };
@@ -225,14 +227,9 @@ fn issue_27_recipe_train_regression_scores_r2_and_verifies_bit_for_bit() {
         "--drop",
         "kind",
     ];
-    let with = |more: &[&'static str]| -> Vec<&str> {
-        let mut args = table.to_vec();
-        args.extend(more);
-        args
-    };
     // A fractional target without --regression: exit 1, saying how to ask for it.
     let mut args = vec!["data"];
-    args.extend(with(&[]));
+    args.extend(with(&table, &[]));
     let out = recipe(dir.path(), &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -240,7 +237,7 @@ fn issue_27_recipe_train_regression_scores_r2_and_verifies_bit_for_bit() {
 
     // The summary of the regression: the target's view, standardised and in its own units.
     let mut args = vec!["data"];
-    args.extend(with(&["--regression", "--normalize"]));
+    args.extend(with(&table, &["--regression", "--normalize"]));
     let shown = recipe_ok(dir.path(), &args);
     for expected in [
         "target column \"price\" (regression); 2 features: area, rooms",
@@ -252,7 +249,7 @@ fn issue_27_recipe_train_regression_scores_r2_and_verifies_bit_for_bit() {
 
     // Train: R² logged for val and test, the run verifies bit for bit.
     let mut args = vec!["train", "--quiet", "--archive", "runs", "--name", "price"];
-    args.extend(with(&["--regression", "--normalize"]));
+    args.extend(with(&table, &["--regression", "--normalize"]));
     let config = r#"{"steps": 300, "eval_every": 100, "lr": 0.003, "init_bias_from_priors": true}"#;
     args.extend(["--config", config]);
     let trained = recipe_ok(dir.path(), &args);

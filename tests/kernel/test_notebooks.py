@@ -46,7 +46,7 @@ def test_exec_overrides_parameters_and_writes_outputs(tmp_path, archive):
 
 def test_exec_takes_a_relative_runtime_path(tmp_path):
     runtime = Path(os.environ["RECIPE_RUNTIME"])
-    path = notebook(tmp_path, [("Dataset::digits()?.classes.len()", None)])
+    path = notebook(tmp_path, [("Dataset::digits()?.classes().len()", None)])
     env = {**os.environ, "RECIPE_RUNTIME": os.path.relpath(runtime, runtime.parent.parent)}
     done = recipe("exec", str(path), cwd=runtime.parent.parent, env=env)
     assert done.returncode == 0, done.stderr

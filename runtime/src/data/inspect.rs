@@ -101,7 +101,8 @@ pub struct Ranked {
     /// (example index, value), ascending.
     pub order: Vec<(usize, f64)>,
     images: Vec<(Vec<f32>, String)>,
-    image_shape: (usize, usize),
+    /// (height, width) of an image example; `None` for rows of a table, shown as text.
+    image_shape: Option<(usize, usize)>,
     range: (f32, f32),
 }
 
@@ -237,6 +238,35 @@ impl Dataset {
         }
     }
 
+    /// Rank a table's rows of a split by one of its features, named as the summary names it
+    /// (`flipper_length_mm`, or `island=Dream` for a one-hot category), in the values the
+    /// model sees (standardised, with `.normalize()`); the regression target ranks by its
+    /// name too, in its own units. An unknown name is an error listing the features.
+    pub fn rank_by_feature(&self, split: &str, feature: &str, k: usize) -> Result<Ranked> {
+        let table = self.table.as_ref().ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "{} is not a table: it has no named features; rank with rank_by(split, label, \
+                 k, |x, target| ...)",
+                self.name
+            ))
+        })?;
+        if matches!(&self.target, Target::Values { name, .. } if name == feature) {
+            return self.rank_by(split, feature, k, |_, target| self.in_units(target));
+        }
+        let column = table
+            .features
+            .iter()
+            .position(|f| f == feature)
+            .ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "{} has no feature {feature:?}; its features are {}",
+                    self.name,
+                    table.features.join(", ")
+                ))
+            })?;
+        self.rank_by(split, feature, k, |x, _| x[column] as f64)
+    }
+
     /// Rank a split's examples by `value(features, target)` (the target as a number: the
     /// class index, or the regression value): its histogram and the `k` lowest and highest
     /// examples are shown.
@@ -259,7 +289,7 @@ impl Dataset {
             .chain(order.iter().rev().take(k).rev())
             .copied()
             .collect();
-        let image_shape = self.image_shape();
+        let image_shape = (self.shape.len() == 3).then(|| self.image_shape());
         let images = ends
             .iter()
             .map(|&(i, v)| {
@@ -580,13 +610,14 @@ impl Show for Ranked {
                 &format!("{} over {} examples", self.label, values.len())
             ),
             escape(&self.label),
-            svg_image_grid(
-                &images,
-                self.image_shape.0,
-                self.image_shape.1,
-                self.range,
-                10
-            )
+            match self.image_shape {
+                Some((height, width)) => svg_image_grid(&images, height, width, self.range, 10),
+                None => {
+                    let rows: Vec<Vec<String>> =
+                        images.iter().map(|(_, c)| vec![c.clone()]).collect();
+                    html_table(&[format!("example, target, {}", self.label)], &rows)
+                }
+            }
         )
     }
 }
@@ -649,5 +680,42 @@ mod tests {
             .filter("train", |x, _| x.iter().sum::<f32>() < 10.0)
             .unwrap();
         assert!(light.len() < d.split("train").unwrap().len());
+        let e = d
+            .rank_by_feature("train", "ink", 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a table"), "{e}");
+    }
+
+    #[test]
+    fn issue_27_a_tables_rows_rank_by_a_named_feature_or_the_regression_target() {
+        let d = crate::train::testing::penguins_mass();
+        let r = d.rank_by_feature("train", "flipper_length_mm", 2).unwrap();
+        let column = d
+            .table
+            .as_ref()
+            .unwrap()
+            .features
+            .iter()
+            .position(|f| f == "flipper_length_mm")
+            .unwrap();
+        let (lowest, highest) = (r.order[0].0, r.order.last().unwrap().0);
+        assert_eq!(r.order[0].1, d.row(lowest)[column] as f64);
+        assert!(d.row(lowest)[column] < d.row(highest)[column]);
+        let by_mass = d.rank_by_feature("test", "body_mass_g", 2).unwrap();
+        assert!(by_mass.order.windows(2).all(|w| w[0].1 <= w[1].1));
+        let html = crate::show::Show::html(&by_mass);
+        assert!(
+            html.contains("<table>") && html.contains("<td>#"),
+            "rows, not pixels: {html}"
+        );
+        let e = d
+            .rank_by_feature("train", "wings", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no feature \"wings\"") && e.contains("bill_length_mm"),
+            "{e}"
+        );
     }
 }

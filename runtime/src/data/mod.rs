@@ -456,14 +456,24 @@ impl Dataset {
         }
     }
 
-    /// Example i's target in words: its class name, or its value.
+    /// Example i's target in words: its class name, or its value in the target's own units.
     pub fn target_text(&self, i: usize) -> String {
         match &self.target {
             Target::Classes { labels, .. } => self.class_name(labels[i]).to_string(),
-            Target::Values { values, .. } => {
-                recipe_archive::export::format_number(values[i] as f64)
-            }
+            Target::Values { values, .. } => self.value_text(values[i]),
         }
+    }
+
+    /// A regression value as the model sees it, in the target's own units (undoing the
+    /// standardisation of [`Dataset::target_scale`], if any), in words.
+    pub fn value_text(&self, value: f32) -> String {
+        recipe_archive::export::format_number(self.in_units(value as f64))
+    }
+
+    /// A regression value as the model sees it, in the target's own units.
+    pub fn in_units(&self, value: f64) -> f64 {
+        self.target_scale()
+            .map_or(value, |s| value * s.std + s.mean)
     }
 
     /// Features per example.
