@@ -17,6 +17,9 @@
 //!    ([`ImageFolder::grayscale`]), else three;
 //! 4. scale to [0, 1], lay out as (channels, height, width).
 //!
+//! [`Dataset::write_image_folder`] writes a dataset of images in this layout (8-bit gray or
+//! RGB PNGs), so a folder can be made from data at hand.
+//!
 //! Not here: augmentation (the trainer's), other formats, images larger than memory.
 
 use super::{seeded_splits, DataSpec, Dataset, Target, SPLITS};
@@ -61,6 +64,71 @@ impl ImageFolder {
     pub fn load(&self) -> Result<Dataset> {
         load(&self.root, &self.choices)
     }
+}
+
+impl Dataset {
+    /// Write this dataset's images as an image folder: `dir/train/CLASS/NNNNN.png` for the
+    /// train and val examples, `dir/test/CLASS/NNNNN.png` for the test ones (NNNNN the
+    /// example's index; a `/` in a class name, as in Fashion-MNIST's `T-shirt/top`, becomes
+    /// `_`), 8-bit PNGs scaled from the set's value range. Loading the folder
+    /// gives the same classes and, up to 8-bit rounding, the same pixels; its `val` is then
+    /// the last 10% of each training class. Returns the number of files written. An error
+    /// for anything but classes of (1 or 3, H, W) images, and for a folder that is not empty.
+    pub fn write_image_folder(&self, dir: impl AsRef<Path>) -> Result<usize> {
+        let dir = dir.as_ref();
+        let labels = self.labels("writing an image folder")?;
+        // Files left from another write would join this one's when the folder is loaded.
+        if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(Error::Invalid(format!(
+                "{}: the folder is not empty; write an image folder to a new or empty folder \
+                 (remove this one first if it is an old copy)",
+                dir.display()
+            )));
+        }
+        let [channels @ (1 | 3), height, width] = self.shape[..] else {
+            return Err(Error::Invalid(format!(
+                "{} has examples of shape {:?}; an image folder holds images of shape \
+                 (1 or 3, height, width)",
+                self.name, self.shape
+            )));
+        };
+        let (lo, hi) = self.value_range;
+        let byte = |v: f32| {
+            (((v - lo) / (hi - lo).max(f32::EPSILON)).clamp(0.0, 1.0) * 255.0).round() as u8
+        };
+        let mut written = 0;
+        for (split, indices) in &self.splits {
+            let folder = if split == "test" { "test" } else { "train" };
+            for &i in indices {
+                let class = dir
+                    .join(folder)
+                    .join(folder_name(self.class_name(labels[i])));
+                std::fs::create_dir_all(&class).map_err(|e| Error::Io(class.clone(), e))?;
+                let pixels = self.row(i);
+                let plane = height * width;
+                // (C, H, W) planes to interleaved (H, W, C) bytes.
+                let bytes: Vec<u8> = (0..plane)
+                    .flat_map(|p| (0..channels).map(move |c| c * plane + p))
+                    .map(|k| byte(pixels[k]))
+                    .collect();
+                let color = if channels == 1 {
+                    image::ExtendedColorType::L8
+                } else {
+                    image::ExtendedColorType::Rgb8
+                };
+                let path = class.join(format!("{i:05}.png"));
+                image::save_buffer(&path, &bytes, width as u32, height as u32, color)
+                    .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// A class name as a folder name: path separators become `_`.
+fn folder_name(class: &str) -> String {
+    class.replace(['/', '\\'], "_")
 }
 
 /// The files of one split: (class index, path), and the class names.
@@ -454,6 +522,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no readable") && e.contains("a.png"), "{e}");
+    }
+
+    #[test]
+    fn issue_22_a_written_image_folder_loads_back_the_same_classes_and_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let digits = Dataset::digits().unwrap().subset(60, 20).unwrap();
+        let written = digits.write_image_folder(dir.path()).unwrap();
+        let kept: usize = digits.splits.values().map(Vec::len).sum();
+        assert_eq!(written, kept);
+        let back = Dataset::image_folder(dir.path()).load().unwrap();
+        assert_eq!((back.len(), back.shape.clone()), (kept, vec![1, 8, 8]));
+        assert_eq!(back.split("test").unwrap().len(), 20);
+        // Example #i is the file NNNNN.png: same class, pixels within 8-bit rounding.
+        let first = digits.split("test").unwrap()[0];
+        let path = dir
+            .path()
+            .join(format!("test/{}/{first:05}.png", digits.target_text(first)));
+        let pixels = image::open(&path).unwrap().to_luma8();
+        for (a, b) in digits.row(first).iter().zip(pixels.pixels()) {
+            assert!((a - b.0[0] as f32 / 255.0).abs() <= 0.5 / 255.0 + 1e-6);
+        }
+        assert!(back.classes().iter().all(|c| digits.classes().contains(c)));
+        let e = digits
+            .write_image_folder(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not empty"), "{e}");
+        let table = crate::train::testing::penguins();
+        let e = table
+            .write_image_folder(dir.path().join("table"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an image folder holds images of shape"), "{e}");
     }
 
     #[test]
