@@ -77,7 +77,9 @@ impl<T: std::fmt::Debug + ?Sized> DebugResult for T {
     }
 }
 
-/// Give a [`Show`] type `Display` (its text) and `evcxr_display` (its HTML).
+/// Give a [`Show`] type `Display` (its text) and `evcxr_display` (its text and its HTML, so
+/// a console client or a notebook converted to markdown shows the text where a browser
+/// shows the HTML).
 #[macro_export]
 macro_rules! show_in_jupyter {
     ($($t:ty),* $(,)?) => {$(
@@ -89,6 +91,7 @@ macro_rules! show_in_jupyter {
         impl $t {
             /// Called by the kernel to show this value as the result of a cell.
             pub fn evcxr_display(&self) {
+                println!("EVCXR_BEGIN_CONTENT text/plain\n{}\nEVCXR_END_CONTENT", $crate::show::Show::text(self).trim_end());
                 println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", $crate::show::Show::html(self));
             }
         }

@@ -40,8 +40,10 @@ def test_runtime_is_preloaded_and_shared_across_cells(kernel):
     _, kc = kernel
     reply, outputs = run(kc, "Dataset::digits()?.summary()?")
     assert reply["status"] == "ok", reply
-    html = [m for m in outputs if m["msg_type"] == "execute_result"][0]["content"]["data"]
-    assert "1797 examples" in html["text/html"]
+    data = [m for m in outputs if m["msg_type"] == "execute_result"][0]["content"]["data"]
+    assert "1797 examples" in data["text/html"]
+    # The text beside the HTML, for console clients and notebooks converted to text.
+    assert data["text/plain"].startswith("digits: 1797 examples"), data.keys()
     # The session attached the runtime in a hidden first cell; a later cell sees the same
     # static only if every cell links one copy of the runtime.
     reply, outputs = run(kc, "recipe::notebook::attached()")
