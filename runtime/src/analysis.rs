@@ -68,10 +68,40 @@ pub fn outputs(model: &dyn Model, data: &Dataset, indices: &[usize]) -> Result<V
     Ok(out)
 }
 
+impl Outcome {
+    /// The caption of the `k`-th prediction (example `i`, with loss `loss`):
+    /// `#i label→predicted (loss)`, or `#i target→predicted (error)` in the target's units.
+    fn caption(&self, data: &Dataset, i: usize, k: usize, loss: f64) -> String {
+        match self {
+            Outcome::Classes {
+                labels, predicted, ..
+            } => format!(
+                "#{i} {}→{} ({loss:.2})",
+                data.class_name(labels[k]),
+                data.class_name(predicted[k])
+            ),
+            Outcome::Values {
+                targets,
+                predicted,
+                scale,
+            } => {
+                let error = (predicted[k] - targets[k]) as f64 * scale.map_or(1.0, |s| s.std);
+                let sign = if error > 0.0 { "+" } else { "" };
+                format!(
+                    "#{i} {}→{} ({sign}{})",
+                    data.value_text(targets[k]),
+                    data.value_text(predicted[k]),
+                    format_number(error)
+                )
+            }
+        }
+    }
+}
+
 impl Predictions {
     /// Predictions from a model's [`outputs`] on the examples `indices`.
     pub fn from_outputs(data: &Dataset, indices: &[usize], outputs: Vec<f32>) -> Predictions {
-        let (losses, outcome, captions): (Vec<f64>, Outcome, Vec<String>) = match &data.target {
+        let (losses, outcome): (Vec<f64>, Outcome) = match &data.target {
             Target::Classes { labels, names } => {
                 let c = names.len();
                 let labels: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
@@ -94,24 +124,13 @@ impl Predictions {
                         *cell += 1;
                     }
                 }
-                let captions = (0..labels.len())
-                    .map(|k| {
-                        format!(
-                            "#{} {}→{} ({:.2})",
-                            indices[k],
-                            data.class_name(labels[k]),
-                            data.class_name(predicted[k]),
-                            losses[k]
-                        )
-                    })
-                    .collect();
                 let outcome = Outcome::Classes {
                     classes: names.clone(),
                     labels,
                     predicted,
                     confusion,
                 };
-                (losses, outcome, captions)
+                (losses, outcome)
             }
             Target::Values { values, .. } => {
                 let targets: Vec<f32> = indices.iter().map(|&i| values[i]).collect();
@@ -119,27 +138,12 @@ impl Predictions {
                 let losses: Vec<f64> = (targets.iter().zip(&predicted))
                     .map(|(y, p)| (*p as f64 - *y as f64).powi(2))
                     .collect();
-                let scale = data.target_scale();
-                let factor = scale.map_or(1.0, |s| s.std);
-                let captions = (0..targets.len())
-                    .map(|k| {
-                        let error = (predicted[k] - targets[k]) as f64 * factor;
-                        let sign = if error > 0.0 { "+" } else { "" };
-                        format!(
-                            "#{} {}→{} ({sign}{})",
-                            indices[k],
-                            data.value_text(targets[k]),
-                            data.value_text(predicted[k]),
-                            format_number(error)
-                        )
-                    })
-                    .collect();
                 let outcome = Outcome::Values {
                     targets,
                     predicted,
-                    scale,
+                    scale: data.target_scale(),
                 };
-                (losses, outcome, captions)
+                (losses, outcome)
             }
         };
         let mut order: Vec<usize> = (0..indices.len()).collect();
@@ -147,7 +151,10 @@ impl Predictions {
         let top = order
             .iter()
             .take(20)
-            .map(|&k| (data.row(indices[k]).to_vec(), captions[k].clone()))
+            .map(|&k| {
+                let caption = outcome.caption(data, indices[k], k, losses[k]);
+                (data.row(indices[k]).to_vec(), caption)
+            })
             .collect();
         Predictions {
             indices: indices.to_vec(),
@@ -175,7 +182,7 @@ impl Predictions {
                     .map(|&y| (y as f64 - mean).powi(2))
                     .sum::<f64>()
                     / n;
-                1.0 - self.mean_loss() / variance
+                crate::task::r_squared(self.mean_loss(), variance)
             }
         }
     }

@@ -137,11 +137,7 @@ impl Tally {
             Task::Regression => {
                 let mean = self.y_sum / n;
                 let variance = self.y_sq_sum / n - mean * mean;
-                let r2 = if variance > 0.0 {
-                    1.0 - loss / variance
-                } else {
-                    f64::NAN
-                };
+                let r2 = r_squared(loss, variance);
                 vec![("rmse", loss.sqrt()), ("mae", self.abs_sum / n), ("r2", r2)]
             }
         };
@@ -150,6 +146,16 @@ impl Tally {
             metrics,
             score: self.task.score(),
         }
+    }
+}
+
+/// R² from the mean squared error and the targets' variance over the same examples:
+/// 1 - MSE / Var(y); NaN when the targets are constant (no variance to explain).
+pub fn r_squared(mse: f64, variance: f64) -> f64 {
+    if variance > 0.0 {
+        1.0 - mse / variance
+    } else {
+        f64::NAN
     }
 }
 

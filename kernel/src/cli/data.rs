@@ -60,7 +60,9 @@ pub struct DataSource {
 impl DataSource {
     /// Load the dataset named.
     pub fn load(&self) -> Result<Dataset> {
-        let folder = std::path::Path::new(&self.data).is_dir();
+        // The built-in names come first: a folder that shares one is reached as ./NAME.
+        let built_in = matches!(self.data.as_str(), "digits" | "fashion-mnist" | "penguins");
+        let folder = !built_in && std::path::Path::new(&self.data).is_dir();
         if !folder && (self.size.is_some() || self.grayscale) {
             anyhow::bail!(
                 "--size and --grayscale are choices about a folder of images; {} is not one",
