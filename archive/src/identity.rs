@@ -4,7 +4,7 @@
 //! | component | what it holds |
 //! |---|---|
 //! | `config` | the typed config as canonical JSON |
-//! | `seeds` | one seed per source of randomness (`init`, `data_order`, `dropout`, `augmentation`) |
+//! | `seeds` | one seed per source of randomness (`init`, `data_order`, `dropout`, `augmentation`, `sampling`) |
 //! | `data` | the dataset fingerprint: blake3 of content, labels and split indices (its name and where it was loaded from are kept, but only the fingerprint identifies it) |
 //! | `code` | git commit, dirty flag, blake3 of the uncommitted diff, cell source, runtime version |
 //! | `env` | rustc, crate versions, OS, CPU model and features, thread count, device |

@@ -22,9 +22,10 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Predictions {
     pub indices: Vec<usize>,
-    /// Each example's loss: cross-entropy, or squared error.
+    /// Each example's loss: cross-entropy, squared error, or a window's mean cross-entropy.
     pub losses: Vec<f64>,
-    /// What the model said, (N, outputs) row-major: class probabilities, or values.
+    /// What the model said, (N, outputs) row-major: class probabilities, or values; for
+    /// text (N, T, V), each position's next-token probabilities.
     pub outputs: Vec<f32>,
     pub outcome: Outcome,
     top: Vec<(Vec<f32>, String)>,
@@ -50,17 +51,23 @@ pub enum Outcome {
         /// units.
         scale: Option<Scale>,
     },
+    /// Next tokens and the most probable ones, (N, T) row-major.
+    Tokens {
+        targets: Vec<u32>,
+        predicted: Vec<u32>,
+        context: usize,
+    },
 }
 
 /// A model's outputs on examples, in chunks, (N, outputs) row-major: class probabilities
-/// (softmax of the logits), or predicted values.
+/// (softmax of the logits), or predicted values; for text (N, T, V) next-token probabilities.
 pub fn outputs(model: &dyn Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(indices.len() * data.task().outputs());
     for chunk in indices.chunks(512) {
         let (x, _) = data.batch(chunk, &Device::Cpu)?;
         let output = model.forward(&x, false)?;
         let output = match data.task() {
-            Task::Classification { .. } => softmax_last_dim(&output)?,
+            Task::Classification { .. } | Task::NextToken { .. } => softmax_last_dim(&output)?,
             Task::Regression => output,
         };
         out.extend(output.flatten_all()?.to_vec1::<f32>()?);
@@ -92,6 +99,23 @@ impl Outcome {
                     data.value_text(targets[k]),
                     data.value_text(predicted[k]),
                     format_number(error)
+                )
+            }
+            Outcome::Tokens {
+                targets,
+                predicted,
+                context,
+            } => {
+                let window = |ids: &[u32]| -> String {
+                    (data.decode(&ids[..ids.len().min(24)]).chars())
+                        .map(|c| if c == '\n' { '⏎' } else { c })
+                        .collect()
+                };
+                let span = k * context..(k + 1) * context;
+                format!(
+                    "#{i} {:?}→{:?} ({loss:.2})",
+                    window(&targets[span.clone()]),
+                    window(&predicted[span])
                 )
             }
         }
@@ -145,6 +169,39 @@ impl Predictions {
                 };
                 (losses, outcome)
             }
+            Target::Tokens {
+                next,
+                context,
+                vocab,
+            } => {
+                let (t, v) = (*context, vocab.len().max(1));
+                let mut targets = Vec::with_capacity(indices.len() * t);
+                let mut predicted = Vec::with_capacity(indices.len() * t);
+                let mut losses = Vec::with_capacity(indices.len());
+                for (k, &i) in indices.iter().enumerate() {
+                    let mut sum = 0.0;
+                    for p in 0..t {
+                        let row = &outputs[(k * t + p) * v..(k * t + p + 1) * v];
+                        let target = next[i * t + p];
+                        predicted.push(
+                            (row.iter().enumerate())
+                                .max_by(|a, b| a.1.total_cmp(b.1))
+                                .map_or(0, |(c, _)| c) as u32,
+                        );
+                        targets.push(target);
+                        sum -= (row.get(target as usize).copied().unwrap_or(0.0) as f64)
+                            .max(1e-12)
+                            .ln();
+                    }
+                    losses.push(sum / t.max(1) as f64);
+                }
+                let outcome = Outcome::Tokens {
+                    targets,
+                    predicted,
+                    context: t,
+                };
+                (losses, outcome)
+            }
         };
         let mut order: Vec<usize> = (0..indices.len()).collect();
         order.sort_by(|&a, &b| losses[b].total_cmp(&losses[a]).then(a.cmp(&b)));
@@ -166,9 +223,20 @@ impl Predictions {
         }
     }
 
-    /// The task's score: accuracy for classes, R² for regression.
+    /// The task's score: accuracy for classes (for text, of the next token at every
+    /// position), R² for regression.
     pub fn score(&self) -> f64 {
         match &self.outcome {
+            Outcome::Tokens {
+                targets, predicted, ..
+            } => {
+                let right = targets
+                    .iter()
+                    .zip(predicted)
+                    .filter(|(l, p)| l == p)
+                    .count();
+                right as f64 / targets.len().max(1) as f64
+            }
             Outcome::Classes {
                 labels, predicted, ..
             } => {
@@ -265,6 +333,14 @@ impl Predictions {
                 };
                 format!("R² {:.4}, {errors}, over {n} examples", self.score())
             }
+            Outcome::Tokens { targets, .. } => format!(
+                "next-token accuracy {:.4}, mean loss {:.4} ({:.3} bits per token) over {n} \
+                 windows, {} tokens",
+                self.score(),
+                self.mean_loss(),
+                self.mean_loss() / std::f64::consts::LN_2,
+                targets.len()
+            ),
         }
     }
 
@@ -273,6 +349,7 @@ impl Predictions {
         match self.outcome {
             Outcome::Classes { .. } => "label→predicted (loss)",
             Outcome::Values { .. } => "target→predicted (error)",
+            Outcome::Tokens { .. } => "next tokens→most probable (mean loss)",
         }
     }
 }
@@ -431,6 +508,7 @@ impl Show for EnsembleResult {
         let score = match self.predictions.outcome {
             Outcome::Classes { .. } => "accuracy",
             Outcome::Values { .. } => "R²",
+            Outcome::Tokens { .. } => "next-token accuracy",
         };
         let mut out = format!(
             "ensemble of {}: {score} {:.4}, loss {:.4}\n",
@@ -651,6 +729,18 @@ pub fn prediction_dynamics(
                     outputs[k * names.len() + labels[i] as usize] as f64
                 }
                 Target::Values { .. } => data.in_units(outputs[k] as f64),
+                Target::Tokens {
+                    next,
+                    context,
+                    vocab,
+                } => {
+                    let v = vocab.len();
+                    (0..*context)
+                        .map(|p| outputs[(k * context + p) * v + next[i * context + p] as usize])
+                        .map(f64::from)
+                        .sum::<f64>()
+                        / *context as f64
+                }
             };
             series[k].1.push((upto as f64, value));
         }
@@ -659,6 +749,7 @@ pub fn prediction_dynamics(
     let axis = match data.task() {
         Task::Classification { .. } => "probability of the true class",
         Task::Regression => "predicted value (target in brackets)",
+        Task::NextToken { .. } => "mean probability of the true next tokens",
     };
     Ok(Dynamics {
         series,

@@ -132,13 +132,14 @@ pub fn registry() -> Vec<Box<dyn RecipeCheck>> {
 /// variance when the final bias is set to their mean.
 pub fn expected_init_loss(data: &Dataset, init_well: bool) -> Result<f64> {
     match (data.task(), init_well) {
-        (Task::Classification { .. }, true) => Ok(-data
+        (Task::Classification { .. } | Task::NextToken { .. }, true) => Ok(-data
             .class_priors("train")?
             .iter()
             .filter(|&&p| p > 0.0)
             .map(|p| p * p.ln())
             .sum::<f64>()),
         (Task::Classification { classes }, false) => Ok((classes as f64).ln()),
+        (Task::NextToken { vocab }, false) => Ok((vocab as f64).ln()),
         (Task::Regression, _) => {
             let values = data.values("the loss at init")?;
             let train = data.split("train")?;
@@ -163,6 +164,8 @@ fn expected_in_words(task: Task, init_well: bool) -> &'static str {
         (Task::Classification { .. }, false) => "-ln(1/C)",
         (Task::Regression, true) => "the targets' variance",
         (Task::Regression, false) => "the targets' mean square",
+        (Task::NextToken { .. }, true) => "the unigram entropy",
+        (Task::NextToken { .. }, false) => "ln(V)",
     }
 }
 
@@ -355,6 +358,9 @@ impl RecipeCheck for OverfitOneBatch {
             Task::Regression => (output.flatten_all()?.to_vec1::<f32>()?.into_iter())
                 .map(|v| ctx.data.value_text(v))
                 .collect(),
+            Task::NextToken { .. } => (output.argmax(2)?.to_vec2::<u32>()?.iter())
+                .map(|ids| ctx.data.decode(ids))
+                .collect(),
         };
         let rows = indices
             .iter()
@@ -395,9 +401,20 @@ impl RecipeCheck for CapacityHelps {
     fn run(&self, ctx: &CheckContext) -> Result<Finding> {
         let mut losses = Vec::new();
         let mut rows = Vec::new();
+        // Text needs a sequence model: one-layer GPTs of these widths, one head each.
+        let text = matches!(ctx.data.task(), Task::NextToken { .. });
         for &w in &self.widths {
+            let model = if text {
+                ModelSpec::Gpt {
+                    width: w,
+                    heads: 1,
+                    layers: 1,
+                }
+            } else {
+                ModelSpec::Mlp { hidden: vec![w] }
+            };
             let config = TrainConfig {
-                model: ModelSpec::Mlp { hidden: vec![w] },
+                model,
                 steps: self.steps,
                 eval_every: self.steps,
                 lr: 3e-3,
@@ -419,7 +436,12 @@ impl RecipeCheck for CapacityHelps {
             falls,
             json!(losses),
             json!("strictly decreasing"),
-            format!("MLP widths {:?}, {} steps", self.widths, self.steps),
+            format!(
+                "{} widths {:?}, {} steps",
+                if text { "one-layer GPT" } else { "MLP" },
+                self.widths,
+                self.steps
+            ),
         );
         f.table = Some((vec!["width".into(), "train loss".into()], rows));
         Ok(f)
@@ -449,7 +471,11 @@ impl RecipeCheck for BackpropDependency {
             .take(self.batch)
             .collect();
         let (x, _) = ctx.data.batch(&indices, &Device::Cpu)?;
-        let touched = batch_dependency(|x| model.forward(x, false), &x, self.example)?;
+        // Token ids carry no gradient: a sequence model is differentiated at its embeddings.
+        let touched = match model.embed(&x)? {
+            Some(e) => batch_dependency(|e| model.forward_embedded(e, false), &e, self.example)?,
+            None => batch_dependency(|x| model.forward(x, false), &x, self.example)?,
+        };
         let leaks: Vec<usize> = touched
             .iter()
             .copied()

@@ -10,6 +10,7 @@
 
 use crate::models::ModelSpec;
 use crate::optim::Schedule;
+use crate::task::Task;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -201,6 +202,23 @@ impl TrainConfig {
                 *channels >= 1,
                 "model.channels must be at least 1, not 0".into(),
             )],
+            ModelSpec::Gpt {
+                width,
+                heads,
+                layers,
+            } => vec![
+                (
+                    *heads >= 1 && *width >= 1 && width % heads == 0,
+                    format!(
+                        "model.width ({width}) must be a multiple of model.heads ({heads}), \
+                         both at least 1"
+                    ),
+                ),
+                (
+                    *layers >= 1,
+                    "model.layers must be at least 1, not 0".into(),
+                ),
+            ],
             // A net of the notebook's own checks its choices when it is built.
             ModelSpec::Custom(_) => vec![],
         });
@@ -243,6 +261,23 @@ impl TrainConfig {
         data: &crate::Dataset,
         seeds: &Seeds,
     ) -> crate::Result<(Box<dyn crate::Model>, std::sync::Arc<crate::params::Params>)> {
+        let task = data.task();
+        let zoo = !matches!(self.model, ModelSpec::Custom(_));
+        if zoo && self.model.is_sequence_model() != matches!(task, Task::NextToken { .. }) {
+            let wants = if self.model.is_sequence_model() {
+                "windows of text"
+            } else {
+                "one output per example"
+            };
+            return Err(crate::Error::Invalid(format!(
+                "{} is for {wants}, but {} asks for {}: use ModelSpec::Gpt (or a sequence \
+                 model of your own) for text, and the MLP, ConvNet or ResNet for classes and \
+                 regression",
+                self.model.label(),
+                data.name,
+                task.describe()
+            )));
+        }
         let params = crate::params::Params::new(seeds.init);
         let model = self.model.build(
             &data.shape,
@@ -314,6 +349,8 @@ pub struct Seeds {
     pub dropout: u64,
     /// Augmentation draws.
     pub augmentation: u64,
+    /// The tokens a text model's samples draw (the samples archived with its run).
+    pub sampling: u64,
 }
 
 impl Seeds {
@@ -324,6 +361,7 @@ impl Seeds {
             data_order: seed,
             dropout: seed,
             augmentation: seed,
+            sampling: seed,
         }
     }
 
@@ -334,6 +372,7 @@ impl Seeds {
             ("data_order".to_string(), self.data_order),
             ("dropout".to_string(), self.dropout),
             ("init".to_string(), self.init),
+            ("sampling".to_string(), self.sampling),
         ])
     }
 
@@ -345,6 +384,7 @@ impl Seeds {
             data_order: get("data_order"),
             dropout: get("dropout"),
             augmentation: get("augmentation"),
+            sampling: get("sampling"),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! recipe's runtime: what a notebook gets with `use recipe::prelude::*;`.
 //!
 //! The types a reader needs first:
-//! - [`Dataset`]: examples, their [`Target`] (classes, or values to regress: the [`Task`],
-//!   which decides the loss and metrics), splits, loaders, fingerprint and the "become one
+//! - [`Dataset`]: examples, their [`Target`] (classes, values to regress, or the next tokens
+//!   of text windows: the [`Task`], which decides the loss and metrics), splits, loaders, fingerprint and the "become one
 //!   with the data" views (summary, duplicates, corrupt examples, ranking, image grids).
 //! - [`TrainConfig`] and [`Seeds`]: how to train, every default in one place, one seed per
 //!   source of randomness.
@@ -31,6 +31,7 @@ pub mod process;
 mod progress;
 pub mod reports;
 pub mod rng;
+pub mod sample;
 pub mod show;
 pub mod task;
 pub mod track;
@@ -61,6 +62,7 @@ pub mod prelude {
     pub use crate::optim::Schedule;
     pub use crate::params::Params;
     pub use crate::reports::{curves, diff, results, run_report, Runs};
+    pub use crate::sample::{sample, Sample, Samples};
     pub use crate::show::{display, DebugResult, Html, Show};
     pub use crate::task::Task;
     pub use crate::track::{track, track_loop, Tracker};

@@ -53,6 +53,14 @@ pub enum ModelSpec {
     ConvNet { channels: [usize; 2], hidden: usize },
     /// A 3x3 stem, `blocks` residual blocks of two 3x3 convs, global average pool.
     ResNet { channels: usize, blocks: usize },
+    /// A GPT-style character model ([`crate::gpt`]): `layers` pre-norm blocks of causal
+    /// self-attention over `heads` heads and an MLP, residual stream `width` wide; its
+    /// vocabulary and context are the text's.
+    Gpt {
+        width: usize,
+        heads: usize,
+        layers: usize,
+    },
     /// A net defined in a notebook cell: its name and hyperparameters are archived, its
     /// builder is this session's code ([`ModelSpec::custom`]).
     Custom(CustomModel),
@@ -81,6 +89,12 @@ impl ModelSpec {
         F: Fn(VarBuilder<'static>, &ModelIo) -> std::result::Result<M, E> + Send + Sync + 'static,
     {
         Ok(ModelSpec::Custom(CustomModel::new(name, hyper, build)?))
+    }
+
+    /// Whether the model maps a window of tokens to scores at every position (the zoo's
+    /// GPT); a net of a cell's own says so by its task when it is trained.
+    pub fn is_sequence_model(&self) -> bool {
+        matches!(self, ModelSpec::Gpt { .. })
     }
 
     /// Build the model for examples of `shape` and `classes` classes, its parameters drawn
@@ -115,6 +129,26 @@ impl ModelSpec {
                 drop,
                 vb,
             )?),
+            ModelSpec::Gpt {
+                width,
+                heads,
+                layers,
+            } => {
+                let [context] = shape else {
+                    return Err(Error::Invalid(format!(
+                        "a GPT reads windows of tokens (a text set), not examples of shape \
+                         {shape:?}"
+                    )));
+                };
+                let shape = crate::gpt::GptShape {
+                    vocab: classes,
+                    context: *context,
+                    width: *width,
+                    heads: *heads,
+                    layers: *layers,
+                };
+                Box::new(crate::gpt::Gpt::new(shape, drop, vb)?)
+            }
             ModelSpec::Custom(custom) => custom.build(
                 vb,
                 &ModelIo {
@@ -133,6 +167,7 @@ impl ModelSpec {
             ModelSpec::Mlp { hidden } => format!("mlp{hidden:?}"),
             ModelSpec::ConvNet { channels, hidden } => format!("convnet{channels:?}-{hidden}"),
             ModelSpec::ResNet { channels, blocks } => format!("resnet{channels}x{blocks}"),
+            ModelSpec::Gpt { width, layers, .. } => format!("gpt{layers}x{width}"),
             ModelSpec::Custom(custom) => custom.name.clone(),
         }
     }

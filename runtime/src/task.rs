@@ -5,11 +5,14 @@
 //! |---|---|---|---|---|---|
 //! | classification | (B, C) logits | cross-entropy | `acc` | ln C | final bias = log priors: their entropy |
 //! | regression | (B, 1) | mean squared error | `rmse`, `mae`, `r2` | E[y²] | final bias = mean of y: Var(y) |
+//! | next token | (B, T, V) scores | cross-entropy per position | `bpt`, `acc` | ln V | final bias = log unigram: its entropy |
 //!
 //! Every task has one *score*, higher is better (`acc`, `r2`): the input-independent check
 //! and the tuner compare runs by it. Metrics are logged as `{split}_{metric}`, so a
-//! classification run has `test_acc` and a regression run `test_rmse`, `test_mae`,
-//! `test_r2`. Not here: next-token prediction (a sequence task, not built yet).
+//! classification run has `test_acc`, a regression run `test_rmse`, `test_mae`, `test_r2`,
+//! and a text model `test_bpt` (bits per token: the loss over ln 2) and `test_acc` (the
+//! next token ranked first). A text model's loss is the mean over every position of every
+//! window.
 
 use candle_core::{DType, Tensor};
 use serde::Serialize;
@@ -22,6 +25,8 @@ pub enum Task {
     Classification { classes: usize },
     /// One real number per example.
     Regression,
+    /// At each position of a window of tokens, the next one of `vocab` tokens.
+    NextToken { vocab: usize },
 }
 
 impl Task {
@@ -30,6 +35,7 @@ impl Task {
         match self {
             Task::Classification { classes } => classes,
             Task::Regression => 1,
+            Task::NextToken { vocab } => vocab,
         }
     }
 
@@ -38,23 +44,32 @@ impl Task {
         match self {
             Task::Classification { classes } => format!("classification into {classes} classes"),
             Task::Regression => "regression".into(),
+            Task::NextToken { vocab } => format!("next-token prediction over {vocab} tokens"),
         }
     }
 
     /// The metric every run of this task is compared by (higher is better).
     pub fn score(self) -> &'static str {
         match self {
-            Task::Classification { .. } => "acc",
+            Task::Classification { .. } | Task::NextToken { .. } => "acc",
             Task::Regression => "r2",
         }
     }
 
-    /// Mean loss over a batch: cross-entropy of logits (B, C) against labels (B,) u32, or
-    /// the squared error of outputs (B, 1) against targets (B,) f32.
+    /// Mean loss over a batch: cross-entropy of logits (B, C) against labels (B,) u32; the
+    /// squared error of outputs (B, 1) against targets (B,) f32; cross-entropy of scores
+    /// (B, T, V) against next tokens (B, T) u32, over all B * T positions.
     pub fn loss(self, output: &Tensor, target: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Task::Classification { .. } => candle_nn::loss::cross_entropy(output, target),
             Task::Regression => candle_nn::loss::mse(&output.flatten_all()?, target),
+            Task::NextToken { .. } => {
+                let (b, t, v) = output.dims3()?;
+                candle_nn::loss::cross_entropy(
+                    &output.reshape((b * t, v))?,
+                    &target.reshape(b * t)?,
+                )
+            }
         }
     }
 
@@ -67,6 +82,12 @@ impl Task {
                 picked.neg()?.flatten_all()?.to_vec1::<f32>()
             }
             Task::Regression => (output.flatten_all()? - target)?.sqr()?.to_vec1::<f32>(),
+            Task::NextToken { .. } => {
+                // Each window's mean over its positions.
+                let logp = candle_nn::ops::log_softmax(output, 2)?; // (B, T, V)
+                let picked = logp.gather(&target.unsqueeze(2)?, 2)?; // (B, T, 1)
+                picked.neg()?.squeeze(2)?.mean(1)?.to_vec1::<f32>()
+            }
         }
     }
 }
@@ -77,8 +98,10 @@ pub struct Tally {
     task: Task,
     n: usize,
     loss_sum: f64,
-    /// Classification: examples whose highest score is their label.
+    /// Classification: examples whose highest score is their label; next token: positions.
     correct: usize,
+    /// Next token: positions scored.
+    positions: usize,
     /// Regression: sums of |error|, y and y² (R² needs the targets' variance).
     abs_sum: f64,
     y_sum: f64,
@@ -92,6 +115,7 @@ impl Tally {
             n: 0,
             loss_sum: 0.0,
             correct: 0,
+            positions: 0,
             abs_sum: 0.0,
             y_sum: 0.0,
             y_sq_sum: 0.0,
@@ -100,7 +124,7 @@ impl Tally {
 
     /// Add a chunk: the model's outputs and the targets as the dataset batches them.
     pub fn add(&mut self, output: &Tensor, target: &Tensor) -> crate::Result<()> {
-        let b = target.dims1()?;
+        let b = target.dim(0)?;
         let loss = self.task.loss(output, target)?;
         self.loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * b as f64;
         self.n += b;
@@ -113,6 +137,12 @@ impl Tally {
                     .zip(&labels)
                     .filter(|(p, l)| p == l)
                     .count();
+            }
+            Task::NextToken { .. } => {
+                let predicted = output.argmax(2)?.flatten_all()?.to_vec1::<u32>()?;
+                let next = target.flatten_all()?.to_vec1::<u32>()?;
+                self.positions += next.len();
+                self.correct += predicted.iter().zip(&next).filter(|(p, l)| p == l).count();
             }
             Task::Regression => {
                 let predicted = output.flatten_all()?.to_vec1::<f32>()?;
@@ -127,8 +157,9 @@ impl Tally {
         Ok(())
     }
 
-    /// The mean loss, then each metric: `[("acc", ..)]` or `[("rmse", ..), ("mae", ..),
-    /// ("r2", ..)]`. R² is 1 - MSE / Var(y) over the split (NaN when the targets are constant).
+    /// The mean loss, then each metric: `[("acc", ..)]`, `[("rmse", ..), ("mae", ..),
+    /// ("r2", ..)]` or `[("bpt", ..), ("acc", ..)]`. R² is 1 - MSE / Var(y) over the split
+    /// (NaN when the targets are constant).
     pub fn finish(&self) -> Scores {
         let n = self.n.max(1) as f64;
         let loss = self.loss_sum / n;
@@ -140,6 +171,10 @@ impl Tally {
                 let r2 = r_squared(loss, variance);
                 vec![("rmse", loss.sqrt()), ("mae", self.abs_sum / n), ("r2", r2)]
             }
+            Task::NextToken { .. } => vec![
+                ("bpt", loss / std::f64::consts::LN_2),
+                ("acc", self.correct as f64 / self.positions.max(1) as f64),
+            ],
         };
         Scores {
             loss,
@@ -174,7 +209,7 @@ impl Scores {
         self.metric(self.score).unwrap_or(f64::NAN)
     }
 
-    /// One metric by name (`acc`, `rmse`, `mae`, `r2`).
+    /// One metric by name (`acc`, `rmse`, `mae`, `r2`, `bpt`).
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.metrics.iter().find(|(n, _)| *n == name).map(|m| m.1)
     }
@@ -215,6 +250,31 @@ mod tests {
         assert!((s.score() - (1.0 - 0.5625 / 3.5)).abs() < 1e-6);
         let losses = Task::Regression.losses(&p, &y).unwrap();
         assert_eq!(losses, vec![0.25, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn issue_22_next_token_loss_is_the_mean_over_positions_and_bits_are_nats_over_ln2() {
+        // Two windows of two positions, vocabulary 2. Uniform scores at three positions
+        // (ln 2 each) and a confident right answer at the fourth (ln(1 + e^-4)).
+        let scores = Tensor::new(
+            &[[[0f32, 0.], [0., 0.]], [[0., 0.], [4., 0.]]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let next = Tensor::new(&[[1u32, 0], [1, 0]], &Device::Cpu).unwrap();
+        let task = Task::NextToken { vocab: 2 };
+        let ln2 = std::f32::consts::LN_2;
+        let sure = (1.0 + (-4f32).exp()).ln();
+        let losses = task.losses(&scores, &next).unwrap();
+        assert!((losses[0] - ln2).abs() < 1e-6);
+        assert!((losses[1] - (ln2 + sure) / 2.0).abs() < 1e-6);
+        let mut t = Tally::new(task);
+        t.add(&scores, &next).unwrap();
+        let s = t.finish();
+        assert!((s.loss - ((3.0 * ln2 + sure) / 4.0) as f64).abs() < 1e-6);
+        assert!((s.metric("bpt").unwrap() - s.loss / std::f64::consts::LN_2).abs() < 1e-12);
+        // Ties go to the first token: positions (0,0) and (1,0) miss, (0,1) and (1,1) hit.
+        assert_eq!(s.score(), 0.5);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::models::Model;
 use crate::optim::{gradients, AdamW};
 use crate::params::Params;
 use crate::progress::Progress;
+use crate::sample::{Sample, Samples, TRAINING_SAMPLE_TOKENS};
 use crate::task::{Scores, Tally, Task};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -151,6 +152,8 @@ pub struct Trained {
     pub checks: Vec<Check>,
     /// The last checkpoint blob (params + optimizer state), when checkpointing.
     pub checkpoint: Option<String>,
+    /// A text model's samples, one per evaluation (archived as the artifact `samples`).
+    pub samples: Samples,
 }
 
 impl Trained {
@@ -303,11 +306,11 @@ impl DivergenceWatch {
 
 /// Initialise a model's final bias well ("init well"): for classes, the log class priors of
 /// the training split (minus their mean), so the loss at init is the entropy of the priors
-/// instead of ln(C); for regression, the training split's mean target, so the loss at init is
+/// instead of ln(C) (for text, the log unigram frequencies of the next tokens); for regression, the training split's mean target, so the loss at init is
 /// the targets' variance instead of their mean square.
 pub fn init_bias_from_priors(model: &dyn Model, params: &Params, data: &Dataset) -> Result<()> {
     let bias: Vec<f32> = match data.task() {
-        Task::Classification { .. } => {
+        Task::Classification { .. } | Task::NextToken { .. } => {
             let priors = data.class_priors("train")?;
             let logs: Vec<f32> = priors.iter().map(|p| p.max(1e-12).ln() as f32).collect();
             let mean = logs.iter().sum::<f32>() / logs.len().max(1) as f32;
@@ -505,6 +508,7 @@ fn train_run(
     let started = Instant::now();
     let mut progress = (!options.quiet).then(|| Progress::new(&options.name, config.steps));
     let mut val_losses = Vec::new();
+    let mut samples = Vec::new();
     let mut status = Status::Completed;
     let mut error = None;
     let mut checkpoint = None;
@@ -563,6 +567,9 @@ fn train_run(
             let scores = evaluate(model.as_ref(), data, eval_split, config.zero_inputs)?;
             log(writer, step, &scores.logged(eval_split))?;
             val_losses.push(scores.loss);
+            if matches!(data.task(), Task::NextToken { .. }) {
+                samples.push(training_sample(model.as_ref(), data, seeds, step)?);
+            }
             if config
                 .early_stopping
                 .is_some_and(|p| should_stop_early(&val_losses, p))
@@ -615,6 +622,11 @@ fn train_run(
     let run = match writer.take() {
         Some(mut w) => {
             w.put_artifact("weights", &params.to_safetensors()?)?;
+            if !samples.is_empty() {
+                let json = serde_json::to_vec(&samples)
+                    .map_err(|e| Error::Invalid(format!("samples as JSON: {e}")))?;
+                w.put_artifact("samples", &json)?;
+            }
             for c in &checks {
                 w.add_check(c.clone());
             }
@@ -638,6 +650,25 @@ fn train_run(
         summary,
         checks,
         checkpoint,
+        samples: Samples(samples),
+    })
+}
+
+/// The sample a text run draws after `step`: [`TRAINING_SAMPLE_TOKENS`] tokens at
+/// temperature 1 after a newline, from the stream `samples/{step}` of the sampling seed.
+fn training_sample(
+    model: &dyn Model,
+    data: &Dataset,
+    seeds: &Seeds,
+    step: usize,
+) -> Result<Sample> {
+    let mut rng = crate::rng::Rng::stream(seeds.sampling, &format!("samples/{step}"));
+    Ok(Sample {
+        step: Some(step),
+        temperature: 1.0,
+        seed: seeds.sampling,
+        prompt: String::new(),
+        text: crate::sample::draw(model, data, "", TRAINING_SAMPLE_TOKENS, 1.0, &mut rng)?,
     })
 }
 
@@ -815,6 +846,62 @@ mod training_tests {
 
     fn small() -> TrainConfig {
         testing::small_mlp(200, 50)
+    }
+
+    #[test]
+    fn issue_22_a_gpt_learns_shakespeare_samples_it_and_verifies_bit_for_bit() {
+        let data = crate::Dataset::shakespeare().context(32).load().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig {
+            model: crate::ModelSpec::Gpt {
+                width: 32,
+                heads: 4,
+                layers: 2,
+            },
+            lr: 3e-3,
+            batch_size: 16,
+            steps: 150,
+            eval_every: 75,
+            ..TrainConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let t = fit(&data, &config, &Seeds::all(1), &archived(dir.path(), "gpt")).unwrap();
+        eprintln!(
+            "150 steps in {:.1} s: {:?}",
+            started.elapsed().as_secs_f64(),
+            t.summary
+        );
+        // Loss at init is ln(62) = 4.13 nats = 5.95 bits; the unigram entropy is 4.3 bits.
+        assert!(t.checks[0].passed, "{:?}", t.checks[0]);
+        let unigram = crate::checks::expected_init_loss(&data, true).unwrap();
+        let bits = t.metric("test_bpt").unwrap();
+        assert!(
+            bits < 0.9 * unigram / std::f64::consts::LN_2,
+            "{unigram} {:?}",
+            t.summary
+        );
+        assert!((bits - t.metric("test_loss").unwrap() / std::f64::consts::LN_2).abs() < 1e-12);
+        // One sample per evaluation, archived with the run and drawn again the same.
+        assert_eq!(t.samples.len(), 2);
+        let archive = Archive::open(dir.path()).unwrap();
+        let run = t.run.clone().unwrap();
+        let archived_samples = crate::sample::Samples::of_run(&archive, &run).unwrap();
+        assert_eq!(archived_samples, t.samples);
+        let last = t.samples.last().unwrap();
+        assert_eq!(
+            last.text.chars().count(),
+            crate::sample::TRAINING_SAMPLE_TOKENS
+        );
+        eprintln!("{}", last.text);
+        let v = crate::verify::verify(&archive, &run).unwrap();
+        assert!(v.reproduced, "{v:?}");
+        // Samples from the notebook: seeded, prompt first; temperature 0 is the argmax.
+        let a = crate::sample::sample(t.model.as_ref(), &data, "ROMEO:", 40, 0.8, 7).unwrap();
+        let b = crate::sample::sample(t.model.as_ref(), &data, "ROMEO:", 40, 0.8, 7).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.text.chars().count(), 40);
+        let err = crate::sample::sample(t.model.as_ref(), &data, "Ω", 4, 1.0, 7).unwrap_err();
+        assert!(err.to_string().contains("not in the vocabulary"), "{err}");
     }
 
     #[test]

@@ -112,9 +112,11 @@ impl Dataset {
     pub fn summary(&self) -> Result<Summary> {
         let d = self.dim();
         let train = self.splits.get("train").map(Vec::as_slice).unwrap_or(&[]);
-        let labels = match &self.target {
-            Target::Classes { labels, .. } => labels.as_slice(),
-            Target::Values { .. } => &[],
+        // Each example's classes: one label, or a text window's next tokens.
+        let (labels, per_example) = match &self.target {
+            Target::Classes { labels, .. } => (labels.as_slice(), 1),
+            Target::Tokens { next, context, .. } => (next.as_slice(), *context),
+            Target::Values { .. } => (&[][..], 1),
         };
         let mut counts_all = vec![0usize; self.num_classes()];
         for &l in labels {
@@ -123,9 +125,14 @@ impl Dataset {
             }
         }
         let mut counts_train = vec![0usize; self.num_classes()];
-        for &i in train.iter().filter(|&&i| i < labels.len()) {
-            if let Some(c) = counts_train.get_mut(labels[i] as usize) {
-                *c += 1;
+        for &i in train {
+            for &l in labels
+                .get(i * per_example..(i + 1) * per_example)
+                .unwrap_or(&[])
+            {
+                if let Some(c) = counts_train.get_mut(l as usize) {
+                    *c += 1;
+                }
             }
         }
         let nonzero: Vec<usize> = counts_train.iter().copied().filter(|&c| c > 0).collect();
@@ -168,7 +175,7 @@ impl Dataset {
                     let scale = self.table.as_ref().and_then(|t| t.target_scale);
                     Some(TargetValues::of(name, values, train, scale))
                 }
-                Target::Classes { .. } => None,
+                Target::Classes { .. } | Target::Tokens { .. } => None,
             },
             min,
             max,
@@ -222,6 +229,12 @@ impl Dataset {
             let bad = match &self.target {
                 Target::Classes { labels, names } => labels[i] as usize >= names.len(),
                 Target::Values { values, .. } => !values[i].is_finite(),
+                Target::Tokens {
+                    next,
+                    context,
+                    vocab,
+                } => (next[i * context..(i + 1) * context].iter())
+                    .any(|&t| t as usize >= vocab.len()),
             };
             if bad {
                 out.bad_label.push(i);
@@ -230,11 +243,13 @@ impl Dataset {
         out
     }
 
-    /// Example i's target as a number: its class index, or its value.
+    /// Example i's target as a number: its class index, or its value (NaN for a text
+    /// window, whose target is a sequence).
     fn target_number(&self, i: usize) -> f64 {
         match &self.target {
             Target::Classes { labels, .. } => labels[i] as f64,
             Target::Values { values, .. } => values[i] as f64,
+            Target::Tokens { .. } => f64::NAN,
         }
     }
 

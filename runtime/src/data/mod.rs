@@ -1,7 +1,8 @@
 //! Data: the [`Dataset`] type, its loaders and its fingerprint ("become one with the data").
 //!
 //! A dataset is N examples of one shape (features as f32, row-major), a [`Target`] per
-//! example (a class, or a value to regress), and named splits (`train`, `val`, `test`) as
+//! example (a class, a value to regress, or the next token at each position of a text
+//! window), and named splits (`train`, `val`, `test`) as
 //! index lists. It remembers how it was made ([`DataSpec`]) so an archived run can load the
 //! very same data again to verify. Its target decides the [`Task`].
 
@@ -10,10 +11,12 @@ pub mod images;
 pub mod inspect;
 mod loaders;
 pub mod table;
+pub mod text;
 
 pub use images::{ImageChoices, ImageFolder};
 pub use inspect::{Corrupt, Duplicates, Ranked, Summary, TargetValues};
 pub use table::{ColumnStats, Columns, Fill, Fitted, Scale, TableChoices};
+pub use text::{Corpus, SplitText, Text, TextChoices};
 
 use crate::rng::Rng;
 use crate::task::Task;
@@ -71,6 +74,17 @@ pub enum DataSpec {
         #[serde(flatten)]
         choices: ImageChoices,
     },
+    /// A UTF-8 text file at the character level, and the choices about it.
+    Text {
+        path: PathBuf,
+        #[serde(flatten)]
+        choices: TextChoices,
+    },
+    /// The embedded Shakespeare, and the choices about it.
+    Shakespeare {
+        #[serde(flatten)]
+        choices: TextChoices,
+    },
 }
 
 impl DataSpec {
@@ -92,6 +106,8 @@ impl DataSpec {
                 choices: choices.clone(),
             }
             .load(),
+            DataSpec::Text { path, choices } => text::load_file(path, choices),
+            DataSpec::Shakespeare { choices } => text::load_shakespeare(choices),
         }
     }
 }
@@ -209,6 +225,13 @@ pub enum Target {
     },
     /// A real number per example (regression), from the column or array `name`.
     Values { values: Vec<f32>, name: String },
+    /// A window of text per example: `next[i * context + t]` is the token after position t
+    /// of window i, one of `vocab` (next-token prediction).
+    Tokens {
+        next: Vec<u32>,
+        context: usize,
+        vocab: Vec<String>,
+    },
 }
 
 impl Target {
@@ -217,6 +240,7 @@ impl Target {
         match self {
             Target::Classes { labels, .. } => labels.len(),
             Target::Values { values, .. } => values.len(),
+            Target::Tokens { next, context, .. } => next.len() / context.max(&1),
         }
     }
 
@@ -245,6 +269,8 @@ pub struct Dataset {
     /// What loading left out that a reader should know (files skipped, and why), one line
     /// each; the summary shows them.
     pub notes: Vec<String>,
+    /// For text: each split's characters, for [`Dataset::corpus`].
+    pub text: Option<SplitText>,
 }
 
 impl Dataset {
@@ -276,6 +302,29 @@ impl Dataset {
                     return Err(Error::Data(format!(
                         "{name}: example #{i} has label {l}, but there are {} classes",
                         names.len()
+                    )));
+                }
+            }
+            Target::Tokens {
+                next,
+                context,
+                vocab,
+            } => {
+                if *context == 0 || next.len() % context != 0 {
+                    return Err(Error::Data(format!(
+                        "{name}: {} next tokens do not make windows of {context}",
+                        next.len()
+                    )));
+                }
+                if let Some((i, t)) = next
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &t)| t as usize >= vocab.len())
+                {
+                    return Err(Error::Data(format!(
+                        "{name}: window #{} has token {t}, but the vocabulary has {}",
+                        i / context,
+                        vocab.len()
                     )));
                 }
             }
@@ -317,6 +366,7 @@ impl Dataset {
             value_range: (lo.min(0.0), hi.max(1.0)),
             table: None,
             notes: Vec::new(),
+            text: None,
         })
     }
 
@@ -415,6 +465,7 @@ impl Dataset {
                 classes: names.len(),
             },
             Target::Values { .. } => Task::Regression,
+            Target::Tokens { vocab, .. } => Task::NextToken { vocab: vocab.len() },
         }
     }
 
@@ -427,6 +478,10 @@ impl Dataset {
                  example)",
                 self.name
             ))),
+            Target::Tokens { .. } => Err(Error::Invalid(format!(
+                "{what} needs a class per example, but {} is text: a next token per position",
+                self.name
+            ))),
         }
     }
 
@@ -434,9 +489,10 @@ impl Dataset {
     pub fn values(&self, what: &str) -> Result<&[f32]> {
         match &self.target {
             Target::Values { values, .. } => Ok(values),
-            Target::Classes { .. } => Err(Error::Invalid(format!(
-                "{what} needs a regression target, but {} has classes",
-                self.name
+            Target::Classes { .. } | Target::Tokens { .. } => Err(Error::Invalid(format!(
+                "{what} needs a regression target, but {} has {}",
+                self.name,
+                self.task().describe()
             ))),
         }
     }
@@ -448,19 +504,25 @@ impl Dataset {
         self.table.as_ref().and_then(|t| t.target_scale)
     }
 
-    /// The class names; none for a regression target.
+    /// The class names (for text, the vocabulary: one string per token); none for a
+    /// regression target.
     pub fn classes(&self) -> &[String] {
         match &self.target {
             Target::Classes { names, .. } => names,
+            Target::Tokens { vocab, .. } => vocab,
             Target::Values { .. } => &[],
         }
     }
 
-    /// Example i's target in words: its class name, or its value in the target's own units.
+    /// Example i's target in words: its class name, its value in the target's own units, or
+    /// the text of its next tokens.
     pub fn target_text(&self, i: usize) -> String {
         match &self.target {
             Target::Classes { labels, .. } => self.class_name(labels[i]).to_string(),
             Target::Values { values, .. } => self.value_text(values[i]),
+            Target::Tokens { next, context, .. } => {
+                self.decode(&next[i * context..(i + 1) * context])
+            }
         }
     }
 
@@ -481,7 +543,7 @@ impl Dataset {
         self.shape.iter().product()
     }
 
-    /// Classes of the target (0 for a regression target).
+    /// Classes of the target (the vocabulary's size for text; 0 for a regression target).
     pub fn num_classes(&self) -> usize {
         self.classes().len()
     }
@@ -544,6 +606,7 @@ impl Dataset {
         match &mut out.target {
             Target::Classes { labels, .. } => rng.shuffle(labels),
             Target::Values { values, .. } => rng.shuffle(values),
+            Target::Tokens { next, .. } => rng.shuffle(next),
         }
         out.spec = DataSpec::ShuffledLabels {
             of: Box::new(self.spec.clone()),
@@ -566,6 +629,12 @@ impl Dataset {
                     .collect::<Vec<u8>>(),
             ),
             Target::Values { values, .. } => blake3::hash(f32_bytes(values)),
+            Target::Tokens { next, .. } => blake3::hash(
+                &next
+                    .iter()
+                    .flat_map(|l| l.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
         };
         all.update(features.as_bytes());
         all.update(labels.as_bytes());
@@ -605,8 +674,8 @@ impl Dataset {
         }
     }
 
-    /// The examples at `indices` as a batch: features (B, *shape) and targets (B,), u32
-    /// labels or f32 values.
+    /// The examples at `indices` as a batch: features (B, *shape) and targets, (B,) u32
+    /// labels or f32 values, or (B, T) u32 next tokens.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
         let d = self.dim();
         let mut x = Vec::with_capacity(indices.len() * d);
@@ -624,6 +693,12 @@ impl Dataset {
                 let picked: Vec<f32> = indices.iter().map(|&i| values[i]).collect();
                 Tensor::from_vec(picked, indices.len(), device)?
             }
+            Target::Tokens { next, context, .. } => {
+                let picked: Vec<u32> = (indices.iter())
+                    .flat_map(|&i| next[i * context..(i + 1) * context].iter().copied())
+                    .collect();
+                Tensor::from_vec(picked, (indices.len(), *context), device)?
+            }
         };
         Ok((Tensor::from_vec(x, shape, device)?, y))
     }
@@ -635,19 +710,28 @@ impl Dataset {
             .map_or("?", String::as_str)
     }
 
-    /// Fraction of each class in a split, in class order.
+    /// Fraction of each class in a split, in class order; for text, of each token among the
+    /// split's next tokens (the unigram distribution).
     pub fn class_priors(&self, split: &str) -> Result<Vec<f64>> {
-        let labels = self.labels("class priors")?;
         let indices = self.split(split)?;
+        let targets: Vec<u32> = match &self.target {
+            Target::Tokens { next, context, .. } => (indices.iter())
+                .flat_map(|&i| next[i * context..(i + 1) * context].iter().copied())
+                .collect(),
+            _ => {
+                let labels = self.labels("class priors")?;
+                indices.iter().map(|&i| labels[i]).collect()
+            }
+        };
         let mut counts = vec![0usize; self.num_classes()];
-        for &i in indices {
-            if let Some(c) = counts.get_mut(labels[i] as usize) {
+        for &l in &targets {
+            if let Some(c) = counts.get_mut(l as usize) {
                 *c += 1;
             }
         }
         Ok(counts
             .iter()
-            .map(|&c| c as f64 / indices.len().max(1) as f64)
+            .map(|&c| c as f64 / targets.len().max(1) as f64)
             .collect())
     }
 }

@@ -254,7 +254,7 @@ pub fn prepare(table: RecordBatch, choices: &TableChoices, path: &Path) -> Resul
     // 8. Features, row-major.
     let classes = match &target_values {
         Target::Classes { names, .. } => names.clone(),
-        Target::Values { .. } => Vec::new(),
+        Target::Values { .. } | Target::Tokens { .. } => Vec::new(),
     };
     Ok(Prepared {
         features: encoded.write(&rows),
