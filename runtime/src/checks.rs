@@ -816,4 +816,164 @@ mod tests {
             assert!(Causality.run(&ctx(&data)).unwrap().check.passed);
         }
     }
+
+    /// The next-token half of every (check, task) pair: each check on a small GPT over the
+    /// embedded Shakespeare, with the bug it exists to catch planted in the model itself.
+    mod text {
+        use super::*;
+        use crate::gpt::{Gpt, GptShape};
+
+        fn shakespeare() -> Dataset {
+            Dataset::shakespeare().context(16).load().unwrap()
+        }
+
+        fn gpt() -> ModelSpec {
+            ModelSpec::Gpt {
+                width: 32,
+                heads: 4,
+                layers: 1,
+            }
+        }
+
+        fn ctx(data: &Dataset) -> CheckContext<'_> {
+            CheckContext {
+                config: TrainConfig {
+                    model: gpt(),
+                    lr: 3e-3,
+                    batch_size: 16,
+                    ..TrainConfig::default()
+                },
+                ..super::ctx(data)
+            }
+        }
+
+        /// The zoo's GPT with a bug planted by `plant` after it is built.
+        fn planted(name: &str, plant: fn(&mut Gpt)) -> ModelSpec {
+            ModelSpec::custom(name, json!(null), move |vb, io| {
+                let shape = GptShape {
+                    vocab: io.outputs,
+                    context: io.shape[0],
+                    width: 32,
+                    heads: 4,
+                    layers: 1,
+                };
+                let mut model = Gpt::new(shape, io.dropout()?, vb)?;
+                plant(&mut model);
+                Ok::<_, crate::Error>(model)
+            })
+            .unwrap()
+        }
+
+        #[test]
+        fn test_loss_at_init_is_ln_v_and_catches_a_huge_head_and_init_well_the_unigram() {
+            let data = shakespeare();
+            let c = ctx(&data);
+            let f = LossAtInit.run(&c).unwrap();
+            assert!(f.check.passed, "{}", f.text());
+            assert_eq!(f.check.expected, json!(62f64.ln()));
+            let (model, params) = build(&c).unwrap();
+            let w = params.get("head.weight").unwrap();
+            w.set(&(w.as_tensor() * 100.0).unwrap()).unwrap();
+            assert!(
+                !loss_at_init_check(model.as_ref(), &data, &c.config)
+                    .unwrap()
+                    .passed
+            );
+            let f = InitWell.run(&c).unwrap();
+            assert!(f.check.passed, "{}", f.text());
+            // The unigram entropy of the training text, from Python (the windows count each
+            // character about four times, which leaves the distribution as it is):
+            //   t = open("runtime/data/shakespeare.txt").read(); tr = t[:len(t) * 8 // 10]
+            //   c = collections.Counter(tr); -sum(v / len(tr) * log(v / len(tr)) ...) = 3.30987
+            let unigram = expected_init_loss(&data, true).unwrap();
+            assert!((unigram - 3.30987).abs() < 1e-3, "{unigram} nats");
+        }
+
+        #[test]
+        fn test_causality_catches_attention_that_sees_the_next_token() {
+            let data = shakespeare();
+            let f = Causality.run(&ctx(&data)).unwrap();
+            assert!(f.check.passed, "{}", f.text());
+            let leaky = CheckContext {
+                config: TrainConfig {
+                    model: planted("gpt-looks-ahead", |g| g.plant_look_ahead(1)),
+                    ..ctx(&data).config
+                },
+                ..ctx(&data)
+            };
+            let f = Causality.run(&leaky).unwrap();
+            assert!(!f.check.passed);
+            // Position t sees t + 1 only (one layer): fifteen pairs in a context of 16.
+            assert_eq!(
+                f.check.measured.as_array().unwrap().len(),
+                15,
+                "{}",
+                f.text()
+            );
+        }
+
+        #[test]
+        fn test_backprop_dependency_differentiates_at_the_embeddings_and_catches_batch_mixing() {
+            let data = shakespeare();
+            let check = BackpropDependency {
+                batch: 4,
+                example: 1,
+            };
+            let f = check.run(&ctx(&data)).unwrap();
+            assert!(f.check.passed, "{}", f.text());
+            let mixing = CheckContext {
+                config: TrainConfig {
+                    model: planted("gpt-mixes-the-batch", |g| g.plant_batch_mixing()),
+                    ..ctx(&data).config
+                },
+                ..ctx(&data)
+            };
+            let f = check.run(&mixing).unwrap();
+            assert!(!f.check.passed);
+            assert_eq!(f.check.measured, json!([0, 1, 2, 3]), "{}", f.text());
+        }
+
+        #[test]
+        fn test_input_independent_overfit_and_capacity_on_text() {
+            let data = shakespeare();
+            let check = InputIndependent { steps: 200 };
+            let f = check.run(&ctx(&data)).unwrap();
+            assert!(f.check.passed, "{}", f.text());
+            assert!(
+                !check
+                    .run(&ctx(&data.with_shuffled_labels(5)))
+                    .unwrap()
+                    .check
+                    .passed
+            );
+            let f = OverfitOneBatch {
+                examples: 4,
+                steps: 300,
+                target: 0.01,
+            }
+            .run(&ctx(&data))
+            .unwrap();
+            assert!(f.check.passed, "{}", f.text());
+            let rows = &f.table.as_ref().unwrap().1;
+            assert_eq!(
+                rows[0][1], rows[0][2],
+                "memorised windows read back as text"
+            );
+            let cap = CapacityHelps {
+                widths: vec![4, 16, 64],
+                steps: 150,
+            }
+            .run(&ctx(&data))
+            .unwrap();
+            assert!(cap.check.passed, "{}", cap.text());
+            assert!(cap.check.note.contains("one-layer GPT"));
+            // A zoo MLP cannot take text: the error says which model can.
+            let mlp = CheckContext {
+                config: TrainConfig::default(),
+                ..ctx(&data)
+            };
+            let err = LossAtInit.run(&mlp).err().unwrap().to_string();
+            assert!(err.contains("use ModelSpec::Gpt"), "{err}");
+        }
+    }
 }

@@ -126,6 +126,8 @@ pub struct Gpt {
     ln_f: Norm,
     head: Linear,
     dropout: Dropout,
+    /// A planted bug: every example sees the batch's mean embedding.
+    mix_batch: bool,
 }
 
 impl Gpt {
@@ -176,15 +178,23 @@ impl Gpt {
             ln_f: norm("ln_f")?,
             head: dense(width, vocab, INIT_STD, vb.pp("head"))?,
             dropout,
+            mix_batch: false,
         })
     }
 
-    /// Let every attention layer see `positions` tokens ahead: a planted bug.
-    #[cfg(test)]
-    pub(crate) fn plant_look_ahead(&mut self, positions: usize) {
+    /// Let every attention layer see `positions` tokens ahead: the recipe's example of a
+    /// bug that the causality check ([`crate::checks::Causality`]) must catch, planted on
+    /// purpose to watch it do so. Never train a model so changed.
+    pub fn plant_look_ahead(&mut self, positions: usize) {
         for block in &mut self.blocks {
             block.attention.look_ahead = positions;
         }
+    }
+
+    /// Add the batch's mean embedding to every example's: a planted bug of the kind a
+    /// batch-wide statistic brings (the backprop dependency check must catch it).
+    pub fn plant_batch_mixing(&mut self) {
+        self.mix_batch = true;
     }
 
     /// Token plus position embeddings of (B, T) token ids: (B, T, C).
@@ -215,6 +225,9 @@ impl Model for Gpt {
 
     fn forward_embedded(&self, e: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut x = self.dropout.forward(e, train)?;
+        if self.mix_batch {
+            x = x.broadcast_add(&x.mean_keepdim(0)?)?;
+        }
         for block in &self.blocks {
             let a = block.attention.forward(&block.ln1.forward(&x)?)?;
             x = (x + self.dropout.forward(&a, train)?)?;

@@ -894,7 +894,13 @@ mod training_tests {
         );
         eprintln!("{}", last.text);
         let v = crate::verify::verify(&archive, &run).unwrap();
-        assert!(v.reproduced, "{v:?}");
+        assert!(v.reproduced && v.samples_compared == 2, "{v:?}");
+        use crate::show::Show;
+        assert!(
+            v.text().contains("2 archived samples identical"),
+            "{}",
+            v.text()
+        );
         // Samples from the notebook: seeded, prompt first; temperature 0 is the argmax.
         let a = crate::sample::sample(t.model.as_ref(), &data, "ROMEO:", 40, 0.8, 7).unwrap();
         let b = crate::sample::sample(t.model.as_ref(), &data, "ROMEO:", 40, 0.8, 7).unwrap();

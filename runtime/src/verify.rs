@@ -28,6 +28,8 @@ pub struct Verification {
     pub identity_changes: Vec<String>,
     /// For an interrupted run, its last committed step: the comparison stops there.
     pub compared_up_to: Option<i64>,
+    /// A text run's archived samples compared with the re-run's (0 for other runs).
+    pub samples_compared: usize,
 }
 
 impl Show for Verification {
@@ -48,6 +50,14 @@ impl Show for Verification {
                 self.first_divergence.map_or("?".into(), |s| s.to_string())
             )
         };
+        if self.samples_compared > 0 {
+            let same = if self.reproduced {
+                "identical"
+            } else {
+                "compared"
+            };
+            out += &format!("{} archived samples {same}\n", self.samples_compared);
+        }
         if !self.identity_changes.is_empty() {
             out += &format!(
                 "identity changed since: {}\n",
@@ -116,7 +126,21 @@ pub fn verify(archive: &Archive, run: &RunRecord) -> Result<Verification> {
             wall_time: chrono::Utc::now(),
         }));
     }
-    Ok(verdict(run, &archived, again, changes, last_committed))
+    let mut verification = verdict(run, &archived, again, changes, last_committed);
+    // A text run's samples are its predictions: the same text, token for token.
+    let samples = crate::sample::Samples::of_run(archive, run)?;
+    if !samples.is_empty() && last_committed.is_none() {
+        verification.samples_compared = samples.len();
+        if samples != trained.samples {
+            verification.reproduced = false;
+            verification.first_divergence = samples
+                .iter()
+                .zip(trained.samples.iter())
+                .find(|(a, b)| a != b)
+                .and_then(|(a, _)| a.step.map(|s| s as i64));
+        }
+    }
+    Ok(verification)
 }
 
 /// The metrics archived for `run`; an error when any file of them cannot be read (a run is
@@ -188,6 +212,7 @@ pub fn verdict(
         first_divergence: divergence,
         identity_changes,
         compared_up_to: last_committed,
+        samples_compared: 0,
     }
 }
 
