@@ -10,6 +10,7 @@ mod crash_and_concurrency;
 mod images;
 mod other_engines;
 mod tables;
+mod text;
 mod trainer;
 
 use std::path::{Path, PathBuf};

@@ -20,7 +20,7 @@ pub struct DataArgs {
 /// Which data, and for a table the choices about it (see `Dataset::table`).
 #[derive(Args, Debug)]
 pub struct DataSource {
-    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), `penguins` (an embedded table: name its target), a .csv/.csv.gz/.parquet table, a .npz file (arrays x and y), or a folder of images with a subfolder per class
+    /// `digits` (embedded), `fashion-mnist` (Debian's dataset-fashion-mnist), `penguins` (an embedded table: name its target), `shakespeare` (embedded text), `words` (Debian's wamerican word list), a .txt file (text, character by character), a .csv/.csv.gz/.parquet table, a .npz file (arrays x and y), or a folder of images with a subfolder per class
     #[arg(long, default_value = "digits")]
     data: String,
     /// A table's target column [default: the one named label, target, class or y]
@@ -55,13 +55,30 @@ pub struct DataSource {
     /// Convert an image folder's images to one gray channel
     #[arg(long)]
     grayscale: bool,
+    /// Tokens per example of a text (its block size) [default: 64; 16 for words]
+    #[arg(long, value_name = "TOKENS")]
+    context: Option<usize>,
 }
 
 impl DataSource {
     /// Load the dataset named.
     pub fn load(&self) -> Result<Dataset> {
         // The built-in names come first: a folder that shares one is reached as ./NAME.
-        let built_in = matches!(self.data.as_str(), "digits" | "fashion-mnist" | "penguins");
+        let built_in = matches!(
+            self.data.as_str(),
+            "digits" | "fashion-mnist" | "penguins" | "shakespeare" | "words"
+        );
+        let text = self.is_text();
+        if !text && self.context.is_some() {
+            anyhow::bail!(
+                "--context is a choice about text (shakespeare, words or a .txt file); {} is \
+                 not text",
+                self.data
+            );
+        }
+        if text {
+            return self.text();
+        }
         let folder = !built_in && std::path::Path::new(&self.data).is_dir();
         if !folder && (self.size.is_some() || self.grayscale) {
             anyhow::bail!(
@@ -120,6 +137,31 @@ impl DataSource {
             .with_context(|| format!("loading {}", self.data))
     }
 
+    /// Whether `--data` names text.
+    pub fn is_text(&self) -> bool {
+        matches!(self.data.as_str(), "shakespeare" | "words") || self.data.ends_with(".txt")
+    }
+
+    /// The text at `--data`, with its context.
+    fn text(&self) -> Result<Dataset> {
+        if self.has_table_choices() || self.size.is_some() || self.grayscale {
+            anyhow::bail!(
+                "{} is text: of the data choices it takes only --context",
+                self.data
+            );
+        }
+        let mut text = match self.data.as_str() {
+            "shakespeare" => Dataset::shakespeare(),
+            "words" => Dataset::words(),
+            path => Dataset::text(path),
+        };
+        if let Some(tokens) = self.context {
+            text = text.context(tokens);
+        }
+        text.load()
+            .with_context(|| format!("loading {}", self.data))
+    }
+
     fn has_table_choices(&self) -> bool {
         self.target.is_some()
             || !self.drop.is_empty()
@@ -161,7 +203,10 @@ impl DataSource {
 pub fn run(args: DataArgs) -> Result<()> {
     if args.columns {
         let path = args.source.data.as_str();
-        if matches!(path, "digits" | "fashion-mnist") || path.ends_with(".npz") {
+        if matches!(path, "digits" | "fashion-mnist")
+            || path.ends_with(".npz")
+            || args.source.is_text()
+        {
             anyhow::bail!("--columns shows a table's columns; {path} is not a table file");
         }
         let columns = args.source.table(path).columns();
@@ -172,6 +217,9 @@ pub fn run(args: DataArgs) -> Result<()> {
         return Ok(());
     }
     let data = args.source.load()?;
+    if let Ok(corpus) = data.corpus() {
+        println!("{}", corpus.text());
+    }
     print!("{}", data.summary()?.text());
     print!("{}", data.duplicates().text());
     print!("{}", data.corrupt().text());

@@ -13,7 +13,7 @@ pub struct TrainArgs {
     /// Use only the first N training and M test examples: N/M
     #[arg(long, value_name = "N/M")]
     subset: Option<String>,
-    /// TrainConfig fields as JSON, e.g. '{"steps": 500, "model": {"kind": "mlp", "hidden": [128]}}'
+    /// TrainConfig fields as JSON, e.g. '{"steps": 500, "model": {"kind": "mlp", "hidden": [128]}}'; text trains '{"kind": "gpt", "width": 64, "heads": 4, "layers": 2}' unless a model is given
     #[arg(long, default_value = "{}")]
     config: String,
     /// One seed for every source of randomness
@@ -39,7 +39,14 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     // A config that cannot be right is refused before any data is read or run archived.
-    let config = TrainConfig::from_json(&args.config).context("--config")?;
+    let mut config = TrainConfig::from_json(&args.config).context("--config")?;
+    if args.source.is_text() && !args.config.contains("\"model\"") {
+        config.model = ModelSpec::Gpt {
+            width: 64,
+            heads: 4,
+            layers: 2,
+        };
+    }
     config.validate().context("--config")?;
     let data = args.source.load()?;
     let data = match &args.subset {

@@ -112,27 +112,22 @@ impl Dataset {
     pub fn summary(&self) -> Result<Summary> {
         let d = self.dim();
         let train = self.splits.get("train").map(Vec::as_slice).unwrap_or(&[]);
-        // Each example's classes: one label, or a text window's next tokens.
-        let (labels, per_example) = match &self.target {
-            Target::Classes { labels, .. } => (labels.as_slice(), 1),
-            Target::Tokens { next, context, .. } => (next.as_slice(), *context),
-            Target::Values { .. } => (&[][..], 1),
+        // Classes to count: none for a regression, and none for text, whose character
+        // frequencies the corpus view shows (`Dataset::corpus`).
+        let (labels, classes) = match &self.target {
+            Target::Classes { labels, names } => (labels.as_slice(), names.as_slice()),
+            Target::Values { .. } | Target::Tokens { .. } => (&[][..], &[][..]),
         };
-        let mut counts_all = vec![0usize; self.num_classes()];
+        let mut counts_all = vec![0usize; classes.len()];
         for &l in labels {
             if let Some(c) = counts_all.get_mut(l as usize) {
                 *c += 1;
             }
         }
-        let mut counts_train = vec![0usize; self.num_classes()];
-        for &i in train {
-            for &l in labels
-                .get(i * per_example..(i + 1) * per_example)
-                .unwrap_or(&[])
-            {
-                if let Some(c) = counts_train.get_mut(l as usize) {
-                    *c += 1;
-                }
+        let mut counts_train = vec![0usize; classes.len()];
+        for &i in train.iter().filter(|&&i| i < labels.len()) {
+            if let Some(c) = counts_train.get_mut(labels[i] as usize) {
+                *c += 1;
             }
         }
         let nonzero: Vec<usize> = counts_train.iter().copied().filter(|&c| c > 0).collect();
@@ -163,8 +158,7 @@ impl Dataset {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.len()))
                 .collect(),
-            classes: self
-                .classes()
+            classes: classes
                 .iter()
                 .enumerate()
                 .map(|(c, name)| (name.clone(), counts_train[c], counts_all[c]))
@@ -493,9 +487,10 @@ impl Summary {
         (headers, rows)
     }
     fn headline(&self) -> String {
-        let balance = match &self.target {
-            Some(_) => String::new(),
-            None => format!("; class imbalance {:.2}x", self.imbalance_ratio),
+        let balance = if self.classes.is_empty() {
+            String::new()
+        } else {
+            format!("; class imbalance {:.2}x", self.imbalance_ratio)
         };
         format!(
             "{}: {} examples of shape {:?}; splits {}; values in [{:.3}, {:.3}], mean {:.3}, std {:.3}; {} constant features{balance}",
@@ -522,6 +517,9 @@ impl Show for Summary {
         if let Some(target) = &self.target {
             return out + &target.headline() + "\n";
         }
+        if rows.is_empty() {
+            return out;
+        }
         out += &format!("{:<14} {:>7} {:>7}\n", headers[0], headers[1], headers[2]);
         for r in rows {
             out += &format!("{:<14} {:>7} {:>7}\n", r[0], r[1], r[2]);
@@ -546,6 +544,7 @@ impl Show for Summary {
                 escape(&t.headline()),
                 svg_histogram(&t.values, 30, &t.name)
             ),
+            None if rows.is_empty() => String::new(),
             None => html_table(&headers, &rows),
         };
         format!("<p>{}</p>{table}{target}", escape(&self.headline()))

@@ -334,15 +334,18 @@ pub struct Corpus {
     pub unknown: usize,
     /// The length of every line of the training split, in characters.
     pub line_lengths: Vec<usize>,
-    /// Lines of val or test (of 20 characters or more) that the training split also holds,
-    /// with their count: text a model could recall instead of predict.
+    /// Lines of val or test (of `shared_min` characters or more) that the training split
+    /// also holds, with their count: text a model could recall instead of predict.
     pub shared_lines: Vec<(String, usize)>,
-    /// Val and test lines of 20 characters or more.
+    /// Val and test lines of `shared_min` characters or more.
     pub long_lines: usize,
+    /// The shortest line that counts as shared: 20 characters, or the median training line
+    /// when that is shorter (a word list).
+    pub shared_min: usize,
 }
 
 /// Lines shorter than this ("Ay.", "Exit.") are common to any two texts; only longer shared
-/// lines say that a split repeats another.
+/// lines say that a split repeats another. A list of short lines (words) uses its median.
 const SHARED_LINE_MIN: usize = 20;
 
 impl Corpus {
@@ -361,16 +364,17 @@ impl Corpus {
             .collect();
         frequencies.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let train_lines: BTreeSet<&str> = train.lines().collect();
+        let mut lengths: Vec<usize> = train.lines().map(|l| l.chars().count()).collect();
+        lengths.sort_unstable();
+        let median = lengths.get(lengths.len() / 2).copied().unwrap_or(0);
+        let shared_min = SHARED_LINE_MIN.min(median.max(1));
         let mut shared: BTreeMap<String, usize> = BTreeMap::new();
         let mut long_lines = 0;
         for (split, body) in &text.splits {
             if split == "train" {
                 continue;
             }
-            for line in body
-                .lines()
-                .filter(|l| l.chars().count() >= SHARED_LINE_MIN)
-            {
+            for line in body.lines().filter(|l| l.chars().count() >= shared_min) {
                 long_lines += 1;
                 if train_lines.contains(line) {
                     *shared.entry(line.to_string()).or_default() += 1;
@@ -389,6 +393,7 @@ impl Corpus {
             line_lengths: train.lines().map(|l| l.chars().count()).collect(),
             shared_lines,
             long_lines,
+            shared_min,
         }
     }
 
@@ -448,9 +453,10 @@ impl Corpus {
                 self.line_lengths.len()
             ),
             format!(
-                "{} of {} val/test lines of {SHARED_LINE_MIN}+ characters also occur in train",
+                "{} of {} val/test lines of {}+ characters also occur in train",
                 self.shared_lines.iter().map(|s| s.1).sum::<usize>(),
-                self.long_lines
+                self.long_lines,
+                self.shared_min
             ),
         ];
         if self.unknown > 0 {
