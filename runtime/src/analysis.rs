@@ -651,6 +651,9 @@ impl Show for Trained {
                 if c.passed { "PASS" } else { "FAIL" }
             );
         }
+        if let Some(sample) = self.samples.last() {
+            out += &format!("  {}\n", sample.text().replace('\n', "\n  "));
+        }
         out
     }
     fn html(&self) -> String {
@@ -684,11 +687,13 @@ impl Show for Trained {
             ),
             if self.curves.contains_key("test_r2") || self.curves.contains_key("val_r2") {
                 svg_lines(&series(&["val_r2", "test_r2"]), "R²", "step")
+            } else if self.curves.contains_key("val_bpt") || self.curves.contains_key("test_bpt") {
+                svg_lines(&series(&["val_bpt", "test_bpt"]), "bits per token", "step")
             } else {
                 svg_lines(&series(&["val_acc", "test_acc"]), "accuracy", "step")
             },
             html_table(&["metric".into(), "value".into()], &rows)
-        )
+        ) + &self.samples.last().map(Show::html).unwrap_or_default()
     }
 }
 

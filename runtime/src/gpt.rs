@@ -14,8 +14,8 @@
 
 use crate::models::{Dropout, Model};
 use crate::Result;
-use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
+use candle_core::{DType, Tensor};
+use candle_nn::{Embedding, Init, Module, VarBuilder};
 
 /// The shape of a [`Gpt`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,16 +40,35 @@ fn normal(std: f64) -> Init {
     }
 }
 
-/// A dense layer with weight N(0, std) and bias 0.
-fn dense(in_dim: usize, out_dim: usize, std: f64, vb: VarBuilder) -> candle_core::Result<Linear> {
-    let weight = vb.get_with_hints((out_dim, in_dim), "weight", normal(std))?;
-    let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-    Ok(Linear::new(weight, Some(bias)))
+/// A dense layer over the last dimension, (..., in) -> (..., out): the runtime's fused
+/// linear ([`crate::ops::linear`]) on the rows.
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
 }
 
-/// Layer norm (weight 1, bias 0, eps 1e-5) from differentiable operations: candle-nn's
-/// `LayerNorm` runs a fused kernel that has no backward pass, so nothing before it would
-/// learn.
+impl Dense {
+    /// Weight N(0, std), bias 0.
+    fn new(in_dim: usize, out_dim: usize, std: f64, vb: VarBuilder) -> candle_core::Result<Dense> {
+        Ok(Dense {
+            weight: vb.get_with_hints((out_dim, in_dim), "weight", normal(std))?,
+            bias: vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (rows, last) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
+        let y = crate::ops::linear(&x.reshape((rows, last))?, &self.weight, &self.bias, false)?;
+        let mut out = dims;
+        *out.last_mut().unwrap_or(&mut 0) = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// Layer norm (weight 1, bias 0, eps 1e-5), with its backward pass
+/// ([`crate::seq_ops::layer_norm`]): candle-nn's `LayerNorm` runs a fused kernel that has
+/// none, so nothing before it would learn.
 struct Norm {
     weight: Tensor,
     bias: Tensor,
@@ -64,14 +83,14 @@ impl Norm {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)
+        crate::seq_ops::layer_norm(x, &self.weight, &self.bias)
     }
 }
 
 /// Causal self-attention over `heads` heads.
 struct Attention {
-    qkv: Linear,
-    proj: Linear,
+    qkv: Dense,
+    proj: Dense,
     heads: usize,
     /// Positions past its own a query may see: 0 is causal. Only tests plant another value
     /// (the recipe's example of a bug the causality check must catch).
@@ -80,32 +99,10 @@ struct Attention {
 
 impl Attention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let d = c / self.heads;
         let qkv = self.qkv.forward(x)?; // (B, T, 3C)
-        let split = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(D::Minus1, i * c, c)?
-                .reshape((b, t, self.heads, d))?
-                .transpose(1, 2)?
-                .contiguous() // (B, H, T, D)
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?; // (B, H, T, T)
-        let hidden = future_mask(t, self.look_ahead, x.device())?.broadcast_as(scores.shape())?;
-        let minus_inf = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(scores.shape())?;
-        let weights = candle_nn::ops::softmax(&hidden.where_cond(&minus_inf, &scores)?, D::Minus1)?;
-        let y = weights.matmul(&v)?; // (B, H, T, D)
-        self.proj
-            .forward(&y.transpose(1, 2)?.contiguous()?.reshape((b, t, c))?) // (B, T, C)
+        let y = crate::seq_ops::attention(&qkv, self.heads, self.look_ahead)?; // (B, T, C)
+        self.proj.forward(&y) // (B, T, C)
     }
-}
-
-/// (T, T), 1 where query i must not see key j: j > i + look_ahead.
-fn future_mask(t: usize, look_ahead: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let mask: Vec<u8> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| u8::from(j > i + look_ahead)))
-        .collect();
-    Tensor::from_vec(mask, (t, t), device)
 }
 
 /// ln -> attention -> residual, ln -> MLP (4x, GELU) -> residual.
@@ -113,8 +110,8 @@ struct Block {
     ln1: Norm,
     attention: Attention,
     ln2: Norm,
-    fc: Linear,
-    proj: Linear,
+    fc: Dense,
+    proj: Dense,
 }
 
 /// The GPT: see the module's header.
@@ -124,7 +121,7 @@ pub struct Gpt {
     position: Embedding,
     blocks: Vec<Block>,
     ln_f: Norm,
-    head: Linear,
+    head: Dense,
     dropout: Dropout,
     /// A planted bug: every example sees the batch's mean embedding.
     mix_batch: bool,
@@ -159,14 +156,14 @@ impl Gpt {
                 Ok(Block {
                     ln1: Norm::new(width, vb.pp("ln1"))?,
                     attention: Attention {
-                        qkv: dense(width, 3 * width, INIT_STD, vb.pp("attn.qkv"))?,
-                        proj: dense(width, width, residual_std, vb.pp("attn.proj"))?,
+                        qkv: Dense::new(width, 3 * width, INIT_STD, vb.pp("attn.qkv"))?,
+                        proj: Dense::new(width, width, residual_std, vb.pp("attn.proj"))?,
                         heads,
                         look_ahead: 0,
                     },
                     ln2: Norm::new(width, vb.pp("ln2"))?,
-                    fc: dense(width, 4 * width, INIT_STD, vb.pp("mlp.fc"))?,
-                    proj: dense(4 * width, width, residual_std, vb.pp("mlp.proj"))?,
+                    fc: Dense::new(width, 4 * width, INIT_STD, vb.pp("mlp.fc"))?,
+                    proj: Dense::new(4 * width, width, residual_std, vb.pp("mlp.proj"))?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -176,7 +173,7 @@ impl Gpt {
             position: embedding(context, "position")?,
             blocks,
             ln_f: norm("ln_f")?,
-            head: dense(width, vocab, INIT_STD, vb.pp("head"))?,
+            head: Dense::new(width, vocab, INIT_STD, vb.pp("head"))?,
             dropout,
             mix_batch: false,
         })
@@ -231,9 +228,9 @@ impl Model for Gpt {
         for block in &self.blocks {
             let a = block.attention.forward(&block.ln1.forward(&x)?)?;
             x = (x + self.dropout.forward(&a, train)?)?;
-            let m = block
-                .proj
-                .forward(&block.fc.forward(&block.ln2.forward(&x)?)?.gelu()?)?;
+            let m = block.proj.forward(&crate::seq_ops::gelu(
+                &block.fc.forward(&block.ln2.forward(&x)?)?,
+            )?)?;
             x = (x + self.dropout.forward(&m, train)?)?;
         }
         self.head.forward(&self.ln_f.forward(&x)?) // (B, T, V)
@@ -248,6 +245,7 @@ impl Model for Gpt {
 mod tests {
     use super::*;
     use crate::params::Params;
+    use candle_core::Device;
 
     const SHAPE: GptShape = GptShape {
         vocab: 11,

@@ -32,6 +32,7 @@ mod progress;
 pub mod reports;
 pub mod rng;
 pub mod sample;
+pub mod seq_ops;
 pub mod show;
 pub mod task;
 pub mod track;

@@ -21,11 +21,11 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_cor
 }
 
 /// A matrix operand of [`matmul_into`]: its values and its (row, column) strides.
-struct Operand<'a>(&'a [f32], usize, usize);
+pub(crate) struct Operand<'a>(pub &'a [f32], pub usize, pub usize);
 
 /// `dst (m, n) = lhs (m, k) @ rhs (k, n)`, or `dst += ...` when `accumulate`, with candle's
 /// GEMM, on candle's thread count when `parallel`; row-major `dst`.
-fn matmul_into(
+pub(crate) fn matmul_into(
     dst: &mut [f32],
     accumulate: bool,
     (m, n, k): (usize, usize, usize),
@@ -225,7 +225,7 @@ impl candle_core::CustomOp3 for Linear {
 }
 
 /// The f32 values of a contiguous CPU input.
-fn contiguous<'a>(
+pub(crate) fn contiguous<'a>(
     op: &str,
     storage: &'a CpuStorage,
     layout: &Layout,

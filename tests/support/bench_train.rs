@@ -1,7 +1,8 @@
 //! Benchmark: the runtime's training step against PyTorch on the CPU, side by side in one
 //! invocation: the same models (MLP 784-256-10; ConvNet 32-64 with a 128 dense layer on
-//! 28x28), batch sizes, thread counts, init scheme and optimizer (AdamW at 3e-4). Prints
-//! steps per second, the ratio recipe / PyTorch (above 1 is faster) and peak memory.
+//! 28x28; a GPT of 4 layers, width 128, 4 heads, context 64, vocabulary 65), batch sizes,
+//! thread counts, init scheme and optimizer (AdamW at 3e-4). Prints steps per second, the
+//! ratio recipe / PyTorch (above 1 is faster) and peak memory.
 //!
 //! Usage: bench-train [--python PATH] [--threads 1,2]
 //! Each side runs in its own process per thread count (RAYON_NUM_THREADS for candle,
@@ -19,42 +20,62 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
-const ROWS: [&str; 4] = [
+const ROWS: [&str; 5] = [
     "mlp_train_b64",
     "mlp_train_b256",
     "mlp_forward_b64",
     "convnet_train_b64",
+    "gpt_train_b32",
 ];
+
+/// The transformer row's shape: the small character model.
+const GPT: ModelSpec = ModelSpec::Gpt {
+    width: 128,
+    heads: 4,
+    layers: 4,
+};
+const GPT_CONTEXT: usize = 64;
+const GPT_VOCAB: usize = 65;
 
 fn steps_per_second(spec: ModelSpec, batch: usize, seconds: f64, train: bool) -> Result<f64> {
     let params = Params::new(0);
-    let model = spec.build(&[1, 28, 28], 10, 0.0, 0, &params)?;
     let mut rng = recipe::Rng::stream(0, "bench");
-    let x = Tensor::from_vec(
-        (0..batch * 784)
-            .map(|_| rng.uniform() as f32)
-            .collect::<Vec<_>>(),
-        (batch, 1, 28, 28),
-        &Device::Cpu,
-    )?;
-    let y = Tensor::from_vec(
-        (0..batch).map(|_| rng.below(10) as u32).collect::<Vec<_>>(),
-        batch,
-        &Device::Cpu,
-    )?;
+    let text = spec.is_sequence_model();
+    let (model, x, y, task) = if text {
+        // Token ids (B, T) and next tokens (B, T).
+        let (b, t, v) = (batch, GPT_CONTEXT, GPT_VOCAB);
+        let ids: Vec<f32> = (0..b * t).map(|_| rng.below(v) as f32).collect();
+        let next: Vec<u32> = (0..b * t).map(|_| rng.below(v) as u32).collect();
+        (
+            spec.build(&[t], v, 0.0, 0, &params)?,
+            Tensor::from_vec(ids, (b, t), &Device::Cpu)?,
+            Tensor::from_vec(next, (b, t), &Device::Cpu)?,
+            recipe::Task::NextToken { vocab: v },
+        )
+    } else {
+        let x = Tensor::from_vec(
+            (0..batch * 784)
+                .map(|_| rng.uniform() as f32)
+                .collect::<Vec<_>>(),
+            (batch, 1, 28, 28),
+            &Device::Cpu,
+        )?;
+        let y = Tensor::from_vec(
+            (0..batch).map(|_| rng.below(10) as u32).collect::<Vec<_>>(),
+            batch,
+            &Device::Cpu,
+        )?;
+        (
+            spec.build(&[1, 28, 28], 10, 0.0, 0, &params)?,
+            x,
+            y,
+            recipe::Task::Classification { classes: 10 },
+        )
+    };
     let mut opt = AdamW::new(0.9, 0.999, 1e-8, 0.0);
     let mut step = || -> Result<()> {
         if train {
-            train_step(
-                model.as_ref(),
-                &params,
-                &mut opt,
-                recipe::Task::Classification { classes: 10 },
-                &x,
-                &y,
-                3e-4,
-                None,
-            )?;
+            train_step(model.as_ref(), &params, &mut opt, task, &x, &y, 3e-4, None)?;
         } else {
             model.forward(&x, false)?.to_dtype(DType::F32)?;
         }
@@ -79,6 +100,7 @@ fn child() -> Result<()> {
         "mlp_train_b256": steps_per_second(mlp(), 256, 2.0, true)?,
         "mlp_forward_b64": steps_per_second(mlp(), 64, 1.0, false)?,
         "convnet_train_b64": steps_per_second(ModelSpec::ConvNet { channels: [32, 64], hidden: 128 }, 64, 3.0, true)?,
+        "gpt_train_b32": steps_per_second(GPT, 32, 4.0, true)?,
     });
     println!("{}", json!({"rows": rows, "peak_rss_mib": peak_rss_mib()}));
     Ok(())
@@ -106,6 +128,7 @@ fn main() -> Result<()> {
                         64,
                         true,
                     ),
+                    "gpt_train_b32" => (GPT, 32, true),
                     other => bail!("unknown row {other}; rows: {}", ROWS.join(", ")),
                 };
                 println!(

@@ -1,0 +1,489 @@
+//! The transformer's fused operations, each one pass forward and one pass backward with a
+//! hand-written gradient: GELU (the tanh form, as candle's `gelu`), layer norm over the last
+//! dimension, and causal self-attention from the fused query-key-value projection. candle composes each of them from
+//! several broadcast operations, and its backward walks and allocates every intermediate
+//! again; one pass over the values instead is most of what makes the GPT's step fast.
+//!
+//! Not here: the dense layers (they are [`crate::ops::linear`]).
+//!
+//! Determinism: rows, and attention's (example, head) pairs, are independent tasks; the one
+//! reduction across rows (layer norm's weight and bias gradients) adds fixed groups of
+//! [`ROWS_PER_GROUP`] rows, then the groups in order: the same bits at any thread count.
+
+use crate::ops::{contiguous, matmul_into, with_f32, Operand};
+use candle_core::{CpuStorage, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Elements per parallel task of an elementwise operation.
+const CHUNK: usize = 1 << 14;
+
+/// Rows per group whose weight and bias gradients are summed before the groups are added.
+const ROWS_PER_GROUP: usize = 64;
+
+/// √(2/π), the tanh form's scale.
+const GELU_K: f32 = 0.797_884_6;
+const GELU_C: f32 = 0.044_715;
+
+/// tanh from one exponential: 1 - 2 / (e^(2u) + 1) (infinite e^(2u) gives 1).
+fn tanh(u: f32) -> f32 {
+    1.0 - 2.0 / ((2.0 * u).exp() + 1.0)
+}
+
+/// GELU in its tanh form, 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), elementwise.
+pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+struct Gelu;
+
+impl candle_core::CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous(self.name(), s, l)?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = 0.5 * x * (1.0 + tanh(GELU_K * (x + GELU_C * x * x * x)));
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let dy = dy.contiguous()?;
+        let mut dx = vec![0f32; x.elem_count()];
+        with_f32(x, |x| {
+            with_f32(&dy, |dy| {
+                (dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)))
+                    .zip(dy.par_chunks(CHUNK))
+                    .for_each(|((dx, x), dy)| {
+                        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                            let t = tanh(GELU_K * (x + GELU_C * x * x * x));
+                            let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+                            *dx = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
+                        }
+                    })
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// Layer norm over the last dimension: (x - mean) / sqrt(var + 1e-5) * w + b, the variance
+/// biased (over C, as PyTorch's). x (..., C), w (C), b (C).
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm)
+}
+
+struct LayerNorm;
+
+const EPS: f32 = 1e-5;
+
+/// A row's mean and 1 / std.
+fn moments(row: &[f32]) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + EPS).sqrt())
+}
+
+impl candle_core::CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let c = *xl.shape().dims().last().unwrap_or(&0);
+        if c == 0 || wl.shape().dims1()? != c || bl.shape().dims1()? != c {
+            candle_core::bail!("layer norm: input {:?}, weight and bias of {c}", xl.shape());
+        }
+        let (x, w, b) = (
+            contiguous(self.name(), xs, xl)?,
+            contiguous(self.name(), ws, wl)?,
+            contiguous(self.name(), bs, bl)?,
+        );
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(y, x)| {
+            let (mean, rstd) = moments(x);
+            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *y = (x - mean) * rstd * w + b;
+            }
+        });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = w.dim(0)?;
+        let dy = dy.contiguous()?;
+        let mut dx = vec![0f32; x.elem_count()];
+        // Per group of rows: (dw, db) partial sums, added in group order below.
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(&dy, |dy| {
+                    let group = ROWS_PER_GROUP * c;
+                    (dx.par_chunks_mut(group).zip(x.par_chunks(group)))
+                        .zip(dy.par_chunks(group))
+                        .map(|((dx, x), dy)| {
+                            let (mut dw, mut db) = (vec![0f32; c], vec![0f32; c]);
+                            for ((dx, x), dy) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c))
+                            {
+                                let (mean, rstd) = moments(x);
+                                // dx = rstd (g - mean(g) - x̂ mean(g x̂)), g = dy w.
+                                let (mut g_mean, mut gx_mean) = (0f32, 0f32);
+                                for k in 0..c {
+                                    let xhat = (x[k] - mean) * rstd;
+                                    let g = dy[k] * w[k];
+                                    g_mean += g;
+                                    gx_mean += g * xhat;
+                                    dw[k] += dy[k] * xhat;
+                                    db[k] += dy[k];
+                                }
+                                let (g_mean, gx_mean) = (g_mean / c as f32, gx_mean / c as f32);
+                                for k in 0..c {
+                                    let xhat = (x[k] - mean) * rstd;
+                                    dx[k] = rstd * (dy[k] * w[k] - g_mean - xhat * gx_mean);
+                                }
+                            }
+                            (dw, db)
+                        })
+                        .collect()
+                })
+            })
+        })???;
+        let (mut dw, mut db) = (vec![0f32; c], vec![0f32; c]);
+        for (pw, pb) in &partials {
+            for k in 0..c {
+                dw[k] += pw[k];
+                db[k] += pb[k];
+            }
+        }
+        let device = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), device)?),
+            Some(Tensor::from_vec(dw, c, device)?),
+            Some(Tensor::from_vec(db, c, device)?),
+        ))
+    }
+}
+
+/// Causal self-attention from the fused projection qkv (B, T, 3C) (queries, keys, values side
+/// by side, each `heads` heads of C / heads): (B, T, C), head h at columns h*D..(h+1)*D.
+/// Position i attends to keys j <= i + `look_ahead` (0: causal), with weights
+/// softmax(q·k / sqrt(D)).
+///
+/// Each (example, head) is its own task: two small GEMMs and a softmax forward; the backward
+/// recomputes the weights and writes the three gradients straight into one (B, T, 3C) tensor
+/// (candle's narrow, transpose and masked softmax would copy, pad with zeros and add them).
+pub fn attention(qkv: &Tensor, heads: usize, look_ahead: usize) -> candle_core::Result<Tensor> {
+    qkv.contiguous()?.apply_op1(Attention { heads, look_ahead })
+}
+
+struct Attention {
+    heads: usize,
+    look_ahead: usize,
+}
+
+/// (B, T, C, D) of an attention over qkv (B, T, 3C).
+type AttentionDims = (usize, usize, usize, usize);
+
+impl Attention {
+    fn dims(&self, shape: &Shape) -> candle_core::Result<AttentionDims> {
+        let (b, t, c3) = shape.dims3()?;
+        let c = c3 / 3;
+        if c3 % 3 != 0 || self.heads == 0 || c % self.heads != 0 {
+            candle_core::bail!(
+                "attention: qkv {shape:?} is not (B, T, 3C) with C a multiple of {} heads",
+                self.heads
+            );
+        }
+        Ok((b, t, c, c / self.heads))
+    }
+
+    /// The attention weights P (T, T) of one example's head `h`, its queries and keys read
+    /// from `qkv` (that example's (T, 3C) rows); zero past each row's last visible key.
+    fn weights(&self, qkv: &[f32], h: usize, (t, c, d): (usize, usize, usize)) -> Vec<f32> {
+        let mut p = vec![0f32; t * t];
+        matmul_into(
+            &mut p,
+            false,
+            (t, t, d),
+            Operand(&qkv[h * d..], 3 * c, 1),
+            Operand(&qkv[c + h * d..], 1, 3 * c),
+            false,
+        );
+        let scale = 1.0 / (d as f32).sqrt();
+        for (i, row) in p.chunks_mut(t).enumerate() {
+            let n = (i + self.look_ahead + 1).min(t);
+            let max = row[..n]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+            let mut sum = 0f32;
+            for v in &mut row[..n] {
+                *v = (*v * scale - max).exp();
+                sum += *v;
+            }
+            for v in &mut row[..n] {
+                *v /= sum;
+            }
+            row[n..].fill(0.0);
+        }
+        p
+    }
+}
+
+impl candle_core::CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, t, c, d) = self.dims(l.shape())?;
+        let qkv = contiguous(self.name(), s, l)?;
+        // One (T, D) output per (example, head), then laid out as (B, T, C).
+        let outputs: Vec<Vec<f32>> = (0..b * self.heads)
+            .into_par_iter()
+            .map(|task| {
+                let (e, h) = (task / self.heads, task % self.heads);
+                let rows = &qkv[e * t * 3 * c..(e + 1) * t * 3 * c];
+                let p = self.weights(rows, h, (t, c, d));
+                let mut y = vec![0f32; t * d];
+                matmul_into(
+                    &mut y,
+                    false,
+                    (t, d, t),
+                    Operand(&p, t, 1),
+                    Operand(&rows[2 * c + h * d..], 3 * c, 1),
+                    false,
+                );
+                y
+            })
+            .collect();
+        let mut y = vec![0f32; b * t * c];
+        for (task, out) in outputs.iter().enumerate() {
+            let (e, h) = (task / self.heads, task % self.heads);
+            for (i, row) in out.chunks(d).enumerate() {
+                let at = (e * t + i) * c + h * d;
+                y[at..at + d].copy_from_slice(row);
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((b, t, c))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (b, t, c, d) = self.dims(qkv.shape())?;
+        let dy = dy.contiguous()?;
+        let scale = 1.0 / (d as f32).sqrt();
+        // Per (example, head): dQ, dK, dV, each (T, D).
+        let grads: Vec<[Vec<f32>; 3]> = with_f32(qkv, |qkv| {
+            with_f32(&dy, |dy| {
+                (0..b * self.heads)
+                    .into_par_iter()
+                    .map(|task| {
+                        let (e, h) = (task / self.heads, task % self.heads);
+                        let rows = &qkv[e * t * 3 * c..(e + 1) * t * 3 * c];
+                        let dy_rows = &dy[e * t * c + h * d..];
+                        let p = self.weights(rows, h, (t, c, d));
+                        let (q, k, v) =
+                            (&rows[h * d..], &rows[c + h * d..], &rows[2 * c + h * d..]);
+                        // dV = Pᵀ dY; dP = dY Vᵀ.
+                        let mut dv = vec![0f32; t * d];
+                        matmul_into(
+                            &mut dv,
+                            false,
+                            (t, d, t),
+                            Operand(&p, 1, t),
+                            Operand(dy_rows, c, 1),
+                            false,
+                        );
+                        let mut ds = vec![0f32; t * t];
+                        matmul_into(
+                            &mut ds,
+                            false,
+                            (t, t, d),
+                            Operand(dy_rows, c, 1),
+                            Operand(v, 1, 3 * c),
+                            false,
+                        );
+                        // dS = P (dP - Σ P dP) / sqrt(D), row by row (zero where P is).
+                        for (prow, drow) in p.chunks(t).zip(ds.chunks_mut(t)) {
+                            let dot: f32 = prow.iter().zip(drow.iter()).map(|(p, g)| p * g).sum();
+                            for (g, &p) in drow.iter_mut().zip(prow) {
+                                *g = scale * p * (*g - dot);
+                            }
+                        }
+                        // dQ = dS K; dK = dSᵀ Q.
+                        let mut dq = vec![0f32; t * d];
+                        matmul_into(
+                            &mut dq,
+                            false,
+                            (t, d, t),
+                            Operand(&ds, t, 1),
+                            Operand(k, 3 * c, 1),
+                            false,
+                        );
+                        let mut dk = vec![0f32; t * d];
+                        matmul_into(
+                            &mut dk,
+                            false,
+                            (t, d, t),
+                            Operand(&ds, 1, t),
+                            Operand(q, 3 * c, 1),
+                            false,
+                        );
+                        [dq, dk, dv]
+                    })
+                    .collect()
+            })
+        })??;
+        let mut dqkv = vec![0f32; b * t * 3 * c];
+        for (task, parts) in grads.iter().enumerate() {
+            let (e, h) = (task / self.heads, task % self.heads);
+            for (which, part) in parts.iter().enumerate() {
+                for (i, row) in part.chunks(d).enumerate() {
+                    let at = (e * t + i) * 3 * c + which * c + h * d;
+                    dqkv[at..at + d].copy_from_slice(row);
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    fn close(a: &Tensor, b: &Tensor, tol: f32) {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "#{i}: {x} vs {y}");
+        }
+    }
+
+    fn input(shape: &[usize], seed: u64) -> Var {
+        let mut rng = crate::Rng::stream(seed, "seq_ops");
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| (rng.uniform() as f32 - 0.5) * 6.0).collect();
+        Var::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Value and gradient (of a weighted sum) of `ours` against candle's composed `theirs`.
+    fn same_as(
+        ours: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        theirs: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        shape: &[usize],
+    ) {
+        let x = input(shape, 1);
+        let (a, b) = (ours(x.as_tensor()).unwrap(), theirs(x.as_tensor()).unwrap());
+        let weights = input(a.dims(), 2).as_tensor().clone();
+        close(&a, &b, 1e-5);
+        let ga = (a * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (b * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        close(
+            ga.get(x.as_tensor()).unwrap(),
+            gb.get(x.as_tensor()).unwrap(),
+            1e-4,
+        );
+    }
+
+    #[test]
+    fn gelu_matches_candles_tanh_gelu_and_its_gradient() {
+        same_as(gelu, |x| x.gelu(), &[3, 700]);
+    }
+
+    #[test]
+    fn layer_norm_matches_candles_composed_layer_norm_and_its_gradients() {
+        let (w, b) = (input(&[24], 3), input(&[24], 4));
+        same_as(
+            |x| layer_norm(x, w.as_tensor(), b.as_tensor()),
+            |x| candle_nn::ops::layer_norm_slow(x, w.as_tensor(), b.as_tensor(), 1e-5),
+            &[2, 150, 24],
+        );
+        // The weight's and bias's gradients too.
+        let x = input(&[2, 150, 24], 5);
+        let ours = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+        let theirs =
+            candle_nn::ops::layer_norm_slow(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)
+                .unwrap();
+        let (ga, gb) = (
+            ours.sqr().unwrap().sum_all().unwrap().backward().unwrap(),
+            theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap(),
+        );
+        for v in [&w, &b] {
+            close(
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+                1e-4,
+            );
+        }
+    }
+
+    #[test]
+    fn attention_matches_candles_composed_attention_and_its_gradient() {
+        let (b, t, heads, d) = (2, 7, 3, 4);
+        let c = heads * d;
+        for look_ahead in [0, 2] {
+            let mask: Vec<u8> = (0..t)
+                .flat_map(|i| (0..t).map(move |j| u8::from(j > i + look_ahead)))
+                .collect();
+            let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+            let composed = |qkv: &Tensor| -> candle_core::Result<Tensor> {
+                let split = |i: usize| {
+                    qkv.narrow(D::Minus1, i * c, c)?
+                        .reshape((b, t, heads, d))?
+                        .transpose(1, 2)?
+                        .contiguous()
+                };
+                let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+                let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+                let hidden = mask.broadcast_as(scores.shape())?;
+                let inf =
+                    Tensor::new(f32::NEG_INFINITY, qkv.device())?.broadcast_as(scores.shape())?;
+                let w = candle_nn::ops::softmax(&hidden.where_cond(&inf, &scores)?, D::Minus1)?;
+                w.matmul(&v)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((b, t, c))
+            };
+            same_as(
+                |x| attention(x, heads, look_ahead),
+                composed,
+                &[b, t, 3 * c],
+            );
+        }
+    }
+}
