@@ -112,3 +112,52 @@ fn issue_22_the_word_list_loads_or_says_how_to_install_it() {
         assert!(stderr.contains("apt-get install wamerican"), "{stderr}");
     }
 }
+
+#[test]
+fn issue_22_the_gpt_trains_to_the_same_bits_on_one_thread_and_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"{"steps": 40, "eval_every": 20, "lr": 0.003, "dropout": 0.1,
+        "model": {"kind": "gpt", "width": 32, "heads": 4, "layers": 2}}"#;
+    for threads in ["2", "1"] {
+        let out = std::process::Command::new(crate::bin("recipe"))
+            .args([
+                "train",
+                "--quiet",
+                "--data",
+                "shakespeare",
+                "--context",
+                "32",
+                "--name",
+                "gpt",
+                "--config",
+                config,
+                "--archive",
+                "runs",
+            ])
+            .current_dir(dir.path())
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let archive = recipe_archive::Archive::open_existing(dir.path().join("runs")).unwrap();
+    let runs = archive.runs().unwrap().value;
+    let bits = |run: &recipe_archive::RunRecord| -> Vec<(String, i64, u64)> {
+        let points = archive.metrics(run).unwrap().value.into_iter();
+        points
+            .map(|p| (p.name, p.step, p.value.to_bits()))
+            .collect()
+    };
+    assert_eq!(runs.len(), 2);
+    assert_ne!(
+        runs[0].run_id, runs[1].run_id,
+        "the thread count is in the environment"
+    );
+    assert_eq!(bits(&runs[0]), bits(&runs[1]));
+    // The samples, drawn from the same scores, are the same text.
+    assert_eq!(runs[0].artifacts["samples"], runs[1].artifacts["samples"]);
+}
