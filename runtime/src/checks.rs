@@ -362,10 +362,12 @@ impl RecipeCheck for OverfitOneBatch {
                 .map(|ids| ctx.data.decode(ids))
                 .collect(),
         };
+        // A text window's line breaks are shown as ⏎, so each row stays one line.
+        let shown = |text: String| text.replace('\n', "⏎");
         let rows = indices
             .iter()
             .zip(predicted)
-            .map(|(&i, p)| vec![format!("#{i}"), ctx.data.target_text(i), p])
+            .map(|(&i, p)| vec![format!("#{i}"), shown(ctx.data.target_text(i)), shown(p)])
             .collect();
         let mut f = Finding::new(
             self.name(),

@@ -57,12 +57,7 @@ impl Dense {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (rows, last) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
-        let y = crate::ops::linear(&x.reshape((rows, last))?, &self.weight, &self.bias, false)?;
-        let mut out = dims;
-        *out.last_mut().unwrap_or(&mut 0) = self.weight.dim(0)?;
-        y.reshape(out)
+        crate::ops::linear(x, &self.weight, &self.bias, false)
     }
 }
 

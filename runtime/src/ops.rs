@@ -75,7 +75,8 @@ pub(crate) fn matmul_into(
     }
 }
 
-/// `x @ w^T + b` for x (N, in), w (out, in), b (out), with a ReLU after it when `relu`:
+/// `x @ w^T + b` for x (N, in), w (out, in), b (out), with a ReLU after it when `relu`; x
+/// may have more dimensions, (..., in) -> (..., out), its rows being all but the last:
 /// candle-nn's `Linear`, as one GEMM that starts from the bias. Its backward writes the
 /// weight's gradient in the weight's own layout (candle's comes through a transposed view
 /// that it then adds with strides, element by element) and computes the input's gradient
@@ -139,11 +140,7 @@ impl candle_core::CustomOp3 for Linear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let ((n, k), (o, k_w), o_b) = (
-            xl.shape().dims2()?,
-            wl.shape().dims2()?,
-            bl.shape().dims1()?,
-        );
+        let ((n, k), (o, k_w), o_b) = (rows(xl.shape())?, wl.shape().dims2()?, bl.shape().dims1()?);
         if k != k_w || o != o_b {
             candle_core::bail!("linear: input {n}x{k}, weight {o}x{k_w}, bias {o_b} do not fit");
         }
@@ -167,7 +164,11 @@ impl candle_core::CustomOp3 for Linear {
         if self.0.relu {
             relu_in_place(&mut y);
         }
-        Ok((CpuStorage::F32(y), Shape::from((n, o))))
+        let mut out = xl.shape().dims().to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = o;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(out)))
     }
 
     fn bwd(
@@ -178,7 +179,7 @@ impl candle_core::CustomOp3 for Linear {
         res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let ((n, k), o) = (x.dims2()?, w.dim(0)?);
+        let ((n, k), o) = (rows(x.shape())?, w.dim(0)?);
         let dy = before_relu(dy, res, self.0.relu)?;
         let (mut dw, mut db) = (vec![0f32; o * k], vec![0f32; o]);
         let mut dx = vec![0f32; if self.0.input_grad { n * k } else { 0 }];
@@ -216,11 +217,19 @@ impl candle_core::CustomOp3 for Linear {
         Ok((
             self.0
                 .input_grad
-                .then(|| Tensor::from_vec(dx, (n, k), device))
+                .then(|| Tensor::from_vec(dx, x.shape(), device))
                 .transpose()?,
             Some(Tensor::from_vec(dw, (o, k), device)?),
             Some(Tensor::from_vec(db, o, device)?),
         ))
+    }
+}
+
+/// An input of shape (..., k) as (rows, k): every dimension but the last is a row.
+fn rows(shape: &Shape) -> candle_core::Result<(usize, usize)> {
+    match shape.dims() {
+        [] => candle_core::bail!("linear: a scalar input has no features"),
+        [.., k] => Ok((shape.elem_count() / (*k).max(1), *k)),
     }
 }
 

@@ -167,6 +167,13 @@ impl Trained {
         })
     }
 
+    /// The archived run; an error for a run trained with `RunOptions::unarchived()`.
+    pub fn record(&self) -> Result<&RunRecord> {
+        self.run.as_ref().ok_or_else(|| {
+            Error::Invalid("this run was not archived (RunOptions::unarchived)".into())
+        })
+    }
+
     /// The run id (or "(unarchived)").
     pub fn run_id(&self) -> String {
         self.run

@@ -1,4 +1,4 @@
-"""The ten recipe notebooks, executed by nbclient through the installed kernel with small
+"""The eleven recipe notebooks, executed by nbclient through the installed kernel with small
 settings, twice: the second pass must reproduce every run bit for bit."""
 
 import json
@@ -48,8 +48,8 @@ def executed_twice(archive):
     return first, after_first, second, runs(archive)
 
 
-def test_there_are_ten_notebooks_with_parameters_cells():
-    assert len(NOTEBOOKS) == 10
+def test_there_are_eleven_notebooks_with_parameters_cells():
+    assert len(NOTEBOOKS) == 11
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path.name
@@ -86,6 +86,14 @@ def test_the_archive_holds_the_recipe_runs_with_their_checks(executed_twice):
     assert '"drop_missing_rows":true' in table_run["penguins-dropped-rows"]["data"]
     accuracy = lambda name: json.loads(table_run[name]["summary"])["test_acc"]
     assert accuracy("penguins-filled") > accuracy("penguins-zero-inputs") + 0.2
+    # Notebook 10: text. The GPT beats the bigram, archives its samples, and the planted
+    # look-ahead's loss is the too-good number the causality check warns of.
+    assert {"bigram", "gpt", "gpt-looks-ahead"} <= by_step["text"]
+    text_run = {r["name"]: r for r in rows if r["recipe_step"] == "text"}
+    bits = lambda name: json.loads(text_run[name]["summary"])["test_bpt"]
+    assert bits("gpt-looks-ahead") < bits("bigram")
+    assert '"kind":"gpt"' in text_run["gpt"]["config"] and '"kind":"shakespeare"' in text_run["gpt"]["data"]
+    assert "samples" in text_run["gpt"]["artifacts"], text_run["gpt"]["artifacts"]
     skeleton = [r for r in rows if r["name"] == "skeleton"][0]
     assert "loss_at_init" in skeleton["checks"]
     mlp256 = [r for r in rows if r["name"] == "mlp-256"][0]
@@ -111,3 +119,4 @@ def test_the_executed_notebooks_render_to_html_with_tables_and_plots(executed_tw
         assert "Hypothesis" in page, name
     assert "<svg" in pages["03-overfit"] and "<table" in pages["04-regularize"]
     assert "booktabs" in pages["08-export-for-paper"] or "toprule" in pages["08-export-for-paper"]
+    assert ">FAIL</b> <b>causality</b>" in pages["10-text"] and "reproduced bit for bit" in pages["10-text"]
