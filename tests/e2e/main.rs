@@ -46,6 +46,17 @@ pub fn recipe(dir: &Path, args: &[&str]) -> Output {
         .expect("run recipe")
 }
 
+/// Every metric point of `run` as (name, step, bits of the value): what bit-for-bit compares.
+pub fn metric_bits(
+    archive: &recipe_archive::Archive,
+    run: &recipe_archive::RunRecord,
+) -> Vec<(String, i64, u64)> {
+    let points = archive.metrics(run).unwrap().value.into_iter();
+    points
+        .map(|p| (p.name, p.step, p.value.to_bits()))
+        .collect()
+}
+
 /// Run `recipe` and insist on success; returns stdout.
 pub fn recipe_ok(dir: &Path, args: &[&str]) -> String {
     let out = recipe(dir, args);

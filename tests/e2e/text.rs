@@ -146,12 +146,7 @@ fn issue_22_the_gpt_trains_to_the_same_bits_on_one_thread_and_two() {
     }
     let archive = recipe_archive::Archive::open_existing(dir.path().join("runs")).unwrap();
     let runs = archive.runs().unwrap().value;
-    let bits = |run: &recipe_archive::RunRecord| -> Vec<(String, i64, u64)> {
-        let points = archive.metrics(run).unwrap().value.into_iter();
-        points
-            .map(|p| (p.name, p.step, p.value.to_bits()))
-            .collect()
-    };
+    let bits = |run| crate::metric_bits(&archive, run);
     assert_eq!(runs.len(), 2);
     assert_ne!(
         runs[0].run_id, runs[1].run_id,

@@ -4,7 +4,7 @@
 //! config that cannot be right is refused before any run is archived, a diverging run ends
 //! `diverged`, a failing one `failed` with its reason, and each exits non-zero.
 
-use crate::{bin, recipe_ok};
+use crate::{bin, metric_bits as bits, recipe_ok};
 use recipe_archive::{Archive, Status};
 use std::path::Path;
 use std::process::Command;
@@ -34,16 +34,6 @@ fn train(dir: &Path, seed: &str, threads: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn bits(archive: &Archive, run: &recipe_archive::RunRecord) -> Vec<(String, i64, u64)> {
-    archive
-        .metrics(run)
-        .unwrap()
-        .value
-        .into_iter()
-        .map(|p| (p.name, p.step, p.value.to_bits()))
-        .collect()
 }
 
 #[test]
