@@ -976,6 +976,16 @@ mod tests {
             };
             let err = LossAtInit.run(&mlp).err().unwrap().to_string();
             assert!(err.contains("use ModelSpec::Gpt"), "{err}");
+            // Nor can a net of a cell's own that gives one output per window.
+            let own = CheckContext {
+                config: TrainConfig {
+                    model: crate::train::testing::small_head(8),
+                    ..TrainConfig::default()
+                },
+                ..ctx(&data)
+            };
+            let err = LossAtInit.run(&own).err().unwrap().to_string();
+            assert!(err.contains("needs scores at every position"), "{err}");
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::data::Dataset;
 use crate::models::Model;
 use crate::rng::Rng;
 use crate::show::{escape, Show};
+use crate::task::Task;
 use crate::{show_in_jupyter, Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use recipe_archive::{Archive, RunRecord};
@@ -66,8 +67,8 @@ pub(crate) fn draw(
     temperature: f64,
     rng: &mut Rng,
 ) -> Result<String> {
-    let context = match data.shape.as_slice() {
-        [t] if data.task().outputs() == data.num_classes() && data.num_classes() > 0 => *t,
+    let context = match (data.task(), data.shape.as_slice()) {
+        (Task::NextToken { .. }, [t]) => *t,
         _ => {
             return Err(Error::Invalid(format!(
                 "sampling needs a text set (Dataset::text); {} asks for {}",

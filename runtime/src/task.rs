@@ -64,7 +64,7 @@ impl Task {
             Task::Classification { .. } => candle_nn::loss::cross_entropy(output, target),
             Task::Regression => candle_nn::loss::mse(&output.flatten_all()?, target),
             Task::NextToken { .. } => {
-                let (b, t, v) = output.dims3()?;
+                let (b, t, v) = scores_per_position(output)?;
                 candle_nn::loss::cross_entropy(
                     &output.reshape((b * t, v))?,
                     &target.reshape(b * t)?,
@@ -89,6 +89,18 @@ impl Task {
                 picked.neg()?.squeeze(2)?.mean(1)?.to_vec1::<f32>()
             }
         }
+    }
+}
+
+/// (B, T, V) of a text model's output; an error that says what a model for text must give.
+fn scores_per_position(output: &Tensor) -> candle_core::Result<(usize, usize, usize)> {
+    match output.dims() {
+        &[b, t, v] => Ok((b, t, v)),
+        dims => candle_core::bail!(
+            "next-token prediction needs scores at every position, (batch, positions, \
+             vocabulary), but the model gave {dims:?}: a model for text maps each position of \
+             its window (as ModelSpec::Gpt does)"
+        ),
     }
 }
 

@@ -40,7 +40,9 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     // A config that cannot be right is refused before any data is read or run archived.
     let mut config = TrainConfig::from_json(&args.config).context("--config")?;
-    if args.source.is_text() && !args.config.contains("\"model\"") {
+    let names_a_model = serde_json::from_str::<serde_json::Value>(&args.config)
+        .is_ok_and(|c| c.get("model").is_some());
+    if args.source.is_text() && !names_a_model {
         config.model = ModelSpec::Gpt {
             width: 64,
             heads: 4,
