@@ -310,9 +310,10 @@ impl Dataset {
                 context,
                 vocab,
             } => {
-                if *context == 0 || next.len() % context != 0 {
+                if *context == 0 || next.len() % context != 0 || shape != [*context] {
                     return Err(Error::Data(format!(
-                        "{name}: {} next tokens do not make windows of {context}",
+                        "{name}: {} next tokens do not make windows of {context} tokens of \
+                         shape {shape:?}",
                         next.len()
                     )));
                 }
