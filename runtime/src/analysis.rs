@@ -391,9 +391,7 @@ impl Show for Predictions {
             .collect();
         let legend = self.top_legend();
         let top = match self.image_shape {
-            Some((height, width)) => {
-                crate::show::svg_image_grid(&top, height, width, (0.0, 1.0), 10)
-            }
+            Some((height, width)) => crate::show::image_grid(&top, height, width, (0.0, 1.0), 10),
             None => {
                 let rows: Vec<Vec<String>> = top.iter().map(|(_, c)| vec![c.clone()]).collect();
                 html_table(&[format!("example {legend}")], &rows)
@@ -853,7 +851,7 @@ mod tests {
             confusion.iter().flatten().sum::<usize>(),
             data.split("test").unwrap().len()
         );
-        assert!(p.html().contains("<svg") && p.text().contains("most confused"));
+        assert!(p.html().contains("data:image/png;base64,") && p.text().contains("most confused"));
 
         // The archived weights give the very same predictions.
         let archive = Archive::open(dir.path()).unwrap();

@@ -1,4 +1,4 @@
-//! How values look: as text in a terminal, as HTML/SVG in Jupyter.
+//! How values look: as text in a terminal, as HTML (SVG plots, PNG images) in Jupyter.
 //!
 //! Every displayable type implements [`Show`]. In a notebook, the kernel calls the type's
 //! `evcxr_display` (added by [`show_in_jupyter!`]), which prints the HTML inside evcxr's
@@ -183,59 +183,124 @@ pub fn svg_lines(series: &[(String, Vec<(f64, f64)>)], title: &str, x_label: &st
     recipe_archive::plot::lines(series, title, x_label, None)
 }
 
-/// Gray images (each `rows x cols` values in `range`) as an SVG grid with captions.
-pub fn svg_image_grid(
+/// Images with captions, `per_row` to a row: each image one 8-bit PNG (one pixel per value,
+/// darker is higher, as ink on paper; a value that is not finite is red), embedded in the
+/// HTML and scaled up by the browser with `image-rendering: pixelated`. A 28x28 image is a
+/// few hundred bytes, so a grid of dozens stays well under 100 KB.
+pub fn image_grid(
     images: &[(&[f32], String)],
     rows: usize,
     cols: usize,
     range: (f32, f32),
     per_row: usize,
 ) -> String {
-    let scale = (64.0 / rows.max(cols) as f64).max(2.0).floor();
-    let (iw, ch) = (cols as f64 * scale, rows as f64 * scale);
-    // Each cell is wide enough for its caption (about 6 px per character at 10 px).
-    let longest = images
-        .iter()
-        .map(|(_, c)| c.chars().count())
-        .max()
-        .unwrap_or(0) as f64;
-    let cw = iw.max(longest * 6.0);
-    let per_row = per_row.max(1);
-    let grid_rows = images.len().div_ceil(per_row);
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="10">"#,
-        per_row.min(images.len().max(1)) as f64 * (cw + 8.0),
-        grid_rows as f64 * (ch + 22.0)
-    );
+    use base64::Engine;
+    let scale = (64 / rows.max(cols).max(1)).max(2);
     let span = (range.1 - range.0).max(f32::EPSILON);
-    for (k, (pixels, caption)) in images.iter().enumerate() {
-        let (gx, gy) = (
-            (k % per_row) as f64 * (cw + 8.0),
-            (k / per_row) as f64 * (ch + 22.0),
-        );
-        for r in 0..rows {
-            for c in 0..cols {
-                let v = pixels.get(r * cols + c).copied().unwrap_or(f32::NAN);
-                let fill = if v.is_finite() {
+    let cells: String = images
+        .iter()
+        .map(|(pixels, caption)| {
+            let mut rgb = Vec::with_capacity(rows * cols * 3);
+            for k in 0..rows * cols {
+                let v = pixels.get(k).copied().unwrap_or(f32::NAN);
+                if v.is_finite() {
                     let g = (255.0 * (1.0 - ((v - range.0) / span).clamp(0.0, 1.0))) as u8;
-                    format!("rgb({g},{g},{g})")
+                    rgb.extend([g, g, g]);
                 } else {
-                    "red".to_string()
-                };
-                svg += &format!(
-                    r#"<rect x="{:.0}" y="{:.0}" width="{scale}" height="{scale}" fill="{fill}"/>"#,
-                    gx + c as f64 * scale,
-                    gy + r as f64 * scale
-                );
+                    rgb.extend([220, 0, 0]);
+                }
             }
-        }
-        svg += &format!(
-            r#"<text x="{gx:.0}" y="{:.0}">{}</text>"#,
-            gy + ch + 12.0,
-            escape(caption)
-        );
-    }
-    svg + "</svg>"
+            let src = match png(&rgb, cols, rows) {
+                Some(bytes) => format!(
+                    "data:image/png;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                ),
+                None => String::new(),
+            };
+            format!(
+                r#"<figure style="margin:0"><img src="{src}" width="{}" height="{}" style="image-rendering:pixelated;display:block" alt="{}"><figcaption>{}</figcaption></figure>"#,
+                cols * scale,
+                rows * scale,
+                escape(caption),
+                escape(caption)
+            )
+        })
+        .collect();
+    format!(
+        r#"<div style="display:grid;grid-template-columns:repeat({},max-content);gap:6px 8px;font:10px sans-serif">{cells}</div>"#,
+        per_row.max(1).min(images.len().max(1))
+    )
+}
+
+/// An RGB image as PNG bytes; gray when every pixel is (a third of the size).
+fn png(rgb: &[u8], width: usize, height: usize) -> Option<Vec<u8>> {
+    use image::ImageEncoder;
+    let gray = rgb.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]);
+    let (bytes, kind) = if gray {
+        let luma: Vec<u8> = rgb.chunks(3).map(|p| p[0]).collect();
+        (luma, image::ExtendedColorType::L8)
+    } else {
+        (rgb.to_vec(), image::ExtendedColorType::Rgb8)
+    };
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(&bytes, width as u32, height as u32, kind)
+        .ok()?;
+    Some(out)
 }
 
 crate::show_in_jupyter!(Html);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn issue_23_an_image_grid_is_one_small_png_per_image_with_the_same_pixels() {
+        // 48 Fashion-MNIST-sized images of noise (the worst case for compression).
+        let mut rng = crate::Rng::stream(1, "grid");
+        let images: Vec<Vec<f32>> = (0..48)
+            .map(|_| (0..28 * 28).map(|_| rng.uniform() as f32).collect())
+            .collect();
+        let captioned: Vec<(&[f32], String)> = (images.iter())
+            .enumerate()
+            .map(|(k, v)| (v.as_slice(), format!("#{k} <b>")))
+            .collect();
+        let html = image_grid(&captioned, 28, 28, (0.0, 1.0), 10);
+        assert!(html.len() < 100_000, "{} bytes", html.len());
+        assert_eq!(html.matches("<img").count(), 48);
+        assert!(html.contains("#0 &lt;b&gt;") && html.contains("pixelated"));
+        // The first PNG decodes to the image's pixels: 8-bit gray, darker is higher.
+        let src = html
+            .split("base64,")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(src)
+            .unwrap();
+        let decoded = image::load_from_memory(&bytes).unwrap().to_luma8();
+        assert_eq!(decoded.dimensions(), (28, 28));
+        for (k, g) in decoded.pixels().enumerate() {
+            assert_eq!(g.0[0], (255.0 * (1.0 - images[0][k])) as u8);
+        }
+        // A value that is not finite shows red (an RGB image).
+        let bad = [f32::NAN; 4];
+        let html = image_grid(&[(&bad[..], "nan".into())], 2, 2, (0.0, 1.0), 1);
+        let src = html
+            .split("base64,")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(src)
+            .unwrap();
+        let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(decoded.get_pixel(0, 0).0, [220, 0, 0]);
+    }
+}

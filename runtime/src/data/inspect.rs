@@ -4,7 +4,7 @@
 
 use super::table::Scale;
 use super::{f32_bytes, Dataset, Target};
-use crate::show::{escape, html_table, svg_histogram, svg_image_grid, Show};
+use crate::show::{escape, html_table, image_grid, svg_histogram, Show};
 use crate::{show_in_jupyter, Result};
 use std::collections::BTreeMap;
 
@@ -410,7 +410,7 @@ impl Show for ImageGrid {
             .iter()
             .map(|(p, c)| (p.as_slice(), c.clone()))
             .collect();
-        svg_image_grid(&images, self.shape.0, self.shape.1, self.range, 10)
+        image_grid(&images, self.shape.0, self.shape.1, self.range, 10)
     }
 }
 
@@ -625,7 +625,7 @@ impl Show for Ranked {
             ),
             escape(&self.label),
             match self.image_shape {
-                Some((height, width)) => svg_image_grid(&images, height, width, self.range, 10),
+                Some((height, width)) => image_grid(&images, height, width, self.range, 10),
                 None => {
                     let rows: Vec<Vec<String>> =
                         images.iter().map(|(_, c)| vec![c.clone()]).collect();
@@ -689,7 +689,7 @@ mod tests {
             .rank_by("train", "ink", 3, |x, _| x.iter().map(|&v| v as f64).sum())
             .unwrap();
         assert!(r.order.windows(2).all(|w| w[0].1 <= w[1].1));
-        assert!(crate::show::Show::html(&r).contains("<svg"));
+        assert!(crate::show::Show::html(&r).contains("<img src=\"data:image/png;base64,"));
         let light = d
             .filter("train", |x, _| x.iter().sum::<f32>() < 10.0)
             .unwrap();
