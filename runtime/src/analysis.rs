@@ -640,7 +640,7 @@ impl Show for Trained {
             self.status
         );
         for (k, v) in &self.summary {
-            out += &format!("  {k:<12} {v:.4}\n");
+            out += &format!("  {k:<12} {}\n", format_number(*v));
         }
         for c in &self.checks {
             out += &format!(
@@ -671,7 +671,7 @@ impl Show for Trained {
         let rows: Vec<Vec<String>> = self
             .summary
             .iter()
-            .map(|(k, v)| vec![k.clone(), format!("{v:.4}")])
+            .map(|(k, v)| vec![k.clone(), format_number(*v)])
             .collect();
         format!(
             "<p><b>{}</b> {} — {}</p>{}{}{}",

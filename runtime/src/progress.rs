@@ -97,7 +97,12 @@ impl Progress {
     }
 
     fn line(&self) -> String {
-        let last = |s: &[(f64, f64)]| s.last().map_or("-".to_string(), |p| format!("{:.4}", p.1));
+        // Four significant digits: a loss of 3e-6 reads 3.000e-6, not 0.0000.
+        let last = |s: &[(f64, f64)]| {
+            s.last().map_or("-".to_string(), |p| {
+                recipe_archive::export::format_number(p.1)
+            })
+        };
         format!(
             "{} step {}/{} train_loss {} val_loss {}",
             self.name,
@@ -136,13 +141,12 @@ mod tests {
         p.train_loss(0, 2.5);
         p.train_loss(9, 1.25);
         p.val_loss(9, 1.5);
-        assert_eq!(
-            p.line(),
-            "mlp step 10/100 train_loss 1.2500 val_loss 1.5000"
-        );
+        assert_eq!(p.line(), "mlp step 10/100 train_loss 1.250 val_loss 1.500");
+        p.train_loss(10, 3e-6);
+        assert!(p.line().contains("train_loss 3.000e-6"), "{}", p.line());
         // A validation loss logged for an earlier step does not move the count back.
         p.val_loss(4, 1.75);
-        assert!(p.line().starts_with("mlp step 10/100"), "{}", p.line());
+        assert!(p.line().starts_with("mlp step 11/100"), "{}", p.line());
     }
 
     #[test]

@@ -71,7 +71,7 @@ fn issue_22_recipe_trains_on_a_folder_of_images_and_verifies_the_run() {
             "train", "--quiet", "--data", "pics", "--name", "pics", "--config", config,
         ],
     );
-    assert!(trained.contains("test_acc     1.0000"), "{trained}");
+    assert!(trained.contains("test_acc     1.000"), "{trained}");
     let verified = recipe_ok(dir.path(), &["runs", "verify", "pics"]);
     assert!(verified.contains("reproduced bit for bit"), "{verified}");
 }
