@@ -10,7 +10,8 @@
 //! tokens 0..=t only. [`Model::embed`] and [`Model::forward_embedded`] split the forward pass
 //! at the embeddings, for the causality check ([`crate::checks::Causality`]).
 //!
-//! Not here: the next-token task and text data (the trainer takes classification today).
+//! Not here: the next-token task ([`crate::task::Task::NextToken`]) and text data
+//! ([`crate::data::text`]); its fused operations are in [`crate::seq_ops`].
 
 use crate::models::{Dropout, Model};
 use crate::Result;

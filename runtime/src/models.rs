@@ -91,8 +91,9 @@ impl ModelSpec {
         Ok(ModelSpec::Custom(CustomModel::new(name, hyper, build)?))
     }
 
-    /// Whether the model maps a window of tokens to scores at every position (the zoo's
-    /// GPT); a net of a cell's own says so by its task when it is trained.
+    /// Whether this zoo model maps a window of tokens to scores at every position (the
+    /// GPT). A net of a cell's own is not judged here: its output's shape is checked by the
+    /// task's loss when it first runs.
     pub fn is_sequence_model(&self) -> bool {
         matches!(self, ModelSpec::Gpt { .. })
     }

@@ -210,18 +210,19 @@ pub fn image_grid(
                     rgb.extend([220, 0, 0]);
                 }
             }
-            let src = match png(&rgb, cols, rows) {
-                Some(bytes) => format!(
-                    "data:image/png;base64,{}",
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
+            let image = match png(&rgb, cols, rows) {
+                Ok(bytes) => format!(
+                    r#"<img src="data:image/png;base64,{}" width="{}" height="{}" style="image-rendering:pixelated;display:block" alt="{}">"#,
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                    cols * scale,
+                    rows * scale,
+                    escape(caption)
                 ),
-                None => String::new(),
+                // Said where the image would be, never a blank square.
+                Err(e) => format!("<div>image not shown: {}</div>", escape(&e.to_string())),
             };
             format!(
-                r#"<figure style="margin:0"><img src="{src}" width="{}" height="{}" style="image-rendering:pixelated;display:block" alt="{}"><figcaption>{}</figcaption></figure>"#,
-                cols * scale,
-                rows * scale,
-                escape(caption),
+                r#"<figure style="margin:0">{image}<figcaption>{}</figcaption></figure>"#,
                 escape(caption)
             )
         })
@@ -233,7 +234,7 @@ pub fn image_grid(
 }
 
 /// An RGB image as PNG bytes; gray when every pixel is (a third of the size).
-fn png(rgb: &[u8], width: usize, height: usize) -> Option<Vec<u8>> {
+fn png(rgb: &[u8], width: usize, height: usize) -> image::ImageResult<Vec<u8>> {
     use image::ImageEncoder;
     let gray = rgb.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]);
     let (bytes, kind) = if gray {
@@ -243,10 +244,13 @@ fn png(rgb: &[u8], width: usize, height: usize) -> Option<Vec<u8>> {
         (rgb.to_vec(), image::ExtendedColorType::Rgb8)
     };
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(&bytes, width as u32, height as u32, kind)
-        .ok()?;
-    Some(out)
+    image::codecs::png::PngEncoder::new(&mut out).write_image(
+        &bytes,
+        width as u32,
+        height as u32,
+        kind,
+    )?;
+    Ok(out)
 }
 
 crate::show_in_jupyter!(Html);
@@ -255,6 +259,21 @@ crate::show_in_jupyter!(Html);
 mod tests {
     use super::*;
     use base64::Engine;
+
+    /// The first image embedded in `html`, decoded.
+    fn first_png(html: &str) -> image::DynamicImage {
+        let src = html
+            .split("base64,")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(src)
+            .unwrap();
+        image::load_from_memory(&bytes).unwrap()
+    }
 
     #[test]
     fn issue_23_an_image_grid_is_one_small_png_per_image_with_the_same_pixels() {
@@ -272,17 +291,7 @@ mod tests {
         assert_eq!(html.matches("<img").count(), 48);
         assert!(html.contains("#0 &lt;b&gt;") && html.contains("pixelated"));
         // The first PNG decodes to the image's pixels: 8-bit gray, darker is higher.
-        let src = html
-            .split("base64,")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(src)
-            .unwrap();
-        let decoded = image::load_from_memory(&bytes).unwrap().to_luma8();
+        let decoded = first_png(&html).to_luma8();
         assert_eq!(decoded.dimensions(), (28, 28));
         for (k, g) in decoded.pixels().enumerate() {
             assert_eq!(g.0[0], (255.0 * (1.0 - images[0][k])) as u8);
@@ -290,17 +299,7 @@ mod tests {
         // A value that is not finite shows red (an RGB image).
         let bad = [f32::NAN; 4];
         let html = image_grid(&[(&bad[..], "nan".into())], 2, 2, (0.0, 1.0), 1);
-        let src = html
-            .split("base64,")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(src)
-            .unwrap();
-        let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let decoded = first_png(&html).to_rgb8();
         assert_eq!(decoded.get_pixel(0, 0).0, [220, 0, 0]);
     }
 }
