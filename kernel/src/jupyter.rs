@@ -9,34 +9,51 @@
 //! The sockets answer before the session is up: kernel_info comes back within milliseconds of
 //! the launch while evcxr, the analyzer and the runtime library start on the session thread
 //! (seconds), and cells sent meanwhile wait in the queue, as they would behind a running cell.
+//! A request that nothing is ahead of is `busy` as soon as it arrives, even while the session
+//! starts, and a cell that waits more than a second for the session says so until it runs.
+//! (A request queued behind another turns busy when it starts, after the other's idle: one
+//! busy and one idle per request, as clients expect.)
+//!
+//! An interrupt stops the running cell and aborts every request queued behind it, as
+//! ipykernel does: Stop in a notebook stops the notebook, not only its current cell.
+//!
+//! iopub is an XPUB socket that greets each subscriber with `iopub_welcome` (JEP 65); a cell
+//! that asks for input (`recipe::input`) sends `input_request` on the stdin socket and waits
+//! for the client's `input_reply`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use jupyter_protocol::{
-    ClearOutput, CommInfoReply, CompleteReply, CompleteRequest, ConnectionInfo, DisplayData,
-    ErrorOutput, ExecuteInput, ExecuteReply, ExecuteRequest, ExecuteResult, ExecutionCount,
-    HelpLink, HistoryEntry, HistoryReply, HistoryRequest, InspectReply, InterruptReply,
-    IsCompleteReply, IsCompleteReplyStatus, JupyterMessage, JupyterMessageContent, KernelInfoReply,
-    LanguageInfo, Media, ReplyError, ReplyStatus, ShutdownReply, Status, Stdio, StreamContent,
-    Transient, UpdateDisplayData,
+    ClearOutput, CommClose, CommInfoReply, CompleteReply, CompleteRequest, ConnectionInfo,
+    DisplayData, ErrorOutput, ExecuteInput, ExecuteReply, ExecuteRequest, ExecuteResult,
+    ExecutionCount, InputRequest, InspectReply, InterruptReply, IoPubWelcome, JupyterMessage,
+    JupyterMessageContent, Media, ReplyError, ReplyStatus, Status, Stdio, StreamContent, Transient,
+    UpdateDisplayData,
 };
 use jupyter_zmq_client::{
-    connection::{Connection, RawMessage},
+    connection::{Connection, RawMessage, SubscriptionEvent},
     create_kernel_control_connection, create_kernel_heartbeat_connection,
-    create_kernel_iopub_connection, create_kernel_shell_connection, create_kernel_stdin_connection,
+    create_kernel_iopub_xpub_connection, create_kernel_shell_connection,
+    create_kernel_stdin_connection,
 };
 use recipe::notebook::Io;
 use recipe_archive::Archive;
 use tokio::sync::mpsc;
 use zeromq::{SocketRecv, SocketSend};
 
-use crate::is_complete::{is_complete, Completeness};
+use crate::replies::{
+    byte_to_char, char_to_byte, history_reply, is_complete_reply, kernel_info, shutdown_reply,
+    word_completions,
+};
 use crate::session::{Interrupter, Outcome, Session, Sink};
+
+/// How long a cell waits for the starting session before it says so.
+const STARTING_NOTE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serve the kernel described by `connection_file` until a shutdown request. A warm spare
 /// started for this launch (same binary, folder and environment) serves it when
@@ -68,6 +85,7 @@ pub struct Started {
     kernel: Arc<Kernel>,
     iopub: mpsc::UnboundedReceiver<JupyterMessage>,
     shell: mpsc::UnboundedReceiver<JupyterMessage>,
+    stdin: mpsc::UnboundedReceiver<JupyterMessage>,
     work: std_mpsc::Sender<JupyterMessage>,
 }
 
@@ -76,9 +94,16 @@ impl Started {
     pub fn begin(spare: bool) -> anyhow::Result<Started> {
         let (iopub_tx, iopub) = mpsc::unbounded_channel::<JupyterMessage>();
         let (shell_tx, shell) = mpsc::unbounded_channel::<JupyterMessage>();
+        let (stdin_tx, stdin) = mpsc::unbounded_channel::<JupyterMessage>();
         let kernel = Arc::new(Kernel {
             iopub: iopub_tx,
             shell: shell_tx,
+            stdin: stdin_tx,
+            input_answer: Mutex::new(None),
+            interrupted: AtomicBool::new(false),
+            told_starting: Mutex::new(BTreeSet::new()),
+            queued: AtomicUsize::new(0),
+            busy_on_arrival: Mutex::new(BTreeSet::new()),
             parent: Mutex::new(None),
             history: Mutex::new(Vec::new()),
             variables: Mutex::new(Vec::new()),
@@ -96,6 +121,7 @@ impl Started {
             kernel,
             iopub,
             shell,
+            stdin,
             work,
         })
     }
@@ -131,6 +157,17 @@ impl Started {
 pub struct Kernel {
     iopub: mpsc::UnboundedSender<JupyterMessage>,
     shell: mpsc::UnboundedSender<JupyterMessage>,
+    stdin: mpsc::UnboundedSender<JupyterMessage>,
+    /// Where the next `input_reply` goes: the cell waiting for it.
+    input_answer: Mutex<Option<std_mpsc::Sender<String>>>,
+    /// An interrupt came while a cell ran: the requests queued behind it are aborted.
+    interrupted: AtomicBool,
+    /// Execute requests (by message id) told that the session is still starting.
+    told_starting: Mutex<BTreeSet<String>>,
+    /// Requests for the session thread that are queued or running.
+    queued: AtomicUsize,
+    /// Requests (by message id) whose busy was published when they arrived.
+    busy_on_arrival: Mutex<BTreeSet<String>>,
     /// The request whose cell is running: iopub output is its child.
     parent: Mutex<Option<JupyterMessage>>,
     /// (execution count, code, text of its result) of cells stored in history.
@@ -165,6 +202,95 @@ impl Kernel {
     fn busy(&self) -> bool {
         self.interrupter.get().is_none_or(Interrupter::busy)
     }
+
+    /// Hand a request to the session thread; busy at once when nothing is ahead of it.
+    fn queue(&self, request: JupyterMessage, work: &std_mpsc::Sender<JupyterMessage>) {
+        if self.queued.fetch_add(1, Ordering::SeqCst) == 0 {
+            let id = request.header.msg_id.clone();
+            self.busy_on_arrival.lock().unwrap().insert(id);
+            self.publish(Status::busy(), &request);
+        }
+        let _ = work.send(request);
+    }
+
+    /// The session thread starts `request`: busy, unless it was when it arrived.
+    fn begin(&self, request: &JupyterMessage) {
+        let early = self
+            .busy_on_arrival
+            .lock()
+            .unwrap()
+            .remove(&request.header.msg_id);
+        if !early {
+            self.publish(Status::busy(), request);
+        }
+    }
+
+    /// The session thread is done with `request`.
+    fn end(&self, request: &JupyterMessage) {
+        self.publish(Status::idle(), request);
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Tell a cell that still waits for the session that it is starting.
+    fn tell_starting(&self, request: &JupyterMessage) {
+        // Under the lock the session thread takes before it runs the cell: the note is
+        // either cleared by it or never sent.
+        let mut told = self.told_starting.lock().unwrap();
+        if self.interrupter.get().is_none() {
+            told.insert(request.header.msg_id.clone());
+            self.publish(
+                StreamContent {
+                    name: Stdio::Stdout,
+                    text: "starting the Rust session...\n".into(),
+                },
+                request,
+            );
+        }
+    }
+
+    /// The cell `request` starts: clear the note that it waited for the session, if any.
+    fn clear_starting_note(&self, request: &JupyterMessage) {
+        if self
+            .told_starting
+            .lock()
+            .unwrap()
+            .remove(&request.header.msg_id)
+        {
+            self.publish(ClearOutput { wait: false }, request);
+        }
+    }
+
+    /// Ask the client of the running cell for a line (`input_request` on stdin). `None` when
+    /// the cell is silent, its client sent `allow_stdin: false`, or an interrupt comes while
+    /// it waits.
+    fn ask(&self, prompt: &str, password: bool) -> Option<String> {
+        let parent = self.parent.lock().unwrap().clone()?;
+        let JupyterMessageContent::ExecuteRequest(r) = &parent.content else {
+            return None;
+        };
+        if !r.allow_stdin {
+            return None;
+        }
+        let (answer, answered) = std_mpsc::channel();
+        *self.input_answer.lock().unwrap() = Some(answer);
+        // A reply to the request: it goes to the same client, by its identities.
+        let request = JupyterMessage::new(
+            InputRequest {
+                prompt: prompt.into(),
+                password,
+            },
+            Some(&parent),
+        );
+        self.stdin.send(request).ok()?;
+        loop {
+            match answered.recv_timeout(Duration::from_millis(100)) {
+                Ok(value) => return Some(value),
+                Err(std_mpsc::RecvTimeoutError::Timeout)
+                    if !self.interrupted.load(Ordering::SeqCst) => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> anyhow::Result<()> {
@@ -172,20 +298,35 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
         kernel,
         iopub: mut iopub_rx,
         shell: mut shell_rx,
+        stdin: mut stdin_rx,
         work: work_tx,
     } = started;
     let session_id = crate::session::fresh_id();
-    let mut iopub = create_kernel_iopub_connection(&info, &session_id).await?;
+    let mut iopub = create_kernel_iopub_xpub_connection(&info, &session_id).await?;
     let shell = create_kernel_shell_connection(&info, &session_id).await?;
     let mut control = create_kernel_control_connection(&info, &session_id).await?;
-    let _stdin = create_kernel_stdin_connection(&info, &session_id).await?;
+    let stdin = create_kernel_stdin_connection(&info, &session_id).await?;
     let mut heartbeat = create_kernel_heartbeat_connection(&info).await?;
     bound();
 
     tokio::spawn(async move {
-        while let Some(message) = iopub_rx.recv().await {
-            if let Err(e) = iopub.send(message).await {
-                eprintln!("recipe kernel: iopub send failed: {e}");
+        loop {
+            tokio::select! {
+                // A subscriber is greeted before anything else is sent to it.
+                biased;
+                event = iopub.recv_subscription() => {
+                    if let Ok(SubscriptionEvent::Subscribe(topic)) = event {
+                        if let Err(e) = iopub.send(IoPubWelcome::new(topic).into()).await {
+                            eprintln!("recipe kernel: iopub send failed: {e}");
+                        }
+                    }
+                }
+                message = iopub_rx.recv() => {
+                    let Some(message) = message else { return };
+                    if let Err(e) = iopub.send(message).await {
+                        eprintln!("recipe kernel: iopub send failed: {e}");
+                    }
+                }
             }
         }
     });
@@ -211,6 +352,37 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
             }
         }
     });
+
+    let (mut stdin_send, mut stdin_recv) = stdin.split();
+    tokio::spawn(async move {
+        while let Some(message) = stdin_rx.recv().await {
+            if let Err(e) = stdin_send.send(message).await {
+                eprintln!("recipe kernel: stdin send failed: {e}");
+            }
+        }
+    });
+    {
+        let kernel = kernel.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_request(&mut stdin_recv).await {
+                    Ok(JupyterMessage {
+                        content: JupyterMessageContent::InputReply(reply),
+                        ..
+                    }) => {
+                        if let Some(answer) = kernel.input_answer.lock().unwrap().take() {
+                            let _ = answer.send(reply.value);
+                        }
+                    }
+                    Ok(other) => eprintln!(
+                        "recipe kernel: no handler for stdin message {}",
+                        other.content.message_type()
+                    ),
+                    Err(e) => eprintln!("recipe kernel: dropped a stdin message: {e:#}"),
+                }
+            }
+        });
+    }
 
     // Shell: answer what needs no session, queue the rest.
     {
@@ -252,11 +424,30 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
                     JupyterMessageContent::ExecuteRequest(_)
                     | JupyterMessageContent::InspectRequest(_)
                     | JupyterMessageContent::CompleteRequest(_) => {
-                        let _ = work_tx.send(request);
+                        let execute =
+                            matches!(request.content, JupyterMessageContent::ExecuteRequest(_));
+                        if execute && kernel.interrupter.get().is_none() {
+                            let (kernel, request) = (kernel.clone(), request.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(STARTING_NOTE_AFTER).await;
+                                kernel.tell_starting(&request);
+                            });
+                        }
+                        kernel.queue(request, &work_tx);
                     }
-                    JupyterMessageContent::CommOpen(_)
-                    | JupyterMessageContent::CommMsg(_)
-                    | JupyterMessageContent::CommClose(_) => {}
+                    // recipe opens no comms: an unknown target is closed at once, with the
+                    // reason, as ipykernel does.
+                    JupyterMessageContent::CommOpen(open) => {
+                        let reason = format!("recipe has no comm target {:?}", open.target_name);
+                        let close = CommClose {
+                            comm_id: open.comm_id.clone(),
+                            data: serde_json::Map::from_iter([("reason".into(), reason.into())]),
+                        };
+                        kernel.publish(Status::busy(), &request);
+                        kernel.publish(close, &request);
+                        kernel.publish(Status::idle(), &request);
+                    }
+                    JupyterMessageContent::CommMsg(_) | JupyterMessageContent::CommClose(_) => {}
                     other => {
                         eprintln!(
                             "recipe kernel: no handler for shell message {}",
@@ -280,7 +471,12 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
         let reply: JupyterMessageContent = match &request.content {
             JupyterMessageContent::InterruptRequest(_) => {
                 match kernel.interrupter.get() {
-                    Some(i) => i.interrupt(),
+                    Some(i) => {
+                        if i.busy() {
+                            kernel.interrupted.store(true, Ordering::SeqCst);
+                        }
+                        i.interrupt();
+                    }
                     // Nothing runs yet: the cells queued until the session is up will not.
                     None => {
                         kernel
@@ -392,6 +588,12 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
     if spare {
         session.warm_analyzer();
     }
+    {
+        let kernel = kernel.clone();
+        session.set_input_reader(Box::new(move |prompt, password| {
+            kernel.ask(prompt, password)
+        }));
+    }
     let _ = kernel.interrupter.set(session.interrupter());
     if kernel
         .interrupted_while_starting
@@ -413,11 +615,14 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
     };
 
     while let Some(request) = waiting.take().or_else(|| work.recv().ok()) {
-        kernel.publish(Status::busy(), &request);
+        kernel.begin(&request);
         match &request.content {
             JupyterMessageContent::ExecuteRequest(r) => {
                 let failed = execute(&kernel, &mut session, r, &request);
-                if failed && r.stop_on_error {
+                // Stop stops the notebook: whatever the interrupted cell returned, the cells
+                // queued behind it do not run.
+                let interrupted = kernel.interrupted.swap(false, Ordering::SeqCst);
+                if interrupted || (failed && r.stop_on_error) {
                     abort_queued(&kernel, &mut session, &work);
                 }
             }
@@ -442,7 +647,7 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
             }
             _ => {}
         }
-        kernel.publish(Status::idle(), &request);
+        kernel.end(&request);
     }
 }
 
@@ -453,6 +658,7 @@ fn execute(
     r: &ExecuteRequest,
     request: &JupyterMessage,
 ) -> bool {
+    kernel.clear_starting_note(request);
     let store = r.store_history && !r.silent;
     let count = session.execution_count + i64::from(store);
     if !r.silent {
@@ -529,15 +735,17 @@ fn execute(
     }
 }
 
-/// After a failed cell with stop_on_error, answer the executes already queued as aborted
-/// (those sent after the client saw the error are not: it sent them knowing).
+/// After an interrupted cell, or a failed one with stop_on_error, answer the executes already
+/// queued as aborted (those sent after the client saw the reply are not: it sent them
+/// knowing).
 fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receiver<JupyterMessage>) {
     // Taken all at once before the first reply: a client that sends its next cell as soon as
     // it sees that reply sends it knowing, and the cell must run.
     let queued: Vec<JupyterMessage> = work.try_iter().collect();
     for request in queued {
-        kernel.publish(Status::busy(), &request);
+        kernel.begin(&request);
         if let JupyterMessageContent::ExecuteRequest(r) = &request.content {
+            kernel.clear_starting_note(&request);
             session.record_aborted(&r.code);
             reply_aborted(kernel, session, &request);
         } else if let JupyterMessageContent::CompleteRequest(r) = &request.content {
@@ -546,7 +754,7 @@ fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receive
         } else {
             kernel.reply(InspectReply::default(), &request);
         }
-        kernel.publish(Status::idle(), &request);
+        kernel.end(&request);
     }
 }
 
@@ -600,114 +808,6 @@ fn media(data: &BTreeMap<String, String>) -> Media {
         .unwrap_or_default()
 }
 
-fn kernel_info() -> KernelInfoReply {
-    KernelInfoReply {
-        status: ReplyStatus::Ok,
-        protocol_version: "5.3".into(),
-        implementation: "recipe".into(),
-        implementation_version: env!("CARGO_PKG_VERSION").into(),
-        language_info: LanguageInfo {
-            name: "rust".into(),
-            version: crate::runtime_lib::rustc_version().unwrap_or_default(),
-            mimetype: Some("text/rust".into()),
-            file_extension: Some(".rs".into()),
-            pygments_lexer: Some("rust".into()),
-            codemirror_mode: Some(jupyter_protocol::CodeMirrorMode::Simple("rust".into())),
-            nbconvert_exporter: Some("rust".into()),
-        },
-        banner: format!(
-            "recipe {}: Rust with the recipe runtime preloaded (use recipe::prelude::*)",
-            env!("CARGO_PKG_VERSION")
-        ),
-        help_links: vec![HelpLink {
-            text: "A Recipe for Training Neural Networks".into(),
-            url: "https://karpathy.github.io/2019/04/25/recipe/".into(),
-        }],
-        debugger: false,
-        error: None,
-    }
-}
-
-fn is_complete_reply(code: &str) -> IsCompleteReply {
-    match is_complete(code) {
-        Completeness::Complete => {
-            IsCompleteReply::new(IsCompleteReplyStatus::Complete, String::new())
-        }
-        Completeness::Incomplete { indent } => {
-            IsCompleteReply::new(IsCompleteReplyStatus::Incomplete, indent)
-        }
-        Completeness::Invalid => {
-            IsCompleteReply::new(IsCompleteReplyStatus::Invalid, String::new())
-        }
-    }
-}
-
-fn history_reply(request: &HistoryRequest, history: &[(i64, String, String)]) -> HistoryReply {
-    let with_output = match request {
-        HistoryRequest::Tail { output, .. }
-        | HistoryRequest::Range { output, .. }
-        | HistoryRequest::Search { output, .. } => *output,
-    };
-    let entry = |(n, code, result): &(i64, String, String)| {
-        if with_output {
-            HistoryEntry::InputOutput(0, *n as usize, (code.clone(), result.clone()))
-        } else {
-            HistoryEntry::Input(0, *n as usize, code.clone())
-        }
-    };
-    let entries: Vec<HistoryEntry> = match request {
-        HistoryRequest::Tail { n, .. } => {
-            let skip = history.len().saturating_sub((*n).max(0) as usize);
-            history[skip..].iter().map(entry).collect()
-        }
-        HistoryRequest::Range { start, stop, .. } => history
-            .iter()
-            .filter(|(n, ..)| *n >= i64::from(*start) && (*stop <= 0 || *n < i64::from(*stop)))
-            .map(entry)
-            .collect(),
-        HistoryRequest::Search {
-            pattern, n, unique, ..
-        } => {
-            let mut matching: Vec<_> = history
-                .iter()
-                .filter(|(_, code, _)| glob_match(pattern, code))
-                .collect();
-            if *unique {
-                // The latest entry of each distinct code.
-                let mut seen = std::collections::BTreeSet::new();
-                matching.reverse();
-                matching.retain(|(_, code, _)| seen.insert(code.clone()));
-                matching.reverse();
-            }
-            let skip = matching.len().saturating_sub((*n).max(0) as usize);
-            matching[skip..].iter().map(|e| entry(e)).collect()
-        }
-    };
-    HistoryReply::new(entries)
-}
-
-/// IPython's history search pattern: `*` any text, `?` one character.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
-        }
-    }
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    go(&p, &t)
-}
-
-fn shutdown_reply(restart: bool) -> ShutdownReply {
-    ShutdownReply {
-        restart,
-        status: ReplyStatus::Ok,
-        error: None,
-    }
-}
-
 fn complete(session: &mut Session, r: &CompleteRequest) -> CompleteReply {
     let position = char_to_byte(&r.code, r.cursor_pos);
     let (start, end, matches) = session.complete(&r.code, position);
@@ -718,42 +818,4 @@ fn complete(session: &mut Session, r: &CompleteRequest) -> CompleteReply {
         status: ReplyStatus::Ok,
         ..CompleteReply::default()
     }
-}
-
-/// While a cell runs: the session's variables, the prelude's names and Rust keywords that
-/// start with the word before the cursor.
-fn word_completions(r: &CompleteRequest, variables: &[String]) -> CompleteReply {
-    let position = char_to_byte(&r.code, r.cursor_pos);
-    let before = &r.code[..position];
-    let start = before
-        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .map_or(0, |i| i + 1);
-    let word = &before[start..];
-    let mut matches: Vec<String> = variables
-        .iter()
-        .map(String::as_str)
-        .chain(crate::is_complete::KNOWN_NAMES.iter().copied())
-        .filter(|name| !word.is_empty() && name.starts_with(word))
-        .map(String::from)
-        .collect();
-    matches.sort();
-    matches.dedup();
-    CompleteReply {
-        matches,
-        cursor_start: byte_to_char(&r.code, start),
-        cursor_end: r.cursor_pos,
-        status: ReplyStatus::Ok,
-        ..CompleteReply::default()
-    }
-}
-
-/// Jupyter counts cursor positions in characters (code points); Rust strings in bytes.
-fn char_to_byte(code: &str, chars: usize) -> usize {
-    code.char_indices()
-        .nth(chars)
-        .map_or(code.len(), |(i, _)| i)
-}
-
-fn byte_to_char(code: &str, bytes: usize) -> usize {
-    code[..bytes.min(code.len())].chars().count()
 }

@@ -16,6 +16,7 @@ mod exec;
 mod is_complete;
 mod jupyter;
 mod replay;
+mod replies;
 mod runtime_lib;
 mod session;
 mod spare;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use evcxr::{CommandContext, CompilationError, EvalContext};
-use recipe::notebook::{CellContext, Io, BACKTRACE_ENV, CELL_FILE_ENV};
+use recipe::notebook::{CellContext, Io, BACKTRACE_ENV, CELL_FILE_ENV, NO_INPUT};
 use recipe_archive::{Archive, CellRecord};
 
 use crate::runtime_lib::RuntimeLib;
@@ -22,6 +22,11 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a session's output goes: the Jupyter iopub channel or a notebook's outputs.
 pub type Sink = Arc<dyn Fn(Io) + Send + Sync>;
+
+/// Asks the person at the notebook for a line of text (the prompt, whether it is a
+/// password); `None` when nobody can answer (a headless run, a client that sent
+/// `allow_stdin: false`, an interrupt while waiting).
+pub type InputReader = Box<dyn Fn(&str, bool) -> Option<String> + Send>;
 
 /// The result of one cell.
 #[derive(Debug)]
@@ -52,6 +57,8 @@ pub struct Session {
     needs_init: bool,
     /// The session's own folder (evcxr's crate, the current-cell file); removed at the end.
     dir: PathBuf,
+    /// Answers a cell's `recipe::input` (the runtime's [`recipe::notebook::input`]).
+    input: InputReader,
 }
 
 /// What the cell process said of the running cell's failure.
@@ -227,6 +234,7 @@ impl Session {
             pumps,
             needs_init: false,
             dir,
+            input: Box::new(|_, _| None),
         };
         session.drain();
         timing(|| format!("runtime attached at {:.3} s", clock.elapsed().as_secs_f64()));
@@ -245,6 +253,11 @@ impl Session {
         );
         self.needs_init = false;
         Ok(())
+    }
+
+    /// Who answers a cell that asks for input; nobody until this is called.
+    pub fn set_input_reader(&mut self, input: InputReader) {
+        self.input = input;
     }
 
     /// A handle that interrupts the running cell from another thread.
@@ -306,7 +319,19 @@ impl Session {
         let killed_before = self.interrupter.killed.load(Ordering::SeqCst);
         self.interrupter.begin();
         let clock = std::time::Instant::now();
-        let result = self.ctx.execute(code);
+        let input = &self.input;
+        let result = self.ctx.execute_with_callbacks(
+            code,
+            &mut evcxr::EvalCallbacks {
+                // The answer travels to the cell process as one line.
+                input_reader: &|request| {
+                    input(&request.prompt, request.is_password).map_or_else(
+                        || NO_INPUT.to_string(),
+                        |line| line.replace(['\n', '\r'], " "),
+                    )
+                },
+            },
+        );
         let ran = clock.elapsed();
         self.interrupter.end();
         self.drain();

@@ -631,6 +631,51 @@ pub fn human_baseline(
     Ok(w.finish(Status::Completed, None)?)
 }
 
+/// Ask the person at the notebook to label the examples `indices` of `split`, one at a
+/// time, for [`human_baseline`]: each image is shown without its label, and the answer is a
+/// class number or a class name (an answer that is neither is asked again). Fails where
+/// nobody can answer (see [`crate::notebook::input`]) and for a target that has no classes.
+pub fn ask_labels(data: &Dataset, split: &str, indices: &[usize]) -> Result<Vec<u32>> {
+    data.labels("asking a person for labels")?;
+    let classes = data.classes();
+    let allowed = data.split(split)?;
+    let mut answers = Vec::with_capacity(indices.len());
+    for (n, &i) in indices.iter().enumerate() {
+        if !allowed.contains(&i) {
+            return Err(Error::Invalid(format!(
+                "example #{i} is not in split {split:?}"
+            )));
+        }
+        let unlabelled = ImageGrid {
+            images: vec![(data.row(i).to_vec(), format!("#{i}"))],
+            shape: data.image_shape(),
+            range: data.value_range,
+        };
+        crate::show::display(&unlabelled);
+        let prompt = format!(
+            "example {} of {} (#{i}): class 0-{} or its name? ",
+            n + 1,
+            indices.len(),
+            classes.len() - 1
+        );
+        loop {
+            let answer = crate::notebook::input(&prompt)?;
+            let answer = answer.trim();
+            let class = answer
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c < classes.len())
+                .or_else(|| classes.iter().position(|name| name == answer));
+            if let Some(class) = class {
+                answers.push(class as u32);
+                break;
+            }
+            println!("{answer:?} is no class: {}", classes.join(", "));
+        }
+    }
+    Ok(answers)
+}
+
 impl Show for Trained {
     fn text(&self) -> String {
         let mut out = format!(

@@ -51,15 +51,15 @@ pub use train::{fit, request_stop, resume, RunOptions, Trained};
 /// Everything a notebook needs, in one `use`.
 pub mod prelude {
     pub use crate::analysis::{
-        batch_preview, ensemble, ensemble_runs, human_baseline, load_run, prediction_dynamics,
-        predictions_of_run, Outcome, Predictions,
+        ask_labels, batch_preview, ensemble, ensemble_runs, human_baseline, load_run,
+        prediction_dynamics, predictions_of_run, Outcome, Predictions,
     };
     pub use crate::checks::{registry, run_all, CheckContext, Finding, RecipeCheck};
     pub use crate::custom::ModelIo;
     pub use crate::data::{DataSpec, Dataset, Target};
     pub use crate::model_summary::ModelSummary;
     pub use crate::models::{Dropout, Model, ModelSpec};
-    pub use crate::notebook::{clear_output, DisplayHandle};
+    pub use crate::notebook::{clear_output, input, DisplayHandle};
     pub use crate::optim::Schedule;
     pub use crate::params::Params;
     pub use crate::reports::{curves, diff, results, run_report, Runs};

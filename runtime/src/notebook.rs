@@ -467,6 +467,37 @@ pub fn clear_output(wait: bool) {
     }
 }
 
+/// The line a kernel sends to a cell's [`input`] when nobody can answer it.
+pub const NO_INPUT: &str = "\u{18}recipe: no input";
+
+/// Ask the person at the notebook for one line of text, without its line ending.
+///
+/// In Jupyter the client shows an input box under the cell (an `input_request` on the stdin
+/// channel) and the cell waits for the answer; outside a kernel the prompt goes to stderr
+/// and the line is read from stdin. Fails when nobody can answer: a headless run
+/// (`recipe exec`, nbclient), a client that sent `allow_stdin: false`, or an interrupt while
+/// the box was open. The notebook protocol cuts a prompt at its first `:`, so a colon in
+/// `prompt` is shown as `∶`.
+pub fn input(prompt: &str) -> Result<String> {
+    if !attached() {
+        eprint!("{prompt}");
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Error::Invalid(format!("read an answer to {prompt:?}: {e}")))?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    let line = evcxr_input::get_string(&prompt.replace(':', "∶"));
+    if line == NO_INPUT {
+        return Err(Error::Invalid(format!(
+            "nobody can answer {prompt:?}: the notebook runs headless, its client does not \
+             accept input (allow_stdin is false), or the cell was interrupted. HINT: run the \
+             cell in JupyterLab, or give the value in code"
+        )));
+    }
+    Ok(line)
+}
+
 /// The cell being executed, as the kernel described it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CellContext {

@@ -89,8 +89,10 @@ impl Progress {
         }
     }
 
-    /// The run is over: in a terminal, end the `\r` line; in a notebook the last drawing stays.
+    /// The run is over: draw its last step (an interrupt or an early stop can come between
+    /// two redraws); in a terminal, end the `\r` line.
     pub(crate) fn finish(&mut self) {
+        self.show();
         if !crate::notebook::attached() {
             eprintln!();
         }

@@ -646,6 +646,16 @@ fn train_run(
         }
         None => None,
     };
+    if status == Status::Interrupted {
+        // Said in the cell's output, whatever the cell shows next: the variables survive.
+        let archived = run.as_ref().map_or("not archived".to_string(), |r| {
+            format!("run {} archived as interrupted", r.short())
+        });
+        println!(
+            "{} interrupted at step {step} of {}; {archived}",
+            options.name, config.steps
+        );
+    }
     Ok(Trained {
         model,
         params,

@@ -1,6 +1,7 @@
 """The recipe kernel as a user meets it, through jupyter_client against the installed kernel."""
 
 import json
+import re
 import time
 import uuid
 
@@ -142,16 +143,93 @@ def test_interrupt_stops_training_and_keeps_variables(kernel, archive):
         'let t = fit(&d, &c, &Seeds::all(1), &RunOptions::named("interrupted-run")?)?;'
     )
     msg_id = kc.execute(code)
+    # Queued behind the training cell, as Run All queues a notebook: Stop stops them too.
+    queued = [kc.execute('println!("should not run");'), kc.execute("kept + 1")]
     time.sleep(4)
     km.interrupt_kernel()
-    reply = kc.get_shell_msg(timeout=60)
-    assert reply["parent_header"]["msg_id"] == msg_id
-    assert reply["content"]["status"] == "ok", reply["content"]
+    replies = {}
+    while len(replies) < 3:
+        r = kc.get_shell_msg(timeout=60)
+        replies[r["parent_header"]["msg_id"]] = r["content"]["status"]
+    assert replies[msg_id] == "ok", replies
+    assert [replies[q] for q in queued] == ["aborted", "aborted"], replies
+    outputs = iopub_of(kc, msg_id)
+    said = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+    match = re.search(r"interrupted-run interrupted at step (\d+) of 10000000; "
+                      r"run \S+ archived as interrupted", said)
+    assert match, said
+    # The progress line's last drawing shows the step it stopped at, not an earlier one.
+    drawn = [m["content"]["data"]["text/plain"] for m in outputs
+             if m["msg_type"] in ("display_data", "update_display_data")]
+    assert drawn and drawn[-1].startswith(f"interrupted-run step {match[1]}/10000000"), drawn[-1:]
     _, outputs = run(kc, "kept")
     assert result_text(outputs) == "1234"
     listed = recipe("runs", "list", "--json", "--archive", str(archive))
     runs = [r for r in json.loads(listed.stdout) if r["name"] == "interrupted-run"]
     assert runs and runs[0]["status"] == "interrupted", listed.stdout
+
+
+def iopub_of(kc, msg_id, wait=10):
+    """The iopub messages of request `msg_id` up to its idle status (those of other requests
+    are dropped); stops early when nothing arrives for `wait` s."""
+    messages = []
+    while True:
+        try:
+            m = kc.get_iopub_msg(timeout=wait)
+        except Exception:
+            return messages
+        if m["parent_header"].get("msg_id") != msg_id:
+            continue
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            return messages
+        messages.append(m)
+
+
+def test_a_cell_asks_for_input_on_the_stdin_channel(kernel):
+    _, kc = kernel
+    msg_id = kc.execute('let name = input("your name? ")?; name.len()', allow_stdin=True)
+    request = kc.get_stdin_msg(timeout=60)
+    assert request["msg_type"] == "input_request"
+    assert request["parent_header"]["msg_id"] == msg_id
+    assert request["content"]["prompt"] == "your name? "
+    kc.input("Ada Lovelace")
+    reply = kc.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    _, outputs = run(kc, "name")
+    assert result_text(outputs) == '"Ada Lovelace"'
+    # Labels for a human baseline, typed one by one: a wrong answer is asked again.
+    code = 'let d = Dataset::digits()?; let i = d.split("test")?[0]; ask_labels(&d, "test", &[i])?'
+    msg_id = kc.execute(code, allow_stdin=True)
+    prompts = []
+    for answer in ["banana", "7"]:
+        request = kc.get_stdin_msg(timeout=60)
+        prompts.append(request["content"]["prompt"])
+        kc.input(answer)
+    reply = kc.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert prompts[0] == prompts[1] and "example 1 of 1" in prompts[0], prompts
+    outputs = iopub_of(kc, msg_id)
+    assert result_text(outputs) == "[7]"
+    assert any("image/png" in m["content"]["data"].get("text/html", "") or
+               "<img" in m["content"]["data"].get("text/html", "")
+               for m in outputs if m["msg_type"] == "display_data"), "the example is shown"
+
+
+def test_input_without_stdin_is_an_error_that_says_why(kernel):
+    _, kc = kernel
+    reply, _ = run(kc, 'input("your name? ")?', allow_stdin=False)
+    assert reply["status"] == "error"
+    assert "nobody can answer" in reply["evalue"] and "allow_stdin" in reply["evalue"]
+
+
+def test_an_unknown_comm_open_is_closed_with_the_reason(kernel):
+    _, kc = kernel
+    comm_id = uuid.uuid4().hex
+    message = kc.session.msg("comm_open", {"comm_id": comm_id, "target_name": "no-such-target", "data": {}})
+    kc.shell_channel.send(message)
+    closed = [m for m in iopub_of(kc, message["header"]["msg_id"]) if m["msg_type"] == "comm_close"]
+    assert closed and closed[0]["content"]["comm_id"] == comm_id
+    assert "no-such-target" in closed[0]["content"]["data"]["reason"]
 
 
 def test_code_that_ignores_the_interrupt_is_killed_and_the_user_told(kernel):
@@ -240,6 +318,36 @@ def test_cells_and_runs_record_their_provenance(kernel, archive):
     assert run_row["cell_history_hash"] == mine[0]["history_hash"]
     errors = [c for c in cells if c["status"] == "failed"]
     assert errors, "failed cells are recorded too"
+
+
+def test_a_cell_sent_while_the_session_starts_is_busy_at_once():
+    km, kc = start_new_kernel(kernel_name="recipe", startup_timeout=300)
+    try:
+        sent = time.time()
+        msg_id = kc.execute("6 * 7")
+        first = None
+        messages = []
+        while True:
+            m = kc.get_iopub_msg(timeout=120)
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            first = first or time.time()
+            messages.append(m)
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                break
+        assert messages[0]["msg_type"] == "status"
+        assert messages[0]["content"]["execution_state"] == "busy"
+        assert first - sent < 0.5, f"busy came {first - sent:.2f} s after the request"
+        kinds = [m["msg_type"] for m in messages]
+        # A cell that waited for the session said so, and the note is gone once it runs.
+        notes = [i for i, m in enumerate(messages)
+                 if m["msg_type"] == "stream" and "starting the Rust session" in m["content"]["text"]]
+        if notes:
+            assert "clear_output" in kinds[notes[0]:kinds.index("execute_input")], kinds
+        assert result_text(messages) == "42"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def test_an_interrupt_while_the_session_starts_aborts_the_queued_cells():

@@ -37,5 +37,12 @@ class RecipeKernelTests(jkt.KernelTests):
     code_clear_output = "clear_output(false);"
 
 
+class RecipeIopubWelcomeTests(jkt.IopubWelcomeTests):
+    """JEP 65: iopub is an XPUB socket whose first message to a subscriber is a welcome."""
+
+    kernel_name = "recipe"
+    support_iopub_welcome = True
+
+
 if __name__ == "__main__":
     unittest.main()
