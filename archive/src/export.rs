@@ -14,6 +14,8 @@ pub struct TextTable {
     pub headers: Vec<String>,
     pub rows: Vec<Vec<String>>,
     pub caption: Option<String>,
+    /// Cells (row, column) marked best: bold in Markdown, LaTeX and HTML, `*` in a terminal.
+    pub best: BTreeSet<(usize, usize)>,
 }
 
 impl TextTable {
@@ -28,12 +30,28 @@ impl TextTable {
         self.rows.push(row);
     }
 
+    /// Row `row`'s cells, those marked best wrapped by `mark`.
+    fn marked_row(&self, row: usize, mark: impl Fn(&str) -> String) -> Vec<String> {
+        (self.rows[row].iter().enumerate())
+            .map(|(col, c)| {
+                if self.best.contains(&(row, col)) {
+                    mark(c)
+                } else {
+                    c.clone()
+                }
+            })
+            .collect()
+    }
+
     /// Columns padded to their widest cell, for a terminal.
     pub fn to_terminal(&self) -> String {
+        let rows: Vec<Vec<String>> = (0..self.rows.len())
+            .map(|r| self.marked_row(r, |c| format!("{c} *")))
+            .collect();
         let widths: Vec<usize> = (0..self.headers.len())
             .map(|i| {
                 std::iter::once(&self.headers[i])
-                    .chain(self.rows.iter().filter_map(|r| r.get(i)))
+                    .chain(rows.iter().filter_map(|r| r.get(i)))
                     .map(|c| c.chars().count())
                     .max()
                     .unwrap_or(0)
@@ -55,7 +73,7 @@ impl TextTable {
                 .collect::<Vec<_>>()
                 .join("  "),
         );
-        out.extend(self.rows.iter().map(|r| line(r)));
+        out.extend(rows.iter().map(|r| line(r)));
         if let Some(caption) = &self.caption {
             out.push(String::new());
             out.push(caption.clone());
@@ -73,7 +91,7 @@ impl TextTable {
         };
         let mut out = vec![row(&self.headers)];
         out.push(format!("|{}|", vec!["---"; self.headers.len()].join("|")));
-        out.extend(self.rows.iter().map(|r| row(r)));
+        out.extend((0..self.rows.len()).map(|r| row(&self.marked_row(r, |c| format!("**{c}**")))));
         if let Some(caption) = &self.caption {
             out.push(String::new());
             out.push(caption.clone());
@@ -89,18 +107,22 @@ impl TextTable {
             "\\begin{{tabular}}{{l{}}}\n\\toprule\n",
             "r".repeat(self.headers.len().saturating_sub(1))
         );
-        let row = |cells: &[String]| {
-            cells
-                .iter()
-                .map(|c| latex_escape(c))
-                .collect::<Vec<_>>()
-                .join(" & ")
-                + " \\\\\n"
-        };
-        out += &row(&self.headers);
+        let row = |cells: &[String]| cells.join(" & ") + " \\\\\n";
+        let escaped: Vec<String> = self.headers.iter().map(|h| latex_escape(h)).collect();
+        out += &row(&escaped);
         out += "\\midrule\n";
-        for r in &self.rows {
-            out += &row(r);
+        for r in 0..self.rows.len() {
+            let escaped: Vec<String> = (self.rows[r].iter())
+                .enumerate()
+                .map(|(col, c)| {
+                    if self.best.contains(&(r, col)) {
+                        format!("\\textbf{{{}}}", latex_escape(c))
+                    } else {
+                        latex_escape(c)
+                    }
+                })
+                .collect();
+            out += &row(&escaped);
         }
         out += "\\bottomrule\n\\end{tabular}\n";
         if let Some(caption) = &self.caption {
@@ -250,8 +272,36 @@ pub fn results_table(groups: &[Group], metrics: &[String]) -> TextTable {
             ids.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
+    // The best mean of each metric column, where two or more rows have one (ties: each).
+    let first_metric = 1 + varying.len();
+    for (k, m) in metric_names.iter().enumerate() {
+        let means: Vec<Option<f64>> = groups
+            .iter()
+            .map(|g| g.metrics.get(m).map(|s| s.mean).filter(|v| v.is_finite()))
+            .collect();
+        let pick = if higher_is_better(m) {
+            f64::max
+        } else {
+            f64::min
+        };
+        let Some(best) = means.iter().flatten().copied().reduce(pick) else {
+            continue;
+        };
+        if means.iter().flatten().count() >= 2 {
+            for (row, mean) in means.iter().enumerate() {
+                if *mean == Some(best) {
+                    table.best.insert((row, first_metric + k));
+                }
+            }
+        }
+    }
+    let marked = if table.best.is_empty() {
+        ""
+    } else {
+        " Bold (* in text): the best mean of each column."
+    };
     table.caption = Some(format!(
-        "Mean ± sample std over seeds. Runs: {}.",
+        "Mean ± sample std over seeds.{marked} Runs: {}.",
         provenance.join("; ")
     ));
     table
@@ -317,6 +367,26 @@ mod tests {
             err.to_string(),
             "no run selected has the metric \"val_acc\"; their metrics: acc"
         );
+    }
+
+    #[test]
+    fn the_best_mean_of_each_column_is_marked_in_every_format() {
+        let mut better = crate::records::test_run("b", 1, None, 0.95);
+        better.group_id = "g2".into();
+        better.name = "wide".into();
+        let runs = [crate::records::test_run("a", 1, None, 0.9), better];
+        let table = results_table(&crate::group::group_runs(&runs), &["acc".into()]);
+        assert_eq!(table.best, BTreeSet::from([(1, 1)]));
+        assert!(table.to_markdown().contains("| wide | **0.9500** | 1 |"));
+        assert!(table.to_latex().contains("wide & \\textbf{0.9500} & 1"));
+        assert!(table.to_terminal().contains("0.9500 *"));
+        assert!(table
+            .caption
+            .unwrap()
+            .contains("the best mean of each column"));
+        // One row has nothing to be best against.
+        let alone = results_table(&crate::group::group_runs(&runs[..1]), &["acc".into()]);
+        assert!(alone.best.is_empty() && !alone.to_markdown().contains("**"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod archive;
 mod cache;
 pub mod canonical;
+pub mod checklist;
 mod claims;
 pub mod code;
 pub mod compact;

@@ -142,8 +142,40 @@ impl RunRecord {
         rank(self) > rank(other)
     }
 
+    /// The config component: every hyperparameter, as canonical JSON.
     pub fn config(&self) -> &Value {
         &self.components[0]
+    }
+
+    /// The seeds component: one seed per source of randomness (`init`, `data_order`, ...).
+    pub fn seeds(&self) -> &Value {
+        &self.components[1]
+    }
+
+    /// The data component: the spec that reloads the data, its sizes and split hashes.
+    pub fn data(&self) -> &Value {
+        &self.components[2]
+    }
+
+    /// The data fingerprint: blake3 of the data component (content, labels, splits).
+    pub fn data_fingerprint(&self) -> &str {
+        &self.component_hashes[2]
+    }
+
+    /// The code component: git commit and uncommitted diff hash, the cell, the runtime.
+    pub fn code(&self) -> &Value {
+        &self.components[3]
+    }
+
+    /// The environment component: CPU, thread count, device, rustc and crate versions.
+    pub fn env(&self) -> &Value {
+        &self.components[4]
+    }
+
+    /// Seconds from start to end; `None` while the run has not ended.
+    pub fn seconds(&self) -> Option<f64> {
+        let ended = self.ended_at?;
+        Some((ended - self.started_at).num_microseconds()? as f64 / 1e6)
     }
 }
 

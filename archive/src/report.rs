@@ -234,23 +234,38 @@ fn code_note(diff: &crate::diff::RunDiff) -> Option<&'static str> {
     )
 }
 
-/// A diff for people: what changed in which identity component, and the metrics side by side.
-pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
+/// A diff for people, in parts that its text and its HTML both show: the two runs, what
+/// changed in which identity component, the metrics side by side, and notes.
+pub struct DiffView {
+    /// `a = …` and `b = …`.
+    pub runs: [String; 2],
+    /// `identity: …` in one line.
+    pub identity: String,
+    /// What a change of the code component means, where its keys alone do not say it.
+    pub code_note: Option<&'static str>,
+    /// component, key, a, b; hashes in full (see [`is_hash`]): the text shortens them.
+    pub changes: Option<TextTable>,
+    pub metrics: Option<TextTable>,
+    pub notes: Vec<String>,
+}
+
+/// Whether a table cell is a blake3 hash (a cell's, a diff's), shown by its first 12 digits.
+pub fn is_hash(cell: &str) -> bool {
+    cell.len() == 64 && cell.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The parts of the diff of two runs.
+pub fn diff_view(diff: &crate::diff::RunDiff) -> DiffView {
     let short = crate::export::short_key;
-    let mut out = format!("a = {}\nb = {}\n\n", short(&diff.a), short(&diff.b));
-    if diff.changed_components.is_empty() {
-        out += "identity: the same in every component (a replicate)\n";
+    let identity = if diff.changed_components.is_empty() {
+        "identity: the same in every component (a replicate)".to_string()
     } else {
-        out += &format!("identity: {} changed\n", diff.changed_components.join(", "));
-        if let Some(note) = code_note(diff) {
-            out += &format!("{note}\n");
-        }
+        format!("identity: {} changed", diff.changed_components.join(", "))
+    };
+    let changes = (!diff.changed_components.is_empty()).then(|| {
         let mut table = TextTable::new(&["component", "key", "a", "b"]);
         let show = |v: &Option<Value>| match v {
-            // A hash (a cell's, a diff's) differs or not: its first 12 digits say which.
-            Some(Value::String(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                format!("{}…", &h[..12])
-            }
+            Some(Value::String(h)) if is_hash(h) => h.clone(),
             Some(v) => compact_json(v),
             None => "(absent)".into(),
         };
@@ -262,9 +277,9 @@ pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
                 show(&c.b),
             ]);
         }
-        out += &table.to_terminal();
-    }
-    if !diff.metrics.is_empty() {
+        table
+    });
+    let metrics = (!diff.metrics.is_empty()).then(|| {
         let mut table = TextTable::new(&[
             "metric",
             "final a",
@@ -302,14 +317,47 @@ pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
                 },
             ]);
         }
+        table
+    });
+    DiffView {
+        runs: [
+            format!("a = {}", short(&diff.a)),
+            format!("b = {}", short(&diff.b)),
+        ],
+        identity,
+        code_note: (!diff.changed_components.is_empty())
+            .then(|| code_note(diff))
+            .flatten(),
+        changes,
+        metrics,
+        notes: diff.caveats(),
+    }
+}
+
+/// A diff for people: what changed in which identity component, and the metrics side by side.
+pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
+    let view = diff_view(diff);
+    let mut out = format!("{}\n{}\n\n{}\n", view.runs[0], view.runs[1], view.identity);
+    if let Some(note) = view.code_note {
+        out += &format!("{note}\n");
+    }
+    if let Some(mut table) = view.changes {
+        // A hash differs or not: its first 12 digits say which.
+        for cell in table.rows.iter_mut().flatten() {
+            if is_hash(cell) {
+                *cell = format!("{}…", &cell[..12]);
+            }
+        }
+        out += &table.to_terminal();
+    }
+    if let Some(table) = view.metrics {
         out += "\nmetrics\n";
         out += &table.to_terminal();
     }
-    let caveats = diff.caveats();
-    if !caveats.is_empty() {
+    if !view.notes.is_empty() {
         out += "\n";
-        for caveat in caveats {
-            out += &format!("note: {caveat}\n");
+        for note in view.notes {
+            out += &format!("note: {note}\n");
         }
     }
     out
@@ -318,6 +366,16 @@ pub fn diff_text(diff: &crate::diff::RunDiff) -> String {
 /// One metric of several runs as an SVG line plot, the run ids in its caption so every
 /// curve is traceable. Fails naming a run that has no such metric.
 pub fn curves_svg(runs: &[(&RunRecord, Vec<MetricPoint>)], metric: &str) -> Result<String> {
+    let (series, caption) = curves_of(runs, metric)?;
+    Ok(crate::plot::lines(&series, metric, "step", Some(&caption)))
+}
+
+/// One metric of several runs: a curve per run, named `name (short id)`, and the caption
+/// that lists the run ids. Fails naming a run that has no such metric.
+pub fn curves_of(
+    runs: &[(&RunRecord, Vec<MetricPoint>)],
+    metric: &str,
+) -> Result<(Vec<(String, Vec<(f64, f64)>)>, String)> {
     let mut series = Vec::new();
     let mut ids = Vec::new();
     for (run, points) in runs {
@@ -336,10 +394,5 @@ pub fn curves_svg(runs: &[(&RunRecord, Vec<MetricPoint>)], metric: &str) -> Resu
         series.push((format!("{} ({})", run.name, run.short()), points));
         ids.push(run.short());
     }
-    Ok(crate::plot::lines(
-        &series,
-        metric,
-        "step",
-        Some(&format!("Runs: {}.", ids.join(", "))),
-    ))
+    Ok((series, format!("Runs: {}.", ids.join(", "))))
 }

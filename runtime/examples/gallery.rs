@@ -7,6 +7,7 @@
 use recipe::analysis::batch_preview;
 use recipe::checks::{run_all, CheckContext};
 use recipe::prelude::*;
+use recipe::{Error, Result};
 
 fn main() -> Result<()> {
     let out = std::env::args()

@@ -48,7 +48,8 @@ pub use rng::Rng;
 pub use task::Task;
 pub use train::{fit, request_stop, resume, RunOptions, Trained};
 
-/// Everything a notebook needs, in one `use`.
+/// Everything a notebook needs, in one `use`, and nothing that shadows a name a cell would
+/// expect to be std's.
 pub mod prelude {
     pub use crate::analysis::{
         ask_labels, batch_preview, ensemble, ensemble_runs, human_baseline, load_run,
@@ -56,13 +57,16 @@ pub mod prelude {
     };
     pub use crate::checks::{registry, run_all, CheckContext, Finding, RecipeCheck};
     pub use crate::custom::ModelIo;
+    pub use crate::data::inspect::ImageGrid;
     pub use crate::data::{DataSpec, Dataset, Target};
     pub use crate::model_summary::ModelSummary;
     pub use crate::models::{Dropout, Model, ModelSpec};
     pub use crate::notebook::{clear_output, input, DisplayHandle};
     pub use crate::optim::Schedule;
     pub use crate::params::Params;
-    pub use crate::reports::{curves, diff, results, run_report, Runs};
+    pub use crate::reports::{
+        checklist, curves, diff, results, run_report, Checklist, Curves, Runs,
+    };
     pub use crate::sample::{sample, Sample, Samples};
     pub use crate::show::{display, DebugResult, Html, Show};
     pub use crate::task::Task;
@@ -70,7 +74,9 @@ pub mod prelude {
     pub use crate::train::{fit, request_stop, resume, RunOptions, Trained};
     pub use crate::tune::{random_search, Search, SearchSpace, Sweep};
     pub use crate::verify::{verify, Verification};
-    pub use crate::{Error, Result, Rng, Seeds, TrainConfig};
+    // Not `Error` and `Result`: a cell's own `Result<T, E>` and `Error` mean std's and its
+    // own; the runtime's are `recipe::Result` and `recipe::Error`.
+    pub use crate::{Rng, Seeds, TrainConfig};
     pub use recipe_archive::{Archive, RunRecord, Status};
     pub use serde_json::json;
 }

@@ -81,7 +81,7 @@ impl Progress {
         ];
         let view = ProgressView(
             self.line(),
-            crate::show::svg_lines(&series, &self.name, "step"),
+            crate::show::svg_lines(&series, &format!("{}: loss", self.name), "step"),
         );
         match &self.handle {
             Some(h) => h.update(&view),

@@ -120,60 +120,103 @@ pub fn compact_value(value: &serde_json::Value) -> String {
 
 /// A text table rendered as HTML.
 pub fn html_table(headers: &[String], rows: &[Vec<String>]) -> String {
+    html_table_with(headers, rows, |_, _, c| escape(c))
+}
+
+/// A text table rendered as HTML, each cell's text made HTML by `cell(row, column, text)`.
+pub fn html_table_with(
+    headers: &[String],
+    rows: &[Vec<String>],
+    cell: impl Fn(usize, usize, &str) -> String,
+) -> String {
     let mut out = String::from("<table><thead><tr>");
     for h in headers {
         out += &format!("<th>{}</th>", escape(h));
     }
     out += "</tr></thead><tbody>";
-    for row in rows {
+    for (r, row) in rows.iter().enumerate() {
         out += "<tr>";
-        for c in row {
-            out += &format!("<td>{}</td>", escape(c));
+        for (col, c) in row.iter().enumerate() {
+            out += &format!("<td>{}</td>", cell(r, col, c));
         }
         out += "</tr>";
     }
     out + "</tbody></table>"
 }
 
-/// A histogram of values as an SVG bar chart (`bins` bars).
+/// A histogram of values as an SVG bar chart (`bins` bars between the smallest and the
+/// largest finite value), with ticks on both axes.
 pub fn svg_histogram(values: &[f64], bins: usize, title: &str) -> String {
+    use recipe_archive::plot::Axis;
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     let (lo, hi) = finite
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
+    let (lo, hi) = if !lo.is_finite() {
+        (0.0, 1.0)
+    } else if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    };
     let bins = bins.max(1);
     let mut counts = vec![0usize; bins];
     for v in &finite {
-        let k = if hi > lo {
-            (((v - lo) / (hi - lo)) * bins as f64) as usize
-        } else {
-            0
-        };
+        let k = (((v - lo) / (hi - lo)) * bins as f64) as usize;
         counts[k.min(bins - 1)] += 1;
     }
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let (w, h) = (360.0, 140.0);
-    let bar = w / bins as f64;
+    let (w, h, left, top) = (360.0, 140.0, 44.0, 20.0);
+    let (x_axis, y_axis) = (Axis::linear(lo, hi), Axis::linear(0.0, max));
+    let sx = |x: f64| left + x_axis.fraction(x) * w;
+    let sy = |y: f64| top + h - y_axis.fraction(y) * h;
     let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#,
-        h + 34.0
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#,
+        left + w + 12.0,
+        top + h + 34.0
     );
-    svg += &format!(r#"<text x="0" y="12">{}</text>"#, escape(title));
-    for (i, c) in counts.iter().enumerate() {
-        let bh = h * *c as f64 / max;
+    svg += &format!(
+        r#"<text x="{left}" y="12" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    for (tick, text) in y_axis.ticks() {
+        let y = sy(tick);
         svg += &format!(
-            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#4878a8"/>"##,
-            i as f64 * bar,
-            16.0 + h - bh,
-            bar - 1.0
+            r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{text}</text>"##,
+            left + w,
+            left - 4.0,
+            y + 4.0
+        );
+    }
+    let width = (hi - lo) / bins as f64;
+    for (i, c) in counts.iter().enumerate() {
+        let (x0, x1) = (sx(lo + i as f64 * width), sx(lo + (i + 1) as f64 * width));
+        svg += &format!(
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4878a8"><title>{} in [{}, {})</title></rect>"##,
+            sy(*c as f64),
+            (x1 - x0 - 1.0).max(0.5),
+            top + h - sy(*c as f64),
+            c,
+            recipe_archive::export::format_number(lo + i as f64 * width),
+            recipe_archive::export::format_number(lo + (i + 1) as f64 * width),
+        );
+    }
+    for (tick, text) in x_axis.ticks() {
+        let x = sx(tick);
+        svg += &format!(
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}" stroke="#999"/><text x="{x:.1}" y="{}" text-anchor="middle">{text}</text>"##,
+            top + h,
+            top + h + 4.0,
+            top + h + 16.0
         );
     }
     svg += &format!(
-        r#"<text x="0" y="{}">{lo:.4}</text><text x="{w}" y="{}" text-anchor="end">{hi:.4}</text></svg>"#,
-        h + 30.0,
-        h + 30.0
+        r##"<line x1="{left}" x2="{}" y1="{}" y2="{}" stroke="#999"/></svg>"##,
+        left + w,
+        top + h,
+        top + h
     );
     svg
 }

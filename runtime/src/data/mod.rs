@@ -371,6 +371,39 @@ impl Dataset {
         })
     }
 
+    /// A dataset by name, as a notebook's parameters cell gives it, with each loader's
+    /// default choices:
+    /// - `"digits"`, `"fashion-mnist"`, `"shakespeare"`, `"words"`;
+    /// - `"auto"`: Fashion-MNIST where Debian's `dataset-fashion-mnist` is installed, else
+    ///   the embedded digits (a damaged installation is an error, not a quiet fallback);
+    /// - a path: a folder of images, a `.txt` text, a `.npz` file, or a `.csv`, `.csv.gz` or
+    ///   `.parquet` table (its target the column named label, target, class or y).
+    ///
+    /// The builders ([`Dataset::text`], [`Dataset::table`], [`Dataset::image_folder`]) take
+    /// the other choices.
+    pub fn load(name: &str) -> Result<Dataset> {
+        let is_table = [".csv", ".csv.gz", ".parquet"]
+            .iter()
+            .any(|e| name.ends_with(e));
+        match name {
+            "digits" => Dataset::digits(),
+            "fashion-mnist" => Dataset::fashion_mnist(),
+            "auto" if Path::new(FASHION_MNIST_DIR).is_dir() => Dataset::fashion_mnist(),
+            "auto" => Dataset::digits(),
+            "shakespeare" => Dataset::shakespeare().load(),
+            "words" => Dataset::words().load(),
+            path if Path::new(path).is_dir() => Dataset::image_folder(path).load(),
+            path if path.ends_with(".txt") => Dataset::text(path).load(),
+            path if path.ends_with(".npz") => Dataset::from_npz(path),
+            path if is_table => Dataset::table(path).load(),
+            other => Err(Error::Invalid(format!(
+                "no dataset {other:?}: give digits, fashion-mnist, auto, shakespeare or words, \
+                 or the path of a folder of images or of a .txt, .npz, .csv, .csv.gz or \
+                 .parquet file"
+            ))),
+        }
+    }
+
     /// The embedded UCI 8x8 digits: 1,797 examples, 10 classes, features scaled to [0, 1].
     /// Splits are a fixed seeded permutation: 1,258 train, 180 val, 359 test. Needs no setup.
     pub fn digits() -> Result<Dataset> {
@@ -784,6 +817,41 @@ mod tests {
         );
         assert!(d.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
         assert!(d.split("nope").unwrap_err().to_string().contains("train"));
+    }
+
+    #[test]
+    fn a_dataset_by_name_is_the_loader_of_that_name() {
+        let by_name = Dataset::load("digits").unwrap();
+        assert_eq!(
+            by_name.fingerprint(),
+            Dataset::digits().unwrap().fingerprint()
+        );
+        let auto = Dataset::load("auto").unwrap();
+        let expected = if Path::new(FASHION_MNIST_DIR).is_dir() {
+            70_000
+        } else {
+            1797
+        };
+        assert_eq!(auto.len(), expected);
+        assert_eq!(Dataset::load("shakespeare").unwrap().classes().len(), 62);
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("poem.txt");
+        std::fs::write(
+            &text,
+            "so much depends\nupon\na red wheel\nbarrow\n".repeat(40),
+        )
+        .unwrap();
+        assert!(Dataset::load(text.to_str().unwrap())
+            .unwrap()
+            .text
+            .is_some());
+        let err = Dataset::load("digitz").unwrap_err().to_string();
+        assert!(
+            err.contains("no dataset \"digitz\"") && err.contains("fashion-mnist"),
+            "{err}"
+        );
+        let missing = Dataset::load("missing.csv").unwrap_err().to_string();
+        assert!(missing.contains("missing.csv"), "{missing}");
     }
 
     #[test]
