@@ -370,6 +370,9 @@ impl InstallPlan {
             self.kernelspec.join("kernel.json"),
             serde_json::to_vec_pretty(&spec)?,
         )?;
+        for (name, bytes) in LOGOS {
+            std::fs::write(self.kernelspec.join(name), bytes)?;
+        }
         println!(
             "installed kernel \"Rust (recipe)\": kernelspec {}, runtime {} ({} files, {} MiB); \
              build {:.1} s",
@@ -382,6 +385,15 @@ impl InstallPlan {
         Ok(())
     }
 }
+
+/// The kernel's logo in the sizes a front end looks for in the kernelspec (the launcher's
+/// tile, the notebook's corner): a loss curve falling on a page. The PNGs are the SVG drawn
+/// at 32 and 64 pixels.
+const LOGOS: [(&str, &[u8]); 3] = [
+    ("logo-svg.svg", include_bytes!("../logo/logo-svg.svg")),
+    ("logo-32x32.png", include_bytes!("../logo/logo-32x32.png")),
+    ("logo-64x64.png", include_bytes!("../logo/logo-64x64.png")),
+];
 
 /// `cargo build --release -p recipe-cells`; the library and the metadata of every crate in it.
 fn build_runtime(source: &Path) -> anyhow::Result<Vec<PathBuf>> {

@@ -37,6 +37,15 @@ impl Runs {
         Ok(Runs(archive.runs()?.warn_damaged()))
     }
 
+    /// The archived runs of models trained in this session, in the order given
+    /// (`Runs::of_trained([&a, &b])?`, or any iterator of `&Trained`). Fails on one that
+    /// was not archived.
+    pub fn of_trained<'a>(
+        trained: impl IntoIterator<Item = &'a crate::train::Trained>,
+    ) -> Result<Runs> {
+        trained.into_iter().map(|t| t.record().cloned()).collect()
+    }
+
     /// The runs whose name is `name` (every attempt and seed).
     pub fn named(&self, name: &str) -> Runs {
         self.filter(|r| r.name == name)

@@ -367,3 +367,16 @@ def test_an_interrupt_while_the_session_starts_aborts_the_queued_cells():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_the_kernelspec_has_its_logos():
+    import struct
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("recipe")
+    folder = __import__("pathlib").Path(spec.resource_dir)
+    assert (folder / "logo-svg.svg").read_text().startswith("<svg")
+    for size in (32, 64):
+        png = (folder / f"logo-{size}x{size}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", png[16:24]) == (size, size)

@@ -120,3 +120,20 @@ def test_the_executed_notebooks_render_to_html_with_tables_and_plots(executed_tw
     assert "<svg" in pages["03-overfit"] and "<table" in pages["04-regularize"]
     assert "booktabs" in pages["08-export-for-paper"] or "toprule" in pages["08-export-for-paper"]
     assert ">FAIL</b> <b>causality</b>" in pages["10-text"] and "reproduced bit for bit" in pages["10-text"]
+    # The checklist comes from the runtime: the dropout the notebook varied, the seeds it used.
+    assert "hyperparameters varied" in pages["08-export-for-paper"]
+    assert "dropout 0 / 0.2" in pages["08-export-for-paper"]
+    assert "1, 2, 3, one per run" in pages["08-export-for-paper"]
+
+
+def test_every_rich_output_has_text_beside_its_html_and_notebooks_stay_small(executed_twice):
+    # A console client, nbconvert to markdown or a terminal reader sees the text.
+    first, _, _, _ = executed_twice
+    for path, nb in zip(NOTEBOOKS, first):
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                data = output.get("data", {})
+                if "text/html" in data:
+                    assert data.get("text/plain", "").strip(), (path.name, cell.source[:80])
+        size = len(nbformat.writes(nb).encode())
+        assert size < 400_000, f"{path.name} is {size} bytes executed"

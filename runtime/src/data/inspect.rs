@@ -6,6 +6,7 @@ use super::table::Scale;
 use super::{f32_bytes, Dataset, Target};
 use crate::show::{escape, html_table, image_grid, svg_histogram, Show};
 use crate::{show_in_jupyter, Result};
+use recipe_archive::export::format_number;
 use std::collections::BTreeMap;
 
 /// Counts, class balance and per-feature statistics.
@@ -304,7 +305,7 @@ impl Dataset {
             .map(|&(i, v)| {
                 (
                     self.row(i).to_vec(),
-                    format!("#{i} {} {v:.3}", self.target_text(i)),
+                    format!("#{i} {} {}", self.target_text(i), format_number(v)),
                 )
             })
             .collect();
@@ -597,7 +598,7 @@ impl Show for Ranked {
         let k = self.images.len() / 2;
         let fmt = |s: &[(usize, f64)]| {
             s.iter()
-                .map(|(i, v)| format!("#{i}={v:.4}"))
+                .map(|(i, v)| format!("#{i}={}", format_number(*v)))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
@@ -609,21 +610,17 @@ impl Show for Ranked {
             fmt(&self.order[self.order.len().saturating_sub(k)..])
         )
     }
+    /// The histogram of the values, then the lowest and the highest examples as two groups,
+    /// each captioned with what its numbers are.
     fn html(&self) -> String {
         let values: Vec<f64> = self.order.iter().map(|(_, v)| *v).collect();
-        let images: Vec<(&[f32], String)> = self
-            .images
-            .iter()
-            .map(|(p, c)| (p.as_slice(), c.clone()))
-            .collect();
-        format!(
-            "{}<p>lowest and highest by {}:</p>{}",
-            svg_histogram(
-                &values,
-                30,
-                &format!("{} over {} examples", self.label, values.len())
-            ),
-            escape(&self.label),
+        let k = self.images.len() / 2;
+        let label = escape(&self.label);
+        let group = |images: &[(Vec<f32>, String)]| {
+            let images: Vec<(&[f32], String)> = images
+                .iter()
+                .map(|(p, c)| (p.as_slice(), c.clone()))
+                .collect();
             match self.image_shape {
                 Some((height, width)) => image_grid(&images, height, width, self.range, 10),
                 None => {
@@ -632,6 +629,21 @@ impl Show for Ranked {
                     html_table(&[format!("example, target, {}", self.label)], &rows)
                 }
             }
+        };
+        format!(
+            "{}<p><b>The {k} lowest by {label}</b> (each: #example, its target, its \
+             {label})</p>{}<p><b>The {k} highest by {label}</b></p>{}",
+            svg_histogram(
+                &values,
+                30,
+                &format!(
+                    "{} over {} examples (bars: examples)",
+                    self.label,
+                    values.len()
+                )
+            ),
+            group(&self.images[..k]),
+            group(&self.images[k..]),
         )
     }
 }
