@@ -109,15 +109,7 @@ pub fn plot(series: &[(String, Vec<(f64, f64)>)], labels: &Labels) -> String {
     );
 
     // Grid lines and tick labels.
-    for (tick, text) in y_axis.ticks() {
-        let y = sy(tick);
-        svg += &format!(
-            r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{text}</text>"##,
-            LEFT + W,
-            LEFT - 4.0,
-            y + 4.0
-        );
-    }
+    svg += &y_grid(&y_axis, LEFT, W, sy);
     for (tick, text) in x_axis.ticks() {
         let x = sx(tick);
         svg += &format!(
@@ -168,6 +160,23 @@ pub fn plot(series: &[(String, Vec<(f64, f64)>)], labels: &Labels) -> String {
         );
     }
     svg + "</svg>"
+}
+
+/// Horizontal grid lines across a plot from `left` to `left + width` at the ticks of
+/// `axis`, each labelled on the left; `y` maps a value to its pixel row.
+pub fn y_grid(axis: &Axis, left: f64, width: f64, y: impl Fn(f64) -> f64) -> String {
+    axis.ticks()
+        .into_iter()
+        .map(|(tick, text)| {
+            let y = y(tick);
+            format!(
+                r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{text}</text>"##,
+                left + width,
+                left - 4.0,
+                y + 4.0
+            )
+        })
+        .collect()
 }
 
 /// The smallest and largest of `values`, widened where they are equal or absent.

@@ -181,15 +181,7 @@ pub fn svg_histogram(values: &[f64], bins: usize, title: &str) -> String {
         r#"<text x="{left}" y="12" font-weight="bold">{}</text>"#,
         escape(title)
     );
-    for (tick, text) in y_axis.ticks() {
-        let y = sy(tick);
-        svg += &format!(
-            r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{text}</text>"##,
-            left + w,
-            left - 4.0,
-            y + 4.0
-        );
-    }
+    svg += &recipe_archive::plot::y_grid(&y_axis, left, w, sy);
     let width = (hi - lo) / bins as f64;
     for (i, c) in counts.iter().enumerate() {
         let (x0, x1) = (sx(lo + i as f64 * width), sx(lo + (i + 1) as f64 * width));
