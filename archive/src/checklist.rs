@@ -154,6 +154,9 @@ fn seeds(runs: &[RunRecord]) -> String {
                 .insert(text(seed));
         }
     }
+    if per_source.is_empty() {
+        return "none recorded".into();
+    }
     let sources: Vec<&str> = per_source.keys().map(String::as_str).collect();
     if one_seed_each {
         let all: BTreeSet<&String> = per_source.values().flatten().collect();

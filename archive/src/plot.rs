@@ -74,15 +74,19 @@ pub fn plot(series: &[(String, Vec<(f64, f64)>)], labels: &Labels) -> String {
     };
     let (x0, x1) = span(finite().map(|p| p.0));
     let (y0, y1) = span(finite().map(|p| p.1));
-    let log = match labels.y_scale {
-        YScale::Linear => false,
-        YScale::Log => y1 > 0.0,
-        YScale::Auto => y0 > 0.0 && y1 / y0 > 100.0,
-    };
+    // A log axis needs a positive value to start from; without one the axis is linear.
+    let smallest_positive = (finite().map(|p| p.1))
+        .filter(|y| *y > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let log = smallest_positive.is_finite()
+        && match labels.y_scale {
+            YScale::Linear => false,
+            YScale::Log => true,
+            YScale::Auto => y0 > 0.0 && y1 / y0 > 100.0,
+        };
     let x_axis = Axis::linear(x0, x1);
     let y_axis = if log {
-        let smallest = finite().map(|p| p.1).filter(|y| *y > 0.0);
-        Axis::log(smallest.fold(f64::INFINITY, f64::min), y1)
+        Axis::log(smallest_positive, y1)
     } else {
         Axis::linear(y0, y1)
     };
@@ -214,17 +218,15 @@ impl Axis {
 
     /// A log axis covering `lo..=hi` (both positive), its ends on powers of ten.
     pub fn log(lo: f64, hi: f64) -> Axis {
-        let (lo, hi) = (
-            lo.log10().floor(),
-            hi.log10().ceil().max(lo.log10().floor() + 1.0),
-        );
-        let decades = hi - lo;
+        let (lo, hi) = (lo.log10().floor(), hi.log10().ceil());
+        let decades = (hi - lo).max(1.0);
+        // Every decade up to six, then every second or third; the top is a tick too.
+        let step = (decades / 6.0).ceil();
         Axis {
             lo,
-            hi,
+            hi: lo + step * (decades / step).ceil(),
             log: true,
-            // Every decade up to six, then every second or third.
-            step: (decades / 6.0).ceil().max(1.0),
+            step,
         }
     }
 
@@ -276,10 +278,13 @@ fn tick_label(v: f64, step: f64) -> String {
         return "0".into();
     }
     let magnitude = v.abs().log10().floor() as i32;
+    let step_magnitude = step.log10().floor() as i32;
     if !(-4..6).contains(&magnitude) {
-        return format!("{v:.1e}").replace(".0e", "e");
+        // As many digits after the first as tell ticks one step apart: 1e6, 1.00005e6.
+        let digits = (magnitude - step_magnitude).max(0) as usize;
+        return format!("{v:.digits$e}");
     }
-    let decimals = (-(step.log10().floor() as i32)).max(0) as usize;
+    let decimals = (-step_magnitude).max(0) as usize;
     format!("{v:.decimals$}")
 }
 
@@ -359,6 +364,38 @@ mod tests {
         assert_eq!(span([0.5, 0.5].into_iter()), (0.0, 1.0));
         assert_eq!(span(std::iter::empty()), (0.0, 1.0));
         let svg = lines(&[("x".into(), vec![])], "nothing", "step", None);
-        assert!(svg.ends_with("</svg>"));
+        assert!(
+            svg.contains(">0</text>") && svg.contains(">1.0</text>"),
+            "{svg}"
+        );
+        // A log axis asked of values that are all zero stays linear and readable.
+        let zeros = plot(
+            &[("x".into(), vec![(0.0, 0.0), (1.0, 0.0)])],
+            &Labels {
+                title: "zero",
+                x: "step",
+                caption: None,
+                y_scale: YScale::Log,
+            },
+        );
+        assert!(
+            !zeros.contains("NaN") && !zeros.contains("log scale"),
+            "{zeros}"
+        );
+    }
+
+    #[test]
+    fn every_tick_is_inside_the_axis_and_labelled_apart() {
+        // Seven decades at a tick every second decade: the top is a tick, not past one.
+        let axis = Axis::log(1e-5, 50.0);
+        let ticks = axis.ticks();
+        assert!(ticks
+            .iter()
+            .all(|(v, _)| (0.0..=1.0 + 1e-12).contains(&axis.fraction(*v))));
+        assert!((axis.fraction(ticks.last().unwrap().0) - 1.0).abs() < 1e-12);
+        let big = Axis::linear(1_000_000.0, 1_000_050.0);
+        let labels: Vec<String> = big.ticks().into_iter().map(|t| t.1).collect();
+        let distinct: std::collections::BTreeSet<&String> = labels.iter().collect();
+        assert_eq!(distinct.len(), labels.len(), "{labels:?}");
     }
 }

@@ -158,8 +158,8 @@ pub struct Kernel {
     iopub: mpsc::UnboundedSender<JupyterMessage>,
     shell: mpsc::UnboundedSender<JupyterMessage>,
     stdin: mpsc::UnboundedSender<JupyterMessage>,
-    /// Where the next `input_reply` goes: the cell waiting for it.
-    input_answer: Mutex<Option<std_mpsc::Sender<String>>>,
+    /// The `input_request` a cell waits on (its message id) and where its answer goes.
+    input_answer: Mutex<Option<(String, std_mpsc::Sender<String>)>>,
     /// An interrupt came while a cell ran: the requests queued behind it are aborted.
     interrupted: AtomicBool,
     /// Execute requests (by message id) told that the session is still starting.
@@ -271,8 +271,6 @@ impl Kernel {
         if !r.allow_stdin {
             return None;
         }
-        let (answer, answered) = std_mpsc::channel();
-        *self.input_answer.lock().unwrap() = Some(answer);
         // A reply to the request: it goes to the same client, by its identities.
         let request = JupyterMessage::new(
             InputRequest {
@@ -281,14 +279,30 @@ impl Kernel {
             },
             Some(&parent),
         );
-        self.stdin.send(request).ok()?;
-        loop {
-            match answered.recv_timeout(Duration::from_millis(100)) {
-                Ok(value) => return Some(value),
-                Err(std_mpsc::RecvTimeoutError::Timeout)
-                    if !self.interrupted.load(Ordering::SeqCst) => {}
-                Err(_) => return None,
-            }
+        let (answer, answered) = std_mpsc::channel();
+        *self.input_answer.lock().unwrap() = Some((request.header.msg_id.clone(), answer));
+        let value = match self.stdin.send(request) {
+            Ok(()) => loop {
+                match answered.recv_timeout(Duration::from_millis(100)) {
+                    Ok(value) => break Some(value),
+                    Err(std_mpsc::RecvTimeoutError::Timeout)
+                        if !self.interrupted.load(Ordering::SeqCst) => {}
+                    Err(_) => break None,
+                }
+            },
+            Err(_) => None,
+        };
+        // An answer that comes later belongs to no one.
+        *self.input_answer.lock().unwrap() = None;
+        value
+    }
+
+    /// Interrupt the running cell; the requests queued behind it are aborted when it ends.
+    fn interrupt(&self, interrupter: &Interrupter) {
+        // Set before the signal (the cell may end at once), taken back when no cell ran.
+        self.interrupted.store(true, Ordering::SeqCst);
+        if !interrupter.interrupt() {
+            self.interrupted.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -368,10 +382,18 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
                 match read_request(&mut stdin_recv).await {
                     Ok(JupyterMessage {
                         content: JupyterMessageContent::InputReply(reply),
+                        parent_header,
                         ..
                     }) => {
-                        if let Some(answer) = kernel.input_answer.lock().unwrap().take() {
-                            let _ = answer.send(reply.value);
+                        // The answer to the box the cell waits on: one that names another
+                        // request is late (jupyter_client names none, as ipykernel allows).
+                        let mut waiting = kernel.input_answer.lock().unwrap();
+                        let asked = waiting.as_ref().map(|(id, _)| id.as_str());
+                        let answers = parent_header.as_ref().map(|h| h.msg_id.as_str());
+                        if answers.is_none_or(|id| Some(id) == asked) {
+                            if let Some((_, answer)) = waiting.take() {
+                                let _ = answer.send(reply.value);
+                            }
                         }
                     }
                     Ok(other) => eprintln!(
@@ -471,12 +493,7 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
         let reply: JupyterMessageContent = match &request.content {
             JupyterMessageContent::InterruptRequest(_) => {
                 match kernel.interrupter.get() {
-                    Some(i) => {
-                        if i.busy() {
-                            kernel.interrupted.store(true, Ordering::SeqCst);
-                        }
-                        i.interrupt();
-                    }
+                    Some(i) => kernel.interrupt(i),
                     // Nothing runs yet: the cells queued until the session is up will not.
                     None => {
                         kernel
@@ -484,7 +501,7 @@ async fn run(info: ConnectionInfo, started: Started, bound: impl FnOnce()) -> an
                             .store(true, Ordering::SeqCst);
                         // The session may have come up since we looked: interrupt its cell.
                         if let Some(i) = kernel.interrupter.get() {
-                            i.interrupt();
+                            kernel.interrupt(i);
                         }
                     }
                 }
@@ -618,6 +635,8 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
         kernel.begin(&request);
         match &request.content {
             JupyterMessageContent::ExecuteRequest(r) => {
+                // An interrupt meant for an earlier cell is not this one's.
+                kernel.interrupted.store(false, Ordering::SeqCst);
                 let failed = execute(&kernel, &mut session, r, &request);
                 // Stop stops the notebook: whatever the interrupted cell returned, the cells
                 // queued behind it do not run.

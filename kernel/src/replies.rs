@@ -124,7 +124,9 @@ pub fn word_completions(r: &CompleteRequest, variables: &[String]) -> CompleteRe
     let before = &r.code[..position];
     let start = before
         .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .map_or(0, |i| i + 1);
+        .map_or(0, |i| {
+            i + before[i..].chars().next().map_or(1, char::len_utf8)
+        });
     let word = &before[start..];
     let mut matches: Vec<String> = variables
         .iter()

@@ -289,7 +289,8 @@ impl Session {
         outcome
     }
 
-    /// Record a cell that was not run because an earlier one failed (stop_on_error).
+    /// Record a cell that was not run: an earlier one failed (stop_on_error) or was
+    /// interrupted.
     pub fn record_aborted(&mut self, code: &str) {
         let now = recipe_archive::records::now();
         let code_hash = blake3::hash(code.as_bytes());
@@ -729,11 +730,11 @@ impl Interrupter {
         self.running.load(Ordering::SeqCst) != 0
     }
 
-    /// Interrupt the running cell, if any.
-    pub fn interrupt(&self) {
+    /// Interrupt the running cell, if any; whether one was running.
+    pub fn interrupt(&self) -> bool {
         let cell = self.running.load(Ordering::SeqCst);
         if cell == 0 {
-            return;
+            return false;
         }
         let pid = self.pid.load(Ordering::SeqCst);
         // SAFETY: sending a signal to our own child process.
@@ -747,6 +748,7 @@ impl Interrupter {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         });
+        true
     }
 }
 

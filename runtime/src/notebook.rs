@@ -470,14 +470,15 @@ pub fn clear_output(wait: bool) {
 /// The line a kernel sends to a cell's [`input`] when nobody can answer it.
 pub const NO_INPUT: &str = "\u{18}recipe: no input";
 
-/// Ask the person at the notebook for one line of text, without its line ending.
+/// Ask the person at the notebook for one line of text, without the whitespace around it.
 ///
 /// In Jupyter the client shows an input box under the cell (an `input_request` on the stdin
 /// channel) and the cell waits for the answer; outside a kernel the prompt goes to stderr
 /// and the line is read from stdin. Fails when nobody can answer: a headless run
 /// (`recipe exec`, nbclient), a client that sent `allow_stdin: false`, or an interrupt while
-/// the box was open. The notebook protocol cuts a prompt at its first `:`, so a colon in
-/// `prompt` is shown as `∶`.
+/// the box was open. The prompt travels to the kernel as one line of evcxr's own protocol,
+/// which cuts it at a `:`, so a colon in `prompt` is shown as `∶` and a line break as a
+/// space.
 pub fn input(prompt: &str) -> Result<String> {
     if !attached() {
         eprint!("{prompt}");
@@ -485,9 +486,9 @@ pub fn input(prompt: &str) -> Result<String> {
         std::io::stdin()
             .read_line(&mut line)
             .map_err(|e| Error::Invalid(format!("read an answer to {prompt:?}: {e}")))?;
-        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+        return Ok(line.trim().to_string());
     }
-    let line = evcxr_input::get_string(&prompt.replace(':', "∶"));
+    let line = evcxr_input::get_string(&prompt.replace(':', "∶").replace(['\n', '\r'], " "));
     if line == NO_INPUT {
         return Err(Error::Invalid(format!(
             "nobody can answer {prompt:?}: the notebook runs headless, its client does not \

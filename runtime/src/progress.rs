@@ -25,6 +25,8 @@ pub(crate) struct Progress {
     val: Vec<(f64, f64)>,
     handle: Option<DisplayHandle>,
     last_drawn: Instant,
+    /// The step count the last drawing showed.
+    drawn_step: Option<usize>,
 }
 
 impl Progress {
@@ -39,6 +41,7 @@ impl Progress {
             val: Vec::new(),
             handle: None,
             last_drawn: Instant::now(),
+            drawn_step: None,
         }
     }
 
@@ -71,6 +74,7 @@ impl Progress {
 
     /// Redraw now.
     pub(crate) fn show(&mut self) {
+        self.drawn_step = Some(self.step);
         if !crate::notebook::attached() {
             eprint!("\r{}   ", self.line());
             return;
@@ -92,7 +96,9 @@ impl Progress {
     /// The run is over: draw its last step (an interrupt or an early stop can come between
     /// two redraws); in a terminal, end the `\r` line.
     pub(crate) fn finish(&mut self) {
-        self.show();
+        if self.drawn_step != Some(self.step) {
+            self.show();
+        }
         if !crate::notebook::attached() {
             eprintln!();
         }

@@ -169,7 +169,8 @@ pub fn svg_histogram(values: &[f64], bins: usize, title: &str) -> String {
     }
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
     let (w, h, left, top) = (360.0, 140.0, 44.0, 20.0);
-    let (x_axis, y_axis) = (Axis::linear(lo, hi), Axis::linear(0.0, max));
+    // Counts are whole: at least five on the count axis, so its ticks are 1 apart or more.
+    let (x_axis, y_axis) = (Axis::linear(lo, hi), Axis::linear(0.0, max.max(5.0)));
     let sx = |x: f64| left + x_axis.fraction(x) * w;
     let sy = |y: f64| top + h - y_axis.fraction(y) * h;
     let mut svg = format!(
@@ -186,7 +187,7 @@ pub fn svg_histogram(values: &[f64], bins: usize, title: &str) -> String {
     for (i, c) in counts.iter().enumerate() {
         let (x0, x1) = (sx(lo + i as f64 * width), sx(lo + (i + 1) as f64 * width));
         svg += &format!(
-            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4878a8"><title>{} in [{}, {})</title></rect>"##,
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4878a8"><title>{} from {} to {}</title></rect>"##,
             sy(*c as f64),
             (x1 - x0 - 1.0).max(0.5),
             top + h - sy(*c as f64),

@@ -141,6 +141,9 @@ def test_a_notebook_in_jupyterlab_shows_live_progress_a_plot_and_stop_stops_it(l
         assert f"lab-long step {said[1]}/1000000" in long_progress.first.inner_text()
         time.sleep(2)
         screenshot(page, "3-stopped")
-        # The queued cell was aborted: it has no output.
+        # The queued cell was sent and answered (its prompt has a number, not `*` or blank)
+        # but aborted: it has no output.
+        prompt = cells.nth(4).locator(".jp-InputPrompt").inner_text()
+        assert re.fullmatch(r"\[\d+\]:", prompt.strip()), prompt
         assert cells.nth(4).locator(".jp-OutputArea-output").count() == 0
         browser.close()
