@@ -101,6 +101,7 @@ impl Started {
             stdin: stdin_tx,
             input_answer: Mutex::new(None),
             interrupted: AtomicBool::new(false),
+            behind_interrupt: AtomicUsize::new(0),
             told_starting: Mutex::new(BTreeSet::new()),
             queued: AtomicUsize::new(0),
             busy_on_arrival: Mutex::new(BTreeSet::new()),
@@ -162,6 +163,9 @@ pub struct Kernel {
     input_answer: Mutex<Option<(String, std_mpsc::Sender<String>)>>,
     /// An interrupt came while a cell ran: the requests queued behind it are aborted.
     interrupted: AtomicBool,
+    /// How many requests were queued behind the running cell when the interrupt came: those
+    /// are aborted, and one sent after Stop runs.
+    behind_interrupt: AtomicUsize,
     /// Execute requests (by message id) told that the session is still starting.
     told_starting: Mutex<BTreeSet<String>>,
     /// Requests for the session thread that are queued or running.
@@ -300,6 +304,8 @@ impl Kernel {
     /// Interrupt the running cell; the requests queued behind it are aborted when it ends.
     fn interrupt(&self, interrupter: &Interrupter) {
         // Set before the signal (the cell may end at once), taken back when no cell ran.
+        let behind = self.queued.load(Ordering::SeqCst).saturating_sub(1);
+        self.behind_interrupt.store(behind, Ordering::SeqCst);
         self.interrupted.store(true, Ordering::SeqCst);
         if !interrupter.interrupt() {
             self.interrupted.store(false, Ordering::SeqCst);
@@ -616,7 +622,7 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
         .interrupted_while_starting
         .swap(false, Ordering::SeqCst)
     {
-        abort_queued(&kernel, &mut session, &work);
+        abort_queued(&kernel, &mut session, &work, usize::MAX);
     }
     // Nothing queued yet (a person reading the notebook): do the analysis a first `let` needs
     // now. A cell sent meanwhile waits for the rest of it, work it would mostly do anyway.
@@ -640,9 +646,11 @@ fn session_thread(kernel: Arc<Kernel>, work: std_mpsc::Receiver<JupyterMessage>,
                 let failed = execute(&kernel, &mut session, r, &request);
                 // Stop stops the notebook: whatever the interrupted cell returned, the cells
                 // queued behind it do not run.
-                let interrupted = kernel.interrupted.swap(false, Ordering::SeqCst);
-                if interrupted || (failed && r.stop_on_error) {
-                    abort_queued(&kernel, &mut session, &work);
+                if kernel.interrupted.swap(false, Ordering::SeqCst) {
+                    let behind = kernel.behind_interrupt.load(Ordering::SeqCst);
+                    abort_queued(&kernel, &mut session, &work, behind);
+                } else if failed && r.stop_on_error {
+                    abort_queued(&kernel, &mut session, &work, usize::MAX);
                 }
             }
             JupyterMessageContent::CompleteRequest(r) => {
@@ -754,13 +762,18 @@ fn execute(
     }
 }
 
-/// After an interrupted cell, or a failed one with stop_on_error, answer the executes already
-/// queued as aborted (those sent after the client saw the reply are not: it sent them
-/// knowing).
-fn abort_queued(kernel: &Kernel, session: &mut Session, work: &std_mpsc::Receiver<JupyterMessage>) {
+/// After an interrupted cell, or a failed one with stop_on_error, answer at most `limit` of
+/// the executes already queued as aborted (after an interrupt, those queued when it came:
+/// a cell sent after Stop, or after the client saw the reply, was sent knowing).
+fn abort_queued(
+    kernel: &Kernel,
+    session: &mut Session,
+    work: &std_mpsc::Receiver<JupyterMessage>,
+    limit: usize,
+) {
     // Taken all at once before the first reply: a client that sends its next cell as soon as
     // it sees that reply sends it knowing, and the cell must run.
-    let queued: Vec<JupyterMessage> = work.try_iter().collect();
+    let queued: Vec<JupyterMessage> = work.try_iter().take(limit).collect();
     for request in queued {
         kernel.begin(&request);
         if let JupyterMessageContent::ExecuteRequest(r) = &request.content {

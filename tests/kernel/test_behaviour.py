@@ -169,6 +169,28 @@ def test_interrupt_stops_training_and_keeps_variables(kernel, archive):
     assert runs and runs[0]["status"] == "interrupted", listed.stdout
 
 
+def test_a_cell_sent_after_stop_runs(kernel):
+    # Stop aborts what was queued when it came; a cell sent after it (while the stopped cell
+    # still finishes) was sent knowing, and runs.
+    km, kc = kernel
+    code = (
+        "let d = Dataset::digits()?; let mut c = TrainConfig::default(); c.steps = 10_000_000; "
+        'let t = fit(&d, &c, &Seeds::all(2), &RunOptions::named("stopped-then")?.quiet())?; '
+        "std::thread::sleep(std::time::Duration::from_secs(3));"
+    )
+    running = kc.execute(code)
+    before = kc.execute("1 + 1")
+    time.sleep(4)
+    km.interrupt_kernel()
+    time.sleep(0.5)
+    after = kc.execute("40 + 2")
+    replies = {}
+    while len(replies) < 3:
+        r = kc.get_shell_msg(timeout=60)
+        replies[r["parent_header"]["msg_id"]] = r["content"]["status"]
+    assert [replies[m] for m in (running, before, after)] == ["ok", "aborted", "ok"], replies
+
+
 def iopub_of(kc, msg_id, wait=10):
     """The iopub messages of request `msg_id` up to its idle status (those of other requests
     are dropped); stops early when nothing arrives for `wait` s."""
