@@ -30,14 +30,20 @@ impl TextTable {
         self.rows.push(row);
     }
 
-    /// Row `row`'s cells, those marked best wrapped by `mark`.
-    fn marked_row(&self, row: usize, mark: impl Fn(&str) -> String) -> Vec<String> {
+    /// Row `row`'s cells as `cell` renders them, those marked best then wrapped by `mark`:
+    /// what every format shares, from a terminal's ` *` to LaTeX's `\textbf`.
+    pub fn marked_row(
+        &self,
+        row: usize,
+        cell: impl Fn(&str) -> String,
+        mark: impl Fn(String) -> String,
+    ) -> Vec<String> {
         (self.rows[row].iter().enumerate())
             .map(|(col, c)| {
                 if self.best.contains(&(row, col)) {
-                    mark(c)
+                    mark(cell(c))
                 } else {
-                    c.clone()
+                    cell(c)
                 }
             })
             .collect()
@@ -46,7 +52,7 @@ impl TextTable {
     /// Columns padded to their widest cell, for a terminal.
     pub fn to_terminal(&self) -> String {
         let rows: Vec<Vec<String>> = (0..self.rows.len())
-            .map(|r| self.marked_row(r, |c| format!("{c} *")))
+            .map(|r| self.marked_row(r, str::to_string, |c| format!("{c} *")))
             .collect();
         let widths: Vec<usize> = (0..self.headers.len())
             .map(|i| {
@@ -91,7 +97,10 @@ impl TextTable {
         };
         let mut out = vec![row(&self.headers)];
         out.push(format!("|{}|", vec!["---"; self.headers.len()].join("|")));
-        out.extend((0..self.rows.len()).map(|r| row(&self.marked_row(r, |c| format!("**{c}**")))));
+        out.extend(
+            (0..self.rows.len())
+                .map(|r| row(&self.marked_row(r, str::to_string, |c| format!("**{c}**")))),
+        );
         if let Some(caption) = &self.caption {
             out.push(String::new());
             out.push(caption.clone());
@@ -112,17 +121,7 @@ impl TextTable {
         out += &row(&escaped);
         out += "\\midrule\n";
         for r in 0..self.rows.len() {
-            let escaped: Vec<String> = (self.rows[r].iter())
-                .enumerate()
-                .map(|(col, c)| {
-                    if self.best.contains(&(r, col)) {
-                        format!("\\textbf{{{}}}", latex_escape(c))
-                    } else {
-                        latex_escape(c)
-                    }
-                })
-                .collect();
-            out += &row(&escaped);
+            out += &row(&self.marked_row(r, latex_escape, |c| format!("\\textbf{{{c}}}")));
         }
         out += "\\bottomrule\n\\end{tabular}\n";
         if let Some(caption) = &self.caption {

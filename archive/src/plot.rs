@@ -184,7 +184,7 @@ pub fn y_grid(axis: &Axis, left: f64, width: f64, y: impl Fn(f64) -> f64) -> Str
 }
 
 /// The smallest and largest of `values`, widened where they are equal or absent.
-fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
+pub fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
     });

@@ -325,9 +325,7 @@ pub fn diff_view(diff: &crate::diff::RunDiff) -> DiffView {
             format!("b = {}", short(&diff.b)),
         ],
         identity,
-        code_note: (!diff.changed_components.is_empty())
-            .then(|| code_note(diff))
-            .flatten(),
+        code_note: code_note(diff),
         changes,
         metrics,
         notes: diff.caveats(),

@@ -12,13 +12,10 @@ use crate::Result;
 
 /// A table as HTML, its best cells in bold and its caption under it.
 fn table_html(table: &TextTable) -> String {
-    let cells = html_table_with(&table.headers, &table.rows, |r, col, c| {
-        if table.best.contains(&(r, col)) {
-            format!("<b>{}</b>", escape(c))
-        } else {
-            escape(c)
-        }
-    });
+    let rows: Vec<Vec<String>> = (0..table.rows.len())
+        .map(|r| table.marked_row(r, escape, |c| format!("<b>{c}</b>")))
+        .collect();
+    let cells = html_table_with(&table.headers, &rows, str::to_string);
     match &table.caption {
         Some(caption) => format!("{cells}<p><small>{}</small></p>", escape(caption)),
         None => cells,
@@ -157,7 +154,7 @@ impl Show for Diff {
             }
         };
         for table in [view.changes, view.metrics].into_iter().flatten() {
-            out += &html_table_with(&table.headers, &table.rows, |_, _, c| cell(c));
+            out += &html_table_with(&table.headers, &table.rows, cell);
         }
         for note in &view.notes {
             out += &format!("<p>note: {}</p>", escape(note));

@@ -120,24 +120,24 @@ pub fn compact_value(value: &serde_json::Value) -> String {
 
 /// A text table rendered as HTML.
 pub fn html_table(headers: &[String], rows: &[Vec<String>]) -> String {
-    html_table_with(headers, rows, |_, _, c| escape(c))
+    html_table_with(headers, rows, escape)
 }
 
-/// A text table rendered as HTML, each cell's text made HTML by `cell(row, column, text)`.
+/// A text table rendered as HTML, each cell's text made HTML by `cell`.
 pub fn html_table_with(
     headers: &[String],
     rows: &[Vec<String>],
-    cell: impl Fn(usize, usize, &str) -> String,
+    cell: impl Fn(&str) -> String,
 ) -> String {
     let mut out = String::from("<table><thead><tr>");
     for h in headers {
         out += &format!("<th>{}</th>", escape(h));
     }
     out += "</tr></thead><tbody>";
-    for (r, row) in rows.iter().enumerate() {
+    for row in rows {
         out += "<tr>";
-        for (col, c) in row.iter().enumerate() {
-            out += &format!("<td>{}</td>", cell(r, col, c));
+        for c in row {
+            out += &format!("<td>{}</td>", cell(c));
         }
         out += "</tr>";
     }
@@ -149,18 +149,7 @@ pub fn html_table_with(
 pub fn svg_histogram(values: &[f64], bins: usize, title: &str) -> String {
     use recipe_archive::plot::Axis;
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    let (lo, hi) = finite
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    let (lo, hi) = if !lo.is_finite() {
-        (0.0, 1.0)
-    } else if hi > lo {
-        (lo, hi)
-    } else {
-        (lo - 0.5, hi + 0.5)
-    };
+    let (lo, hi) = recipe_archive::plot::span(finite.iter().copied());
     let bins = bins.max(1);
     let mut counts = vec![0usize; bins];
     for v in &finite {
