@@ -21,6 +21,7 @@ pub mod custom;
 pub mod data;
 mod error;
 pub mod gpt;
+mod lanes;
 pub mod model_summary;
 pub mod models;
 pub mod notebook;

@@ -4,6 +4,7 @@
 //! Parameters are always visited in sorted name order, so sums over them (the gradient norm)
 //! add up in one order in every process.
 
+use crate::lanes::widest_lanes;
 use crate::params::{tensors_from_safetensors, tensors_to_safetensors};
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
@@ -258,9 +259,7 @@ struct Step {
     scale: f32,
 }
 
-/// The update over one parameter's values. Plain IEEE operations (Rust never fuses a*b+c
-/// unasked, and sqrt and division are correctly rounded in every instruction set), so the
-/// vectorised paths give the same bits as the scalar one.
+/// The update over one parameter's values, in plain IEEE operations (see [`crate::lanes`]).
 #[inline(always)]
 fn adamw_values(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Step) {
     for (((w, m), v), g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
@@ -271,22 +270,10 @@ fn adamw_values(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Step)
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn adamw_values_avx2(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Step) {
-    adamw_values(w, m, v, g, k)
-}
-
-/// [`adamw_values`] on 8 lanes where the CPU has AVX2, else on the baseline's 4.
-fn adamw_kernel(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Step) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { adamw_values_avx2(w, m, v, g, k) };
-        return;
-    }
-    adamw_values(w, m, v, g, k)
-}
+widest_lanes!(
+    /// [`adamw_values`] on the widest lanes the CPU has.
+    fn adamw_kernel = adamw_values(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Step)
+);
 
 #[cfg(test)]
 mod tests {

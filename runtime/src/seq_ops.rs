@@ -9,7 +9,9 @@
 //! Determinism: rows, and attention's (example, head) pairs, are independent tasks; the one
 //! reduction across rows (layer norm's weight and bias gradients) adds fixed groups of
 //! [`ROWS_PER_GROUP`] rows, then the groups in order: the same bits at any thread count.
+//! Their exponentials are [`crate::lanes::exp`], on the widest lanes the CPU has.
 
+use crate::lanes::{exp, widest_lanes};
 use crate::ops::{contiguous, matmul_into, with_f32, Operand};
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -24,9 +26,36 @@ const ROWS_PER_GROUP: usize = 64;
 const GELU_K: f32 = 0.797_884_6;
 const GELU_C: f32 = 0.044_715;
 
-/// tanh from one exponential: 1 - 2 / (e^(2u) + 1) (infinite e^(2u) gives 1).
+/// tanh from one exponential: 1 - 2 / (e^(2u) + 1).
+#[inline(always)]
 fn tanh(u: f32) -> f32 {
-    1.0 - 2.0 / ((2.0 * u).exp() + 1.0)
+    1.0 - 2.0 / (exp(2.0 * u) + 1.0)
+}
+
+widest_lanes!(
+    /// y = GELU(x), elementwise.
+    fn gelu_into = gelu_values(y: &mut [f32], x: &[f32])
+);
+
+#[inline(always)]
+fn gelu_values(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = 0.5 * x * (1.0 + tanh(GELU_K * (x + GELU_C * x * x * x)));
+    }
+}
+
+widest_lanes!(
+    /// dx = GELU'(x) dy, elementwise.
+    fn gelu_grad_into = gelu_grads(dx: &mut [f32], x: &[f32], dy: &[f32])
+);
+
+#[inline(always)]
+fn gelu_grads(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+        let t = tanh(GELU_K * (x + GELU_C * x * x * x));
+        let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+        *dx = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
+    }
 }
 
 /// GELU in its tanh form, 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), elementwise.
@@ -46,11 +75,7 @@ impl candle_core::CustomOp1 for Gelu {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = 0.5 * x * (1.0 + tanh(GELU_K * (x + GELU_C * x * x * x)));
-                }
-            });
+            .for_each(|(y, x)| gelu_into(y, x));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -61,13 +86,7 @@ impl candle_core::CustomOp1 for Gelu {
             with_f32(&dy, |dy| {
                 (dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)))
                     .zip(dy.par_chunks(CHUNK))
-                    .for_each(|((dx, x), dy)| {
-                        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                            let t = tanh(GELU_K * (x + GELU_C * x * x * x));
-                            let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
-                            *dx = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
-                        }
-                    })
+                    .for_each(|((dx, x), dy)| gelu_grad_into(dx, x, dy))
             })
         })??;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
@@ -238,17 +257,26 @@ impl Attention {
             let max = row[..n]
                 .iter()
                 .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-            let mut sum = 0f32;
-            for v in &mut row[..n] {
-                *v = (*v * scale - max).exp();
-                sum += *v;
-            }
+            exp_shifted(&mut row[..n], scale, max);
+            let sum: f32 = row[..n].iter().sum();
             for v in &mut row[..n] {
                 *v /= sum;
             }
             row[n..].fill(0.0);
         }
         p
+    }
+}
+
+widest_lanes!(
+    /// v = e^(v scale - max), elementwise: a softmax row before it is normalised.
+    fn exp_shifted = exp_shifted_values(row: &mut [f32], scale: f32, max: f32)
+);
+
+#[inline(always)]
+fn exp_shifted_values(row: &mut [f32], scale: f32, max: f32) {
+    for v in row {
+        *v = exp(*v * scale - max);
     }
 }
 
