@@ -14,6 +14,7 @@
 //! ([`crate::data::text`]); its fused operations are in [`crate::seq_ops`].
 
 use crate::models::{Dropout, Model};
+use crate::ops::Activation;
 use crate::Result;
 use candle_core::{DType, Tensor};
 use candle_nn::{Embedding, Init, Module, VarBuilder};
@@ -41,24 +42,31 @@ fn normal(std: f64) -> Init {
     }
 }
 
-/// A dense layer over the last dimension, (..., in) -> (..., out): the runtime's fused
-/// linear ([`crate::ops::linear`]) on the rows.
+/// A dense layer over the last dimension, (..., in) -> (..., out), and its activation: the
+/// runtime's fused linear ([`crate::ops::linear`]) on the rows.
 struct Dense {
     weight: Tensor,
     bias: Tensor,
+    activation: Activation,
 }
 
 impl Dense {
     /// Weight N(0, std), bias 0.
-    fn new(in_dim: usize, out_dim: usize, std: f64, vb: VarBuilder) -> candle_core::Result<Dense> {
+    fn new(
+        (in_dim, out_dim): (usize, usize),
+        std: f64,
+        activation: Activation,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Dense> {
         Ok(Dense {
             weight: vb.get_with_hints((out_dim, in_dim), "weight", normal(std))?,
             bias: vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?,
+            activation,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::linear(x, &self.weight, &self.bias, false)
+        crate::ops::linear(x, &self.weight, &self.bias, self.activation)
     }
 }
 
@@ -95,13 +103,13 @@ struct Attention {
 
 impl Attention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let qkv = self.qkv.forward(x)?; // (B, T, 3C)
-        let y = crate::seq_ops::attention(&qkv, self.heads, self.look_ahead)?; // (B, T, C)
+        let (qkv, heads) = (&self.qkv, self.heads);
+        let y = crate::seq_ops::self_attention(x, &qkv.weight, &qkv.bias, heads, self.look_ahead)?; // (B, T, C)
         self.proj.forward(&y) // (B, T, C)
     }
 }
 
-/// ln -> attention -> residual, ln -> MLP (4x, GELU) -> residual.
+/// ln -> attention -> residual, ln -> MLP (4x, GELU fused into `fc`) -> residual.
 struct Block {
     ln1: Norm,
     attention: Attention,
@@ -146,20 +154,27 @@ impl Gpt {
         };
         let norm = |name: &str| Norm::new(width, vb.pp(name));
         let residual_std = INIT_STD / (2.0 * layers as f64).sqrt();
+        let dense = Dense::new;
+        use Activation::{Gelu, Identity};
         let blocks = (0..layers)
             .map(|i| -> candle_core::Result<Block> {
                 let vb = vb.pp(format!("blocks.{i}"));
                 Ok(Block {
                     ln1: Norm::new(width, vb.pp("ln1"))?,
                     attention: Attention {
-                        qkv: Dense::new(width, 3 * width, INIT_STD, vb.pp("attn.qkv"))?,
-                        proj: Dense::new(width, width, residual_std, vb.pp("attn.proj"))?,
+                        qkv: dense((width, 3 * width), INIT_STD, Identity, vb.pp("attn.qkv"))?,
+                        proj: dense((width, width), residual_std, Identity, vb.pp("attn.proj"))?,
                         heads,
                         look_ahead: 0,
                     },
                     ln2: Norm::new(width, vb.pp("ln2"))?,
-                    fc: Dense::new(width, 4 * width, INIT_STD, vb.pp("mlp.fc"))?,
-                    proj: Dense::new(4 * width, width, residual_std, vb.pp("mlp.proj"))?,
+                    fc: dense((width, 4 * width), INIT_STD, Gelu, vb.pp("mlp.fc"))?,
+                    proj: dense(
+                        (4 * width, width),
+                        residual_std,
+                        Identity,
+                        vb.pp("mlp.proj"),
+                    )?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -169,7 +184,7 @@ impl Gpt {
             position: embedding(context, "position")?,
             blocks,
             ln_f: norm("ln_f")?,
-            head: Dense::new(width, vocab, INIT_STD, vb.pp("head"))?,
+            head: dense((width, vocab), INIT_STD, Identity, vb.pp("head"))?,
             dropout,
             mix_batch: false,
         })
@@ -224,9 +239,9 @@ impl Model for Gpt {
         for block in &self.blocks {
             let a = block.attention.forward(&block.ln1.forward(&x)?)?;
             x = (x + self.dropout.forward(&a, train)?)?;
-            let m = block.proj.forward(&crate::seq_ops::gelu(
-                &block.fc.forward(&block.ln2.forward(&x)?)?,
-            )?)?;
+            let m = block
+                .proj
+                .forward(&block.fc.forward(&block.ln2.forward(&x)?)?)?;
             x = (x + self.dropout.forward(&m, train)?)?;
         }
         self.head.forward(&self.ln_f.forward(&x)?) // (B, T, V)

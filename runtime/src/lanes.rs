@@ -5,15 +5,16 @@
 //! set), so both widths give the same bits.
 //!
 //! [`exp`] is here because libm's `expf` is one call per value, which no loop can vectorise
-//! around: GELU and the softmax spent most of their time in it.
+//! around: GELU (here too, forward and backward, for the fused layers and the GELU
+//! operation alike) and the softmax spent most of their time in it.
 //!
 //! Not here: anything with a reduction whose order matters (sums stay scalar, in order).
 
 /// `fn $name(args)`: `$plain(args)` compiled for AVX2 when the CPU has it, else as built.
 macro_rules! widest_lanes {
-    ($(#[$doc:meta])* fn $name:ident = $plain:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident = $plain:ident($($arg:ident: $ty:ty),* $(,)?)) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 #[target_feature(enable = "avx2")]
@@ -60,6 +61,45 @@ pub(crate) fn exp(x: f32) -> f32 {
         .wrapping_sub(ROUND.to_bits())
         .wrapping_add(127);
     e_r * f32::from_bits(biased << 23)
+}
+
+/// Elements per parallel task of an elementwise pass.
+pub(crate) const CHUNK: usize = 1 << 14;
+
+/// √(2/π), the tanh form's scale.
+const GELU_K: f32 = 0.797_884_6;
+const GELU_C: f32 = 0.044_715;
+
+/// tanh from one exponential: 1 - 2 / (e^(2u) + 1).
+#[inline(always)]
+fn tanh(u: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * u) + 1.0)
+}
+
+widest_lanes!(
+    /// y = GELU(x), elementwise.
+    pub(crate) fn gelu_into = gelu_values(y: &mut [f32], x: &[f32])
+);
+
+#[inline(always)]
+fn gelu_values(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = 0.5 * x * (1.0 + tanh(GELU_K * (x + GELU_C * x * x * x)));
+    }
+}
+
+widest_lanes!(
+    /// dx = GELU'(x) dy, elementwise.
+    pub(crate) fn gelu_grad_into = gelu_grads(dx: &mut [f32], x: &[f32], dy: &[f32])
+);
+
+#[inline(always)]
+fn gelu_grads(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+        let t = tanh(GELU_K * (x + GELU_C * x * x * x));
+        let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+        *dx = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
+    }
 }
 
 #[cfg(test)]

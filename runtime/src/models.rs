@@ -4,6 +4,7 @@
 //! defines (see [`crate::custom`]).
 
 use crate::custom::{CustomModel, ModelIo};
+use crate::ops::Activation;
 use crate::params::Params;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -267,12 +268,12 @@ impl Dense {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::linear(x, &self.weight, &self.bias, false)
+        crate::ops::linear(x, &self.weight, &self.bias, Activation::Identity)
     }
 
     /// The layer with a ReLU after it, fused into one operation.
     pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::linear(x, &self.weight, &self.bias, true)
+        crate::ops::linear(x, &self.weight, &self.bias, Activation::Relu)
     }
 }
 

@@ -3,8 +3,10 @@
 //! scales gradients by 1/4). Each walks its elements in one fixed order, so results are the
 //! same bits on every run.
 
+use crate::lanes::{gelu_grad_into, gelu_into, CHUNK};
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// (B, C, H, W).
 type Dims4 = (usize, usize, usize, usize);
@@ -75,55 +77,146 @@ pub(crate) fn matmul_into(
     }
 }
 
-/// `x @ w^T + b` for x (N, in), w (out, in), b (out), with a ReLU after it when `relu`; x
-/// may have more dimensions, (..., in) -> (..., out), its rows being all but the last:
-/// candle-nn's `Linear`, as one GEMM that starts from the bias. Its backward writes the
-/// weight's gradient in the weight's own layout (candle's comes through a transposed view
-/// that it then adds with strides, element by element) and computes the input's gradient
-/// only when something upstream needs it (never for the images themselves).
-pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-    apply_layer(x, w, b, relu, Linear)
+/// What a fused layer applies to its outputs, inside its own operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    /// GELU in its tanh form, as candle's `gelu`. The layer keeps its outputs before the
+    /// GELU for its backward pass, where a separate GELU would be a node of its own whose
+    /// input gradient candle allocates, zeroes and adds into.
+    Gelu,
 }
 
-struct Linear(Layer);
-
-/// What a fused layer operation knows besides its operands.
-#[derive(Clone, Copy)]
-struct Layer {
-    /// A ReLU follows the layer, inside the same operation.
-    relu: bool,
-    /// Something upstream of the input needs its gradient.
-    input_grad: bool,
-}
-
-/// `op` over (x, w, b), each made contiguous.
-fn apply_layer<C: candle_core::CustomOp3 + Send + Sync + 'static>(
+/// `x @ w^T + b` for x (N, in), w (out, in), b (out), then `activation`; x may have more
+/// dimensions, (..., in) -> (..., out), its rows being all but the last: candle-nn's
+/// `Linear`, as one GEMM that starts from the bias. Its backward writes the weight's gradient
+/// in the weight's own layout (candle's comes through a transposed view that it then adds
+/// with strides, element by element) and computes the input's gradient only when something
+/// upstream needs it (never for the images themselves).
+pub fn linear(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    relu: bool,
+    activation: Activation,
+) -> candle_core::Result<Tensor> {
+    apply_layer(x, w, b, activation, |layer| Linear {
+        layer,
+        pre_activation: OnceLock::new(),
+    })
+}
+
+struct Linear {
+    layer: Layer,
+    /// x @ w^T + b, kept by the forward pass for a GELU's backward.
+    pre_activation: OnceLock<Vec<f32>>,
+}
+
+/// What a fused layer operation knows besides its operands.
+#[derive(Clone, Copy)]
+pub(crate) struct Layer {
+    pub activation: Activation,
+    /// Something upstream of the input needs its gradient.
+    pub input_grad: bool,
+    /// Some operand needs a gradient: a backward pass may come, so keep what it needs.
+    pub backward: bool,
+}
+
+/// `op` over (x, w, b), each made contiguous.
+pub(crate) fn apply_layer<C: candle_core::CustomOp3 + Send + Sync + 'static>(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    activation: Activation,
     op: impl FnOnce(Layer) -> C,
 ) -> candle_core::Result<Tensor> {
     let x = x.contiguous()?;
     let op = op(Layer {
-        relu,
+        activation,
         input_grad: x.track_op(),
+        backward: x.track_op() || w.track_op() || b.track_op(),
     });
     x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
-/// The gradient before a fused ReLU (zero where the output `res` was clamped), or `dy`
-/// itself without one, as values.
-fn before_relu(dy: &Tensor, res: &Tensor, relu: bool) -> candle_core::Result<Vec<f32>> {
+/// The gradient before a fused ReLU (zero where the output `res` was clamped) as values.
+fn before_relu(dy: &Tensor, res: &Tensor) -> candle_core::Result<Vec<f32>> {
     let mut dz = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    if relu {
-        with_f32(res, |out| {
-            for (d, &v) in dz.iter_mut().zip(out) {
-                *d = if v > 0.0 { *d } else { 0.0 };
-            }
-        })?;
-    }
+    with_f32(res, |out| {
+        for (d, &v) in dz.iter_mut().zip(out) {
+            *d = if v > 0.0 { *d } else { 0.0 };
+        }
+    })?;
     Ok(dz)
+}
+
+/// y (n, o) = x (n, k) @ w (o, k)^T + b (o), row-major: one GEMM that starts from the bias.
+pub(crate) fn dense_values(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    (n, k, o): (usize, usize, usize),
+) -> Vec<f32> {
+    let mut y = Vec::with_capacity(n * o);
+    for _ in 0..n {
+        y.extend_from_slice(b);
+    }
+    matmul_into(
+        &mut y,
+        true,
+        (n, o, k),
+        Operand(x, k, 1),
+        Operand(w, 1, k),
+        true,
+    );
+    y
+}
+
+/// The gradients of y = x @ w^T + b, x (..., k) and w (o, k), from dz = dL/dy (n rows of
+/// o): dx (only when `input_grad`), dw (o, k) and db (o).
+pub(crate) fn dense_grads(
+    x: &Tensor,
+    w: &Tensor,
+    dz: &[f32],
+    input_grad: bool,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let ((n, k), o) = (rows(x.shape())?, w.dim(0)?);
+    let (mut dw, mut db) = (vec![0f32; o * k], vec![0f32; o]);
+    for row in dz.chunks_exact(o) {
+        add_into(&mut db, row);
+    }
+    with_f32(x, |x| {
+        matmul_into(
+            &mut dw,
+            false,
+            (o, k, n),
+            Operand(dz, 1, o),
+            Operand(x, k, 1),
+            true,
+        )
+    })?;
+    let dx = input_grad
+        .then(|| {
+            let mut dx = vec![0f32; n * k];
+            with_f32(w, |w| {
+                matmul_into(
+                    &mut dx,
+                    false,
+                    (n, k, o),
+                    Operand(dz, o, 1),
+                    Operand(w, k, 1),
+                    true,
+                )
+            })?;
+            Tensor::from_vec(dx, x.shape(), x.device())
+        })
+        .transpose()?;
+    let device = x.device();
+    Ok((
+        dx,
+        Some(Tensor::from_vec(dw, (o, k), device)?),
+        Some(Tensor::from_vec(db, o, device)?),
+    ))
 }
 
 impl candle_core::CustomOp3 for Linear {
@@ -149,20 +242,21 @@ impl candle_core::CustomOp3 for Linear {
             contiguous(self.name(), ws, wl)?,
             contiguous(self.name(), bs, bl)?,
         );
-        let mut y = Vec::with_capacity(n * o);
-        for _ in 0..n {
-            y.extend_from_slice(b);
-        }
-        matmul_into(
-            &mut y,
-            true,
-            (n, o, k),
-            Operand(x, k, 1),
-            Operand(w, 1, k),
-            true,
-        );
-        if self.0.relu {
-            relu_in_place(&mut y);
+        let mut y = dense_values(x, w, b, (n, k, o));
+        match self.layer.activation {
+            Activation::Identity => {}
+            Activation::Relu => relu_in_place(&mut y),
+            Activation::Gelu => {
+                let mut out = vec![0f32; y.len()];
+                out.par_chunks_mut(CHUNK)
+                    .zip(y.par_chunks(CHUNK))
+                    .for_each(|(out, z)| gelu_into(out, z));
+                if self.layer.backward {
+                    // Set once: candle runs a node's forward pass once.
+                    let _ = self.pre_activation.set(y);
+                }
+                y = out;
+            }
         }
         let mut out = xl.shape().dims().to_vec();
         if let Some(last) = out.last_mut() {
@@ -179,49 +273,28 @@ impl candle_core::CustomOp3 for Linear {
         res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let ((n, k), o) = (rows(x.shape())?, w.dim(0)?);
-        let dy = before_relu(dy, res, self.0.relu)?;
-        let (mut dw, mut db) = (vec![0f32; o * k], vec![0f32; o]);
-        let mut dx = vec![0f32; if self.0.input_grad { n * k } else { 0 }];
-        {
-            let dy = &dy[..];
-            for row in dy.chunks_exact(o) {
-                for (d, g) in db.iter_mut().zip(row) {
-                    *d += g;
-                }
+        let input_grad = self.layer.input_grad;
+        match self.layer.activation {
+            Activation::Identity => {
+                with_f32(&dy.contiguous()?, |dz| dense_grads(x, w, dz, input_grad))?
             }
-            with_f32(x, |x| {
-                matmul_into(
-                    &mut dw,
-                    false,
-                    (o, k, n),
-                    Operand(dy, 1, o),
-                    Operand(x, k, 1),
-                    true,
-                )
-            })?;
-            if self.0.input_grad {
-                with_f32(w, |w| {
-                    matmul_into(
-                        &mut dx,
-                        false,
-                        (n, k, o),
-                        Operand(dy, o, 1),
-                        Operand(w, k, 1),
-                        true,
-                    )
+            Activation::Relu => dense_grads(x, w, &before_relu(dy, res)?, input_grad),
+            Activation::Gelu => {
+                let Some(z) = self.pre_activation.get() else {
+                    candle_core::bail!(
+                        "linear: a GELU layer's backward came without its forward pass"
+                    );
+                };
+                let mut dz = vec![0f32; z.len()];
+                with_f32(&dy.contiguous()?, |dy| {
+                    dz.par_chunks_mut(CHUNK)
+                        .zip(z.par_chunks(CHUNK))
+                        .zip(dy.par_chunks(CHUNK))
+                        .for_each(|((dz, z), dy)| gelu_grad_into(dz, z, dy))
                 })?;
+                dense_grads(x, w, &dz, input_grad)
             }
         }
-        let device = x.device();
-        Ok((
-            self.0
-                .input_grad
-                .then(|| Tensor::from_vec(dx, x.shape(), device))
-                .transpose()?,
-            Some(Tensor::from_vec(dw, (o, k), device)?),
-            Some(Tensor::from_vec(db, o, device)?),
-        ))
     }
 }
 
@@ -311,7 +384,12 @@ const GROUPS: usize = 8;
 /// is a GEMM per image for the weights (added in [`GROUPS`] fixed groups) and, only when
 /// something upstream needs it, a GEMM and col2im per image for the input.
 pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-    apply_layer(x, w, b, relu, Conv3x3)
+    let activation = if relu {
+        Activation::Relu
+    } else {
+        Activation::Identity
+    };
+    apply_layer(x, w, b, activation, Conv3x3)
 }
 
 struct Conv3x3(Layer);
@@ -364,7 +442,7 @@ impl candle_core::CustomOp3 for Conv3x3 {
                         Operand(patches, hw, 1),
                         false,
                     );
-                    if self.0.relu {
+                    if self.0.activation == Activation::Relu {
                         relu_in_place(out);
                     }
                 },
@@ -382,7 +460,10 @@ impl candle_core::CustomOp3 for Conv3x3 {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let ((n, c, h, wd), o) = (x.dims4()?, w.dim(0)?);
         let (hw, c9) = (h * wd, c * 9);
-        let dz = before_relu(dy, res, self.0.relu)?;
+        let dz = match self.0.activation {
+            Activation::Relu => before_relu(dy, res)?,
+            _ => dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+        };
         let per_group = n.div_ceil(GROUPS).max(1);
         let (dw, db, dx) = with_f32(x, |x| {
             let partial: Vec<(Vec<f32>, Vec<f32>)> = dz
@@ -616,7 +697,7 @@ mod tests {
         // The same loss through both, weighted per output so every gradient entry differs.
         let weights = draw((7, 3));
         let loss = |y: Tensor| (y * &weights).unwrap().sum_all().unwrap();
-        let ours = linear(&x, &w, &b, false).unwrap();
+        let ours = linear(&x, &w, &b, Activation::Identity).unwrap();
         let theirs = x
             .matmul(&w.t().unwrap())
             .unwrap()
@@ -632,19 +713,31 @@ mod tests {
             assert_close(&grad(&g1), &grad(&g2));
         }
         // The fused ReLU gives what a separate one gives, forward and backward.
-        let relu_grads = |y: Tensor| {
+        let values_and_grads = |y: Tensor| {
             let g = loss(y.clone()).backward().unwrap();
             let mut out = vec![values(&y)];
             out.extend([&x, &w, &b].map(|v| values(g.get(v.as_tensor()).unwrap())));
             out
         };
         assert_eq!(
-            relu_grads(linear(&x, &w, &b, true).unwrap()),
-            relu_grads(linear(&x, &w, &b, false).unwrap().relu().unwrap())
+            values_and_grads(linear(&x, &w, &b, Activation::Relu).unwrap()),
+            values_and_grads(
+                linear(&x, &w, &b, Activation::Identity)
+                    .unwrap()
+                    .relu()
+                    .unwrap()
+            )
+        );
+        // So does the fused GELU, against the GELU operation after a plain layer.
+        assert_eq!(
+            values_and_grads(linear(&x, &w, &b, Activation::Gelu).unwrap()),
+            values_and_grads(
+                crate::seq_ops::gelu(&linear(&x, &w, &b, Activation::Identity).unwrap()).unwrap()
+            )
         );
         // Plain inputs get no gradient, and cost none.
         let plain = x.as_tensor().detach();
-        let grads = loss(linear(&plain, &w, &b, false).unwrap())
+        let grads = loss(linear(&plain, &w, &b, Activation::Identity).unwrap())
             .backward()
             .unwrap();
         assert!(grads.get(&plain).is_none() && grads.get(w.as_tensor()).is_some());

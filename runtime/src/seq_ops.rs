@@ -11,52 +11,17 @@
 //! [`ROWS_PER_GROUP`] rows, then the groups in order: the same bits at any thread count.
 //! Their exponentials are [`crate::lanes::exp`], on the widest lanes the CPU has.
 
-use crate::lanes::{exp, widest_lanes};
-use crate::ops::{contiguous, matmul_into, with_f32, Operand};
+use crate::lanes::{exp, gelu_grad_into, gelu_into, widest_lanes, CHUNK};
+use crate::ops::{
+    apply_layer, contiguous, dense_grads, dense_values, matmul_into, with_f32, Activation, Layer,
+    Operand,
+};
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 use rayon::prelude::*;
-
-/// Elements per parallel task of an elementwise operation.
-const CHUNK: usize = 1 << 14;
+use std::sync::OnceLock;
 
 /// Rows per group whose weight and bias gradients are summed before the groups are added.
 const ROWS_PER_GROUP: usize = 64;
-
-/// √(2/π), the tanh form's scale.
-const GELU_K: f32 = 0.797_884_6;
-const GELU_C: f32 = 0.044_715;
-
-/// tanh from one exponential: 1 - 2 / (e^(2u) + 1).
-#[inline(always)]
-fn tanh(u: f32) -> f32 {
-    1.0 - 2.0 / (exp(2.0 * u) + 1.0)
-}
-
-widest_lanes!(
-    /// y = GELU(x), elementwise.
-    fn gelu_into = gelu_values(y: &mut [f32], x: &[f32])
-);
-
-#[inline(always)]
-fn gelu_values(y: &mut [f32], x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = 0.5 * x * (1.0 + tanh(GELU_K * (x + GELU_C * x * x * x)));
-    }
-}
-
-widest_lanes!(
-    /// dx = GELU'(x) dy, elementwise.
-    fn gelu_grad_into = gelu_grads(dx: &mut [f32], x: &[f32], dy: &[f32])
-);
-
-#[inline(always)]
-fn gelu_grads(dx: &mut [f32], x: &[f32], dy: &[f32]) {
-    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-        let t = tanh(GELU_K * (x + GELU_C * x * x * x));
-        let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
-        *dx = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
-    }
-}
 
 /// GELU in its tanh form, 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), elementwise.
 pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -206,37 +171,55 @@ impl candle_core::CustomOp3 for LayerNorm {
     }
 }
 
-/// Causal self-attention from the fused projection qkv (B, T, 3C) (queries, keys, values side
-/// by side, each `heads` heads of C / heads): (B, T, C), head h at columns h*D..(h+1)*D.
-/// Position i attends to keys j <= i + `look_ahead` (0: causal), with weights
-/// softmax(q·k / sqrt(D)).
+/// Causal self-attention with its input projection: qkv = x @ w^T + b, x (B, T, C), w (3C, C),
+/// b (3C), queries, keys and values side by side, each `heads` heads of D = C / heads; the
+/// output is (B, T, C), head h at columns h*D..(h+1)*D. Position i attends to keys
+/// j <= i + `look_ahead` (0: causal), with weights softmax(q·k / sqrt(D)).
 ///
-/// Each (example, head) is its own task: two small GEMMs and a softmax forward; the backward
-/// recomputes the weights and writes the three gradients straight into one (B, T, 3C) tensor
-/// (candle's narrow, transpose and masked softmax would copy, pad with zeros and add them).
-pub fn attention(qkv: &Tensor, heads: usize, look_ahead: usize) -> candle_core::Result<Tensor> {
-    qkv.contiguous()?.apply_op1(Attention { heads, look_ahead })
-}
-
-struct Attention {
+/// One operation, so that the (B, T, 3C) projection is never a node of candle's graph (its
+/// gradient would be allocated, zeroed and added into). Each (example, head) is its own task:
+/// two small GEMMs and a softmax forward. The forward pass keeps the projection and the
+/// weights; the backward writes dQ, dK and dV straight into one (B, T, 3C) gradient, then
+/// takes it through the projection ([`crate::ops::dense_grads`]).
+pub fn self_attention(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
     heads: usize,
     look_ahead: usize,
+) -> candle_core::Result<Tensor> {
+    apply_layer(x, w, b, Activation::Identity, |layer| SelfAttention {
+        heads,
+        look_ahead,
+        layer,
+        kept: OnceLock::new(),
+    })
 }
 
-/// (B, T, C, D) of an attention over qkv (B, T, 3C).
+struct SelfAttention {
+    heads: usize,
+    look_ahead: usize,
+    layer: Layer,
+    /// The projection (B, T, 3C) and each (example, head)'s weights (T, T), kept by the
+    /// forward pass for the backward.
+    kept: OnceLock<(Vec<f32>, Vec<Vec<f32>>)>,
+}
+
+/// (B, T, C, D) of an attention over x (B, T, C).
 type AttentionDims = (usize, usize, usize, usize);
 
-impl Attention {
-    fn dims(&self, shape: &Shape) -> candle_core::Result<AttentionDims> {
-        let (b, t, c3) = shape.dims3()?;
-        let c = c3 / 3;
-        if c3 % 3 != 0 || self.heads == 0 || c % self.heads != 0 {
+impl SelfAttention {
+    fn dims(&self, x: &Shape, w: &Shape, b: &Shape) -> candle_core::Result<AttentionDims> {
+        let (batch, t, c) = x.dims3()?;
+        if self.heads == 0 || c % self.heads != 0 || w.dims2()? != (3 * c, c) || b.dims1()? != 3 * c
+        {
             candle_core::bail!(
-                "attention: qkv {shape:?} is not (B, T, 3C) with C a multiple of {} heads",
+                "attention: input {x:?}, projection {w:?} and bias {b:?} are not (B, T, C), \
+                 (3C, C) and (3C) with C a multiple of {} heads",
                 self.heads
             );
         }
-        Ok((b, t, c, c / self.heads))
+        Ok((batch, t, c, c / self.heads))
     }
 
     /// The attention weights P (T, T) of one example's head `h`, its queries and keys read
@@ -280,16 +263,29 @@ fn exp_shifted_values(row: &mut [f32], scale: f32, max: f32) {
     }
 }
 
-impl candle_core::CustomOp1 for Attention {
+impl candle_core::CustomOp3 for SelfAttention {
     fn name(&self) -> &'static str {
-        "attention"
+        "self-attention"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, t, c, d) = self.dims(l.shape())?;
-        let qkv = contiguous(self.name(), s, l)?;
-        // One (T, D) output per (example, head), then laid out as (B, T, C).
-        let outputs: Vec<Vec<f32>> = (0..b * self.heads)
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, t, c, d) = self.dims(xl.shape(), wl.shape(), bl.shape())?;
+        let qkv = dense_values(
+            contiguous(self.name(), xs, xl)?,
+            contiguous(self.name(), ws, wl)?,
+            contiguous(self.name(), bs, bl)?,
+            (b * t, c, 3 * c),
+        ); // (B, T, 3C)
+           // One (T, T) weights and (T, D) output per (example, head), then laid out as (B, T, C).
+        let tasks: Vec<(Vec<f32>, Vec<f32>)> = (0..b * self.heads)
             .into_par_iter()
             .map(|task| {
                 let (e, h) = (task / self.heads, task % self.heads);
@@ -304,86 +300,99 @@ impl candle_core::CustomOp1 for Attention {
                     Operand(&rows[2 * c + h * d..], 3 * c, 1),
                     false,
                 );
-                y
+                (p, y)
             })
             .collect();
         let mut y = vec![0f32; b * t * c];
-        for (task, out) in outputs.iter().enumerate() {
+        for (task, (_, out)) in tasks.iter().enumerate() {
             let (e, h) = (task / self.heads, task % self.heads);
             for (i, row) in out.chunks(d).enumerate() {
                 let at = (e * t + i) * c + h * d;
                 y[at..at + d].copy_from_slice(row);
             }
         }
+        if self.layer.backward {
+            // Set once: candle runs a node's forward pass once.
+            let _ = self
+                .kept
+                .set((qkv, tasks.into_iter().map(|(p, _)| p).collect()));
+        }
         Ok((CpuStorage::F32(y), Shape::from((b, t, c))))
     }
 
-    fn bwd(&self, qkv: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let (b, t, c, d) = self.dims(qkv.shape())?;
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, t, c, d) = self.dims(x.shape(), w.shape(), bias.shape())?;
+        let Some((qkv, weights)) = self.kept.get() else {
+            candle_core::bail!("attention: a backward pass came without its forward pass");
+        };
         let dy = dy.contiguous()?;
         let scale = 1.0 / (d as f32).sqrt();
         // Per (example, head): dQ, dK, dV, each (T, D).
-        let grads: Vec<[Vec<f32>; 3]> = with_f32(qkv, |qkv| {
-            with_f32(&dy, |dy| {
-                (0..b * self.heads)
-                    .into_par_iter()
-                    .map(|task| {
-                        let (e, h) = (task / self.heads, task % self.heads);
-                        let rows = &qkv[e * t * 3 * c..(e + 1) * t * 3 * c];
-                        let dy_rows = &dy[e * t * c + h * d..];
-                        let p = self.weights(rows, h, (t, c, d));
-                        let (q, k, v) =
-                            (&rows[h * d..], &rows[c + h * d..], &rows[2 * c + h * d..]);
-                        // dV = Pᵀ dY; dP = dY Vᵀ.
-                        let mut dv = vec![0f32; t * d];
-                        matmul_into(
-                            &mut dv,
-                            false,
-                            (t, d, t),
-                            Operand(&p, 1, t),
-                            Operand(dy_rows, c, 1),
-                            false,
-                        );
-                        let mut ds = vec![0f32; t * t];
-                        matmul_into(
-                            &mut ds,
-                            false,
-                            (t, t, d),
-                            Operand(dy_rows, c, 1),
-                            Operand(v, 1, 3 * c),
-                            false,
-                        );
-                        // dS = P (dP - Σ P dP) / sqrt(D), row by row (zero where P is).
-                        for (prow, drow) in p.chunks(t).zip(ds.chunks_mut(t)) {
-                            let dot: f32 = prow.iter().zip(drow.iter()).map(|(p, g)| p * g).sum();
-                            for (g, &p) in drow.iter_mut().zip(prow) {
-                                *g = scale * p * (*g - dot);
-                            }
+        let grads: Vec<[Vec<f32>; 3]> = with_f32(&dy, |dy| {
+            (0..b * self.heads)
+                .into_par_iter()
+                .map(|task| {
+                    let (e, h) = (task / self.heads, task % self.heads);
+                    let rows = &qkv[e * t * 3 * c..(e + 1) * t * 3 * c];
+                    let dy_rows = &dy[e * t * c + h * d..];
+                    let p = &weights[task];
+                    let (q, k, v) = (&rows[h * d..], &rows[c + h * d..], &rows[2 * c + h * d..]);
+                    // dV = Pᵀ dY; dP = dY Vᵀ.
+                    let mut dv = vec![0f32; t * d];
+                    matmul_into(
+                        &mut dv,
+                        false,
+                        (t, d, t),
+                        Operand(p, 1, t),
+                        Operand(dy_rows, c, 1),
+                        false,
+                    );
+                    let mut ds = vec![0f32; t * t];
+                    matmul_into(
+                        &mut ds,
+                        false,
+                        (t, t, d),
+                        Operand(dy_rows, c, 1),
+                        Operand(v, 1, 3 * c),
+                        false,
+                    );
+                    // dS = P (dP - Σ P dP) / sqrt(D), row by row (zero where P is).
+                    for (prow, drow) in p.chunks(t).zip(ds.chunks_mut(t)) {
+                        let dot: f32 = prow.iter().zip(drow.iter()).map(|(p, g)| p * g).sum();
+                        for (g, &p) in drow.iter_mut().zip(prow) {
+                            *g = scale * p * (*g - dot);
                         }
-                        // dQ = dS K; dK = dSᵀ Q.
-                        let mut dq = vec![0f32; t * d];
-                        matmul_into(
-                            &mut dq,
-                            false,
-                            (t, d, t),
-                            Operand(&ds, t, 1),
-                            Operand(k, 3 * c, 1),
-                            false,
-                        );
-                        let mut dk = vec![0f32; t * d];
-                        matmul_into(
-                            &mut dk,
-                            false,
-                            (t, d, t),
-                            Operand(&ds, 1, t),
-                            Operand(q, 3 * c, 1),
-                            false,
-                        );
-                        [dq, dk, dv]
-                    })
-                    .collect()
-            })
-        })??;
+                    }
+                    // dQ = dS K; dK = dSᵀ Q.
+                    let mut dq = vec![0f32; t * d];
+                    matmul_into(
+                        &mut dq,
+                        false,
+                        (t, d, t),
+                        Operand(&ds, t, 1),
+                        Operand(k, 3 * c, 1),
+                        false,
+                    );
+                    let mut dk = vec![0f32; t * d];
+                    matmul_into(
+                        &mut dk,
+                        false,
+                        (t, d, t),
+                        Operand(&ds, 1, t),
+                        Operand(q, 3 * c, 1),
+                        false,
+                    );
+                    [dq, dk, dv]
+                })
+                .collect()
+        })?;
         let mut dqkv = vec![0f32; b * t * 3 * c];
         for (task, parts) in grads.iter().enumerate() {
             let (e, h) = (task / self.heads, task % self.heads);
@@ -394,7 +403,7 @@ impl candle_core::CustomOp1 for Attention {
                 }
             }
         }
-        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
+        dense_grads(x, w, &dqkv, self.layer.input_grad)
     }
 }
 
@@ -481,15 +490,21 @@ mod tests {
     }
 
     #[test]
-    fn attention_matches_candles_composed_attention_and_its_gradient() {
+    fn self_attention_matches_candles_composed_projection_and_attention_and_their_gradients() {
         let (b, t, heads, d) = (2, 7, 3, 4);
         let c = heads * d;
+        // A projection small enough that the scores stay near the inputs' size, as a trained
+        // one's are (with inputs up to 3 and full-size weights, the softmax would be one-hot).
+        let small = |v: Var| Var::from_tensor(&(v.as_tensor() * 0.1).unwrap()).unwrap();
+        let (w, bias) = (small(input(&[3 * c, c], 3)), small(input(&[3 * c], 4)));
+        let (w, bias) = (w.as_tensor(), bias.as_tensor());
         for look_ahead in [0, 2] {
             let mask: Vec<u8> = (0..t)
                 .flat_map(|i| (0..t).map(move |j| u8::from(j > i + look_ahead)))
                 .collect();
             let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
-            let composed = |qkv: &Tensor| -> candle_core::Result<Tensor> {
+            let composed = |x: &Tensor| -> candle_core::Result<Tensor> {
+                let qkv = x.broadcast_matmul(&w.t()?)?.broadcast_add(bias)?; // (B, T, 3C)
                 let split = |i: usize| {
                     qkv.narrow(D::Minus1, i * c, c)?
                         .reshape((b, t, heads, d))?
@@ -501,17 +516,34 @@ mod tests {
                 let hidden = mask.broadcast_as(scores.shape())?;
                 let inf =
                     Tensor::new(f32::NEG_INFINITY, qkv.device())?.broadcast_as(scores.shape())?;
-                let w = candle_nn::ops::softmax(&hidden.where_cond(&inf, &scores)?, D::Minus1)?;
-                w.matmul(&v)?
+                let p = candle_nn::ops::softmax(&hidden.where_cond(&inf, &scores)?, D::Minus1)?;
+                p.matmul(&v)?
                     .transpose(1, 2)?
                     .contiguous()?
                     .reshape((b, t, c))
             };
-            same_as(
-                |x| attention(x, heads, look_ahead),
-                composed,
-                &[b, t, 3 * c],
+            let ours = |x: &Tensor| self_attention(x, w, bias, heads, look_ahead);
+            same_as(ours, composed, &[b, t, c]);
+            // The projection's weight and bias gradients too.
+            let x = input(&[b, t, c], 5);
+            let (ga, gb) = (
+                ours(x.as_tensor())
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap(),
+                composed(x.as_tensor())
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap(),
             );
+            let (ga, gb) = (ga.backward().unwrap(), gb.backward().unwrap());
+            for v in [w, bias] {
+                close(ga.get(v).unwrap(), gb.get(v).unwrap(), 1e-4);
+            }
         }
     }
 }
