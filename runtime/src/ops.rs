@@ -35,6 +35,21 @@ pub(crate) fn matmul_into(
     rhs: Operand,
     parallel: bool,
 ) {
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    matmul_into_rows(dst, n, accumulate, (m, n, k), lhs, rhs, parallel)
+}
+
+/// [`matmul_into`] into rows `row_stride` apart: the (m, n) block of a wider matrix whose
+/// first element is `dst[0]` (a head's columns of a (T, C) output, say).
+pub(crate) fn matmul_into_rows(
+    dst: &mut [f32],
+    row_stride: usize,
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    parallel: bool,
+) {
     let last = |Operand(values, rs, cs): &Operand, rows: usize, cols: usize| {
         assert!(
             rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < values.len(),
@@ -43,7 +58,7 @@ pub(crate) fn matmul_into(
     };
     last(&lhs, m, k);
     last(&rhs, k, n);
-    assert_eq!(dst.len(), m * n, "matmul destination size");
+    last(&Operand(&*dst, row_stride, 1), m, n);
     let threads = crate::process::threads();
     let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
@@ -51,7 +66,8 @@ pub(crate) fn matmul_into(
         gemm::Parallelism::None
     };
     // SAFETY: every index gemm reads, (row * rs + col * cs) for row < rows and col < cols,
-    // is inside its slice (asserted above), and dst is exactly m x n, row-major.
+    // is inside its slice (asserted above), and so is every index of dst it writes,
+    // row * row_stride + col for row < m and col < n.
     unsafe {
         gemm::gemm(
             m,
@@ -59,7 +75,7 @@ pub(crate) fn matmul_into(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            row_stride as isize,
             accumulate,
             lhs.0.as_ptr(),
             lhs.2 as isize,

@@ -13,8 +13,8 @@
 
 use crate::lanes::{exp, gelu_grad_into, gelu_into, widest_lanes, CHUNK};
 use crate::ops::{
-    apply_layer, contiguous, dense_grads, dense_values, matmul_into, with_f32, Activation, Layer,
-    Operand,
+    apply_layer, contiguous, dense_grads, dense_values, matmul_into, matmul_into_rows, with_f32,
+    Activation, Layer, Operand,
 };
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -200,9 +200,9 @@ struct SelfAttention {
     heads: usize,
     look_ahead: usize,
     layer: Layer,
-    /// The projection (B, T, 3C) and each (example, head)'s weights (T, T), kept by the
-    /// forward pass for the backward.
-    kept: OnceLock<(Vec<f32>, Vec<Vec<f32>>)>,
+    /// The projection (B, T, 3C) and the weights (B, heads, T, T), kept by the forward pass
+    /// for the backward.
+    kept: OnceLock<(Vec<f32>, Vec<f32>)>,
 }
 
 /// (B, T, C, D) of an attention over x (B, T, C).
@@ -222,12 +222,12 @@ impl SelfAttention {
         Ok((batch, t, c, c / self.heads))
     }
 
-    /// The attention weights P (T, T) of one example's head `h`, its queries and keys read
-    /// from `qkv` (that example's (T, 3C) rows); zero past each row's last visible key.
-    fn weights(&self, qkv: &[f32], h: usize, (t, c, d): (usize, usize, usize)) -> Vec<f32> {
-        let mut p = vec![0f32; t * t];
+    /// The attention weights P (T, T) of one example's head `h`, written over `p`, its
+    /// queries and keys read from `qkv` (that example's (T, 3C) rows); zero past each row's
+    /// last visible key.
+    fn weights(&self, p: &mut [f32], qkv: &[f32], h: usize, (t, c, d): (usize, usize, usize)) {
         matmul_into(
-            &mut p,
+            p,
             false,
             (t, t, d),
             Operand(&qkv[h * d..], 3 * c, 1),
@@ -247,7 +247,6 @@ impl SelfAttention {
             }
             row[n..].fill(0.0);
         }
-        p
     }
 }
 
@@ -284,38 +283,30 @@ impl candle_core::CustomOp3 for SelfAttention {
             contiguous(self.name(), bs, bl)?,
             (b * t, c, 3 * c),
         ); // (B, T, 3C)
-           // One (T, T) weights and (T, D) output per (example, head), then laid out as (B, T, C).
-        let tasks: Vec<(Vec<f32>, Vec<f32>)> = (0..b * self.heads)
-            .into_par_iter()
-            .map(|task| {
-                let (e, h) = (task / self.heads, task % self.heads);
-                let rows = &qkv[e * t * 3 * c..(e + 1) * t * 3 * c];
-                let p = self.weights(rows, h, (t, c, d));
-                let mut y = vec![0f32; t * d];
-                matmul_into(
-                    &mut y,
+           // Examples in parallel; per head, its weights, then its (T, D) columns of the output.
+        let (h_n, tt) = (self.heads, t * t);
+        let mut weights = vec![0f32; b * h_n * tt]; // (B, heads, T, T)
+        let mut y = vec![0f32; b * t * c]; // (B, T, C)
+        (y.par_chunks_mut(t * c)
+            .zip(weights.par_chunks_mut(h_n * tt)))
+        .zip(qkv.par_chunks(t * 3 * c))
+        .for_each(|((y, weights), rows)| {
+            for (h, p) in weights.chunks_mut(tt).enumerate() {
+                self.weights(p, rows, h, (t, c, d));
+                matmul_into_rows(
+                    &mut y[h * d..],
+                    c,
                     false,
                     (t, d, t),
-                    Operand(&p, t, 1),
+                    Operand(p, t, 1),
                     Operand(&rows[2 * c + h * d..], 3 * c, 1),
                     false,
                 );
-                (p, y)
-            })
-            .collect();
-        let mut y = vec![0f32; b * t * c];
-        for (task, (_, out)) in tasks.iter().enumerate() {
-            let (e, h) = (task / self.heads, task % self.heads);
-            for (i, row) in out.chunks(d).enumerate() {
-                let at = (e * t + i) * c + h * d;
-                y[at..at + d].copy_from_slice(row);
             }
-        }
+        });
         if self.layer.backward {
             // Set once: candle runs a node's forward pass once.
-            let _ = self
-                .kept
-                .set((qkv, tasks.into_iter().map(|(p, _)| p).collect()));
+            let _ = self.kept.set((qkv, weights));
         }
         Ok((CpuStorage::F32(y), Shape::from((b, t, c))))
     }
@@ -334,32 +325,35 @@ impl candle_core::CustomOp3 for SelfAttention {
         };
         let dy = dy.contiguous()?;
         let scale = 1.0 / (d as f32).sqrt();
-        // Per (example, head): dQ, dK, dV, each (T, D).
-        let grads: Vec<[Vec<f32>; 3]> = with_f32(&dy, |dy| {
-            (0..b * self.heads)
-                .into_par_iter()
-                .map(|task| {
-                    let (e, h) = (task / self.heads, task % self.heads);
-                    let rows = &qkv[e * t * 3 * c..(e + 1) * t * 3 * c];
-                    let dy_rows = &dy[e * t * c + h * d..];
-                    let p = &weights[task];
+        let (h_n, tt) = (self.heads, t * t);
+        // Examples in parallel; per head, dQ, dK and dV written into its columns of the
+        // example's (T, 3C) rows of the gradient.
+        let mut dqkv = vec![0f32; b * t * 3 * c];
+        with_f32(&dy, |dy| {
+            (dqkv
+                .par_chunks_mut(t * 3 * c)
+                .zip(weights.par_chunks(h_n * tt)))
+            .zip(qkv.par_chunks(t * 3 * c).zip(dy.par_chunks(t * c)))
+            .for_each(|((grads, weights), (rows, dy))| {
+                let mut ds = vec![0f32; tt];
+                for (h, p) in weights.chunks(tt).enumerate() {
                     let (q, k, v) = (&rows[h * d..], &rows[c + h * d..], &rows[2 * c + h * d..]);
+                    let dy = &dy[h * d..];
                     // dV = Pᵀ dY; dP = dY Vᵀ.
-                    let mut dv = vec![0f32; t * d];
-                    matmul_into(
-                        &mut dv,
+                    matmul_into_rows(
+                        &mut grads[2 * c + h * d..],
+                        3 * c,
                         false,
                         (t, d, t),
                         Operand(p, 1, t),
-                        Operand(dy_rows, c, 1),
+                        Operand(dy, c, 1),
                         false,
                     );
-                    let mut ds = vec![0f32; t * t];
                     matmul_into(
                         &mut ds,
                         false,
                         (t, t, d),
-                        Operand(dy_rows, c, 1),
+                        Operand(dy, c, 1),
                         Operand(v, 1, 3 * c),
                         false,
                     );
@@ -371,38 +365,27 @@ impl candle_core::CustomOp3 for SelfAttention {
                         }
                     }
                     // dQ = dS K; dK = dSᵀ Q.
-                    let mut dq = vec![0f32; t * d];
-                    matmul_into(
-                        &mut dq,
+                    matmul_into_rows(
+                        &mut grads[h * d..],
+                        3 * c,
                         false,
                         (t, d, t),
                         Operand(&ds, t, 1),
                         Operand(k, 3 * c, 1),
                         false,
                     );
-                    let mut dk = vec![0f32; t * d];
-                    matmul_into(
-                        &mut dk,
+                    matmul_into_rows(
+                        &mut grads[c + h * d..],
+                        3 * c,
                         false,
                         (t, d, t),
                         Operand(&ds, 1, t),
                         Operand(q, 3 * c, 1),
                         false,
                     );
-                    [dq, dk, dv]
-                })
-                .collect()
-        })?;
-        let mut dqkv = vec![0f32; b * t * 3 * c];
-        for (task, parts) in grads.iter().enumerate() {
-            let (e, h) = (task / self.heads, task % self.heads);
-            for (which, part) in parts.iter().enumerate() {
-                for (i, row) in part.chunks(d).enumerate() {
-                    let at = (e * t + i) * 3 * c + which * c + h * d;
-                    dqkv[at..at + d].copy_from_slice(row);
                 }
-            }
-        }
+            })
+        })?;
         dense_grads(x, w, &dqkv, self.layer.input_grad)
     }
 }
