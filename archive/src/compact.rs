@@ -146,26 +146,48 @@ enum Tiers {
     /// All of them, merged or not, once there are this many: the fewest files (`recipe runs
     /// compact`).
     One(usize),
-    /// The files not merged yet, and the merged ones, apart: a finishing writer's merge then
-    /// reads the rows written since the last merge, not every row of the day again.
-    Two { fresh: usize, merged: usize },
+    /// By level: `fresh` files not merged yet make a file of level 1, and `merged` files of
+    /// level k one of level k + 1. A row is then read again once per level, about
+    /// log_merged(rows of the day / fresh) times, rather than at every merge.
+    Levels { fresh: usize, merged: usize },
 }
 
 impl Tiers {
+    /// The group of a day's row file named `stem` in a merge plan.
+    fn group(self, stem: &str) -> u32 {
+        match self {
+            Tiers::One(_) => 0,
+            Tiers::Levels { .. } => level(stem),
+        }
+    }
+
     /// How many files of a group make a merge.
-    fn enough(self, merged: bool) -> usize {
+    fn enough(self, group: u32) -> usize {
         match self {
             Tiers::One(n) => n,
-            Tiers::Two { fresh, .. } if !merged => fresh,
-            Tiers::Two { merged, .. } => merged,
+            Tiers::Levels { fresh, .. } if group == 0 => fresh,
+            Tiers::Levels { merged, .. } => merged,
         }
+    }
+}
+
+/// The level of a row file: 0 not merged, k for `compacted-Lk-...`, and 1 for a merged file
+/// of an archive from before levels (`compacted-HASH`).
+fn level(stem: &str) -> u32 {
+    match stem.strip_prefix(files::MERGED_PREFIX) {
+        None => 0,
+        Some(rest) => rest
+            .strip_prefix('L')
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(level, _)| level.parse().ok())
+            .unwrap_or(1),
     }
 }
 
 /// Merge the row files of each day folder of `table` that has enough of them in one of its
 /// `tiers`, leaving out the rows of runs whose writer is alive.
 fn plan_row_merges(archive: &Archive, table: Table, tiers: Tiers) -> Result<Vec<Action>> {
-    let mut groups: BTreeMap<(PathBuf, bool), Vec<PathBuf>> = BTreeMap::new();
+    let mut groups: BTreeMap<(PathBuf, u32), Vec<PathBuf>> = BTreeMap::new();
     for path in list_table(archive.root(), table)? {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let merged = stem.starts_with(files::MERGED_PREFIX);
@@ -177,18 +199,25 @@ fn plan_row_merges(archive: &Archive, table: Table, tiers: Tiers) -> Result<Vec<
         if !writer_live {
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             groups
-                .entry((dir, matches!(tiers, Tiers::Two { .. }) && merged))
+                .entry((dir, tiers.group(stem)))
                 .or_default()
                 .push(path);
         }
     }
     Ok(groups
         .into_iter()
-        .filter(|((_, merged), sources)| sources.len() >= tiers.enough(*merged))
+        .filter(|((_, group), sources)| sources.len() >= tiers.enough(*group))
         .map(|((dir, _), sources)| {
             let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
             let tag = blake3::hash(names.join("\n").as_bytes()).to_hex();
-            let dest = dir.join(format!("{}{}.parquet", files::MERGED_PREFIX, &tag[..16]));
+            let stem = |p: &PathBuf| p.file_stem().and_then(|s| s.to_str()).map(level);
+            let below = sources.iter().filter_map(stem).max().unwrap_or(0);
+            let dest = dir.join(format!(
+                "{}L{}-{}.parquet",
+                files::MERGED_PREFIX,
+                below + 1,
+                &tag[..16]
+            ));
             Action::MergeRows {
                 table,
                 sources,
@@ -202,40 +231,48 @@ fn plan_row_merges(archive: &Archive, table: Table, tiers: Tiers) -> Result<Vec<
 /// them: listing reads every file, so a long sweep must not leave thousands of them.
 pub const AUTO_COMPACT_ROWS: usize = 32;
 
-/// How many merged files of a day of `runs` a finishing writer merges into one. Every merged
-/// file costs a listing a file to read, and every merge of them reads all their rows again:
-/// with 4, a day's merged rows are read again every 96 runs of the day (128 the first time),
-/// and a listing finds at most 4 merged files and 31 unmerged ones per day.
+/// How many merged files of one level a finishing writer merges into one of the next. Every
+/// merged file costs a listing a file to read, and every merge reads its sources' rows
+/// again: with 4, each row is read again once per level (6 levels hold 131,072 runs of a day),
+/// and a listing finds at most 3 merged files per level and 31 unmerged ones per day.
 pub const AUTO_COMPACT_MERGED: usize = 4;
 
 /// The compaction a finishing writer does on its way out: merge the day's unmerged run rows
-/// once there are [`AUTO_COMPACT_ROWS`] of them, and its merged files once there are
-/// [`AUTO_COMPACT_MERGED`]. Skipped (not waited for) while another compaction runs.
+/// once there are [`AUTO_COMPACT_ROWS`] of them, and its merged files of one level once there
+/// are [`AUTO_COMPACT_MERGED`]. Skipped (not waited for) while another compaction runs.
+/// The runs cache is left for the next reader to bring up to date: rewriting it whole at
+/// every merge made a sweep's logging grow with the square of its runs.
 ///
 /// Most finishes merge nothing, so they only count the names in their own day folder; the
 /// plan, which asks every row file's writer whether it is alive, runs when a merge is due.
 pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
     let dir = files::day_dir(archive.root(), Table::Runs, day);
-    let (mut unmerged, mut merged) = (0, 0);
+    let tiers = Tiers::Levels {
+        fresh: AUTO_COMPACT_ROWS,
+        merged: AUTO_COMPACT_MERGED,
+    };
+    // Files per level.
+    let mut levels: BTreeMap<u32, usize> = BTreeMap::new();
     match fs::read_dir(&dir) {
         Ok(entries) => {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_str().unwrap_or("");
-                if name.starts_with('.') || !name.ends_with(".parquet") {
-                    continue;
-                }
-                if name.starts_with(files::MERGED_PREFIX) {
-                    merged += 1;
-                } else {
-                    unmerged += 1;
+                if let Some(stem) = name
+                    .strip_suffix(".parquet")
+                    .filter(|_| !name.starts_with('.'))
+                {
+                    *levels.entry(level(stem)).or_default() += 1;
                 }
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&dir, e)),
     }
-    if unmerged < AUTO_COMPACT_ROWS && merged < AUTO_COMPACT_MERGED {
+    if levels
+        .iter()
+        .all(|(level, files)| *files < tiers.enough(*level))
+    {
         return Ok(());
     }
     // A lock that cannot be had now, or at all (a lock file this user may not open): no
@@ -245,14 +282,10 @@ pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
     };
     // A merge a crash interrupted is finished first, so its sources are not merged again.
     replace::recover_locked(archive.root())?;
-    let tiers = Tiers::Two {
-        fresh: AUTO_COMPACT_ROWS,
-        merged: AUTO_COMPACT_MERGED,
-    };
     let actions = plan_row_merges(archive, Table::Runs, tiers)?;
     // Best effort: the run is already archived, and a failed merge leaves every source in
     // place, so a finishing writer never fails because of a compaction.
-    let _ = apply(archive, &actions);
+    let _ = apply(archive, &actions, CacheUpdate::Later);
     drop(lock);
     Ok(())
 }
@@ -379,7 +412,7 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
             .sum()
     };
     let files_before = count()?;
-    let (merges, temps_removed) = apply(archive, actions)?;
+    let (merges, temps_removed) = apply(archive, actions, CacheUpdate::Now)?;
     let report = Report {
         files_before,
         files_after: count()?,
@@ -390,9 +423,17 @@ pub fn execute(archive: &Archive, actions: &[Action]) -> Result<Report> {
     Ok(report)
 }
 
+/// Whether a merge of `runs` files puts its rows in the runs cache at once (one rewrite of
+/// the cache per merge), or leaves that to the next reader.
+#[derive(Clone, Copy, PartialEq)]
+enum CacheUpdate {
+    Now,
+    Later,
+}
+
 /// Carry out a plan under the compaction lock: how many merges it made and temp files it
 /// removed.
-fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
+fn apply(archive: &Archive, actions: &[Action], cache: CacheUpdate) -> Result<(usize, usize)> {
     let (mut merges, mut temps_removed) = (0, 0);
     for action in actions {
         match action {
@@ -434,8 +475,10 @@ fn apply(archive: &Archive, actions: &[Action]) -> Result<(usize, usize)> {
                 let batch = records::runs_to_batch(&rows)?;
                 replace::replace(archive.root(), Table::Runs, &batch, &used, dest)?;
                 merges += 1;
-                // Best effort: the merge is done; a reader rewrites a cache that lags.
-                let _ = RunsCache::replace_merged(archive.root(), &used, dest);
+                if cache == CacheUpdate::Now {
+                    // Best effort: the merge is done; a reader rewrites a cache that lags.
+                    let _ = RunsCache::replace_merged(archive.root(), &used, dest);
+                }
             }
             Action::MergeRows {
                 table,
@@ -492,6 +535,16 @@ mod tests {
     use crate::schema::Table;
     use crate::writer::archive_tests::train;
     use crate::Archive;
+
+    #[test]
+    fn a_row_files_level_is_read_from_its_name() {
+        use super::level;
+        assert_eq!(level("3ce04629d75f-a1"), 0);
+        assert_eq!(level("compacted-L1-0123456789abcdef"), 1);
+        assert_eq!(level("compacted-L12-0123456789abcdef"), 12);
+        // Merged before levels: level 1, the smallest merged files.
+        assert_eq!(level("compacted-0123456789abcdef"), 1);
+    }
 
     #[test]
     fn temp_files_of_dead_writers_are_swept_from_the_tables_and_the_cache() {

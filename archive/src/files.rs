@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! runs/day=2026-11-27/<run_id>-a<attempt>.parquet           one attempt's row, rewritten at finish
-//! runs/day=2026-11-27/compacted-<hash>.parquet               rows merged by `compact`
+//! runs/day=2026-11-27/compacted-L<level>-<hash>.parquet      rows merged by `compact`, by level
 //! metrics/day=2026-11-27/<run_id>-a<attempt>-c<seq>.parquet  one flushed chunk
 //! metrics/day=2026-11-27/<run_id>-a<attempt>-c<first>-<last>.parquet   chunks merged by `compact`
 //! cells/day=2026-11-27/<session>-<count>-<nanos>.parquet     one executed cell

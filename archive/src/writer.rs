@@ -828,6 +828,37 @@ pub(crate) mod archive_tests {
     }
 
     #[test]
+    fn issue_24_finishing_writers_merge_by_level_so_a_row_is_merged_again_once_per_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let (fresh, merges) = (
+            crate::compact::AUTO_COMPACT_ROWS as u64,
+            crate::compact::AUTO_COMPACT_MERGED as u64,
+        );
+        // 32 rows make a level-1 file, 4 of those one of level 2, 4 of those one of level 3;
+        // each merge happens at the finish after the one that completed its sources.
+        let runs = fresh * merges * merges + 2;
+        for seed in 0..runs {
+            train(&archive, seed, 0.0);
+        }
+        let names: Vec<String> =
+            crate::files::list_table(archive.root(), crate::schema::Table::Runs)
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+        // One file of level 3 and the two rows written since.
+        let merged: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with("compacted-"))
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(merged.len(), 1, "{names:?}");
+        assert!(merged[0].starts_with("compacted-L3-"), "{names:?}");
+        assert_eq!(archive.runs().unwrap().value.len(), runs as usize);
+    }
+
+    #[test]
     fn a_compaction_lock_that_cannot_be_opened_never_fails_a_finish() {
         let dir = tempfile::tempdir().unwrap();
         let archive = Archive::open(dir.path()).unwrap();

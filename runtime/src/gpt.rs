@@ -14,7 +14,7 @@
 //! ([`crate::data::text`]); its fused operations are in [`crate::seq_ops`].
 
 use crate::models::{Dropout, Model};
-use crate::ops::Activation;
+use crate::ops::Activation::{self, Gelu, Identity};
 use crate::Result;
 use candle_core::{DType, Tensor};
 use candle_nn::{Embedding, Init, Module, VarBuilder};
@@ -103,8 +103,9 @@ struct Attention {
 
 impl Attention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (qkv, heads) = (&self.qkv, self.heads);
-        let y = crate::seq_ops::self_attention(x, &qkv.weight, &qkv.bias, heads, self.look_ahead)?; // (B, T, C)
+        let (qkv, heads, look_ahead) = (&self.qkv, self.heads, self.look_ahead);
+        // (B, T, C): the qkv projection runs inside the attention's own operation.
+        let y = crate::seq_ops::self_attention(x, &qkv.weight, &qkv.bias, heads, look_ahead)?;
         self.proj.forward(&y) // (B, T, C)
     }
 }
@@ -155,7 +156,6 @@ impl Gpt {
         let norm = |name: &str| Norm::new(width, vb.pp(name));
         let residual_std = INIT_STD / (2.0 * layers as f64).sqrt();
         let dense = Dense::new;
-        use Activation::{Gelu, Identity};
         let blocks = (0..layers)
             .map(|i| -> candle_core::Result<Block> {
                 let vb = vb.pp(format!("blocks.{i}"));

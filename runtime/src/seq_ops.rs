@@ -1,15 +1,16 @@
 //! The transformer's fused operations, each one pass forward and one pass backward with a
 //! hand-written gradient: GELU (the tanh form, as candle's `gelu`), layer norm over the last
-//! dimension, and causal self-attention from the fused query-key-value projection. candle composes each of them from
-//! several broadcast operations, and its backward walks and allocates every intermediate
-//! again; one pass over the values instead is most of what makes the GPT's step fast.
+//! dimension, and causal self-attention with its query-key-value projection. candle composes
+//! each of them from several broadcast operations, and its backward walks and allocates every
+//! intermediate again; one pass over the values instead is most of what makes the GPT's step
+//! fast.
 //!
-//! Not here: the dense layers (they are [`crate::ops::linear`]).
+//! Not here: the dense layers and the GELU fused into one ([`crate::ops::linear`]), and the
+//! elementwise loops both share ([`crate::lanes`]).
 //!
-//! Determinism: rows, and attention's (example, head) pairs, are independent tasks; the one
-//! reduction across rows (layer norm's weight and bias gradients) adds fixed groups of
+//! Determinism: rows, and attention's examples, are independent tasks; the one reduction
+//! across rows (layer norm's weight and bias gradients) adds fixed groups of
 //! [`ROWS_PER_GROUP`] rows, then the groups in order: the same bits at any thread count.
-//! Their exponentials are [`crate::lanes::exp`], on the widest lanes the CPU has.
 
 use crate::lanes::{exp, gelu_grad_into, gelu_into, widest_lanes, CHUNK};
 use crate::ops::{
