@@ -1,6 +1,6 @@
 //! Benchmark: recipe's archive against MLflow's default local tracking store, side by side
 //! in one invocation. Logs RUNS runs x STEPS steps x 3 metrics, then lists, filters and
-//! diffs, and prints both times, the ratio and peak memory. Read phases run 11 times from a
+//! diffs (recipe's side also reads one run's curves, its record in hand), and prints both times, the ratio and peak memory. Read phases run 11 times from a
 //! fresh handle on both sides; medians are shown. The first listing after logging is timed
 //! on its own: on recipe's side it is the one that writes the runs cache. Both stores live
 //! in a temporary folder in the current folder (see [`scratch`]).
@@ -103,6 +103,13 @@ fn main() -> Result<()> {
         Ok(diff_runs(a, &points[0], b, &points[1]))
     })?;
     ours.insert("diff", diff_s);
+    // One run's curves, its record in hand (as a notebook holds it): no listing of the runs.
+    let one = listed[listed.len() / 2].clone();
+    let (curves_s, curves) = median_of(REPEATS, || {
+        Ok(Archive::open_existing(&root)?.metrics(&one)?.value)
+    })?;
+    ours.insert("curves", curves_s);
+    assert_eq!(curves.len(), 3 * steps as usize);
     assert_eq!(diff.metrics.len(), 3);
     let our_rss = peak_rss_mib();
     let disk: u64 = walk_size(archive.root());
