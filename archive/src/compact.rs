@@ -237,11 +237,18 @@ pub const AUTO_COMPACT_ROWS: usize = 32;
 /// and a listing finds at most 3 merged files per level and 31 unmerged ones per day.
 pub const AUTO_COMPACT_MERGED: usize = 4;
 
+/// The size of the runs cache (about 23,000 runs) up to which a finishing writer's merge
+/// puts the merged rows in it, so that the first listing after a sweep finds them cached.
+/// Each such merge rewrites the whole cache: past this size, that would make a sweep's
+/// logging grow with the square of its runs, so the next reader brings the cache up to date
+/// instead.
+pub const CACHE_AT_MERGE_MAX_BYTES: u64 = 8 << 20;
+
 /// The compaction a finishing writer does on its way out: merge the day's unmerged run rows
 /// once there are [`AUTO_COMPACT_ROWS`] of them, and its merged files of one level once there
 /// are [`AUTO_COMPACT_MERGED`]. Skipped (not waited for) while another compaction runs.
-/// The runs cache is left for the next reader to bring up to date: rewriting it whole at
-/// every merge made a sweep's logging grow with the square of its runs.
+/// A merge puts its rows in the runs cache while the cache is under
+/// [`CACHE_AT_MERGE_MAX_BYTES`], and past that leaves it to the next reader.
 ///
 /// Most finishes merge nothing, so they only count the names in their own day folder; the
 /// plan, which asks every row file's writer whether it is alive, runs when a merge is due.
@@ -285,7 +292,11 @@ pub fn auto(archive: &Archive, day: chrono::NaiveDate) -> Result<()> {
     let actions = plan_row_merges(archive, Table::Runs, tiers)?;
     // Best effort: the run is already archived, and a failed merge leaves every source in
     // place, so a finishing writer never fails because of a compaction.
-    let _ = apply(archive, &actions, CacheUpdate::Later);
+    let cache = match fs::metadata(archive.root().join(crate::cache::CACHE_FILE)) {
+        Ok(file) if file.len() >= CACHE_AT_MERGE_MAX_BYTES => CacheUpdate::Later,
+        _ => CacheUpdate::Now,
+    };
+    let _ = apply(archive, &actions, cache);
     drop(lock);
     Ok(())
 }
